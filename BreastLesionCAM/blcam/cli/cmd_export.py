@@ -1,0 +1,32 @@
+"""``blcam export COHORT.csv --out PATCHES``: the patch dataset for training."""
+
+from __future__ import annotations
+
+from ..patches.export import ExportSettings, export_dataset
+from . import fraction, positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="cut lesion-centred and healthy patches from a cohort",
+                       description="Cut one patch per annotated lesion centre and K random patches per "
+                       "volume of a healthy patient; assign patients to test split and folds.")
+    p.add_argument("cohort", help="cohort CSV (patient,volume,label,annotation)")
+    p.add_argument("--out", required=True, help="dataset folder to write (resumes if it holds the same export)")
+    p.add_argument("--patch", type=positive_int, nargs=3, default=[28, 280, 280], metavar=("K", "J", "I"),
+                   help="patch size in voxels, k j i order (default: 28 280 280)")
+    p.add_argument("--negatives-per-volume", type=int, default=4, metavar="K",
+                   help="random patches per volume of a healthy patient (default: 4)")
+    p.add_argument("--test-fraction", type=fraction, default=0.3,
+                   help="share of patients held out as test set, per class (default: 0.3)")
+    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits and negative positions (default: 0)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="volumes processed in parallel (default: 1)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    settings = ExportSettings(tuple(args.patch), args.negatives_per_volume, args.test_fraction,
+                              args.folds, args.seed)
+    manifest = export_dataset(args.cohort, args.out, settings, jobs=args.jobs)
+    print(f"wrote {manifest}")
+    return 0

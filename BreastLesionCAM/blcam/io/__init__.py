@@ -1,0 +1,1 @@
+"""Reading and writing volumes, point annotations and files, safely."""

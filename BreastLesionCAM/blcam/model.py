@@ -1,0 +1,101 @@
+"""The network (MONAI's 3D ResNet, one logit) and the model file that carries it.
+
+A model file is ``safetensors`` weights plus a JSON metadata record in the file header
+(architecture, stem, width, crop and patch size, intensity normalisation, training config,
+package version). Loading never unpickles anything, so a model file from a stranger cannot
+run code; and everything needed to rebuild the network comes from the record.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from monai.networks.nets import ResNet
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import BlcamError
+from .intensity import NORMALISATION
+from .io.atomic import atomic_path
+
+ARCHS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
+# 'paper': MONAI's default stem, full-resolution 7×7×7 conv (finest CAM, slowest).
+# 'fast': the common 3D-ResNet stem that halves in-plane resolution first (~3× faster training).
+STEMS = {"paper": {"conv1_t_size": 7, "conv1_t_stride": 1},
+         "fast": {"conv1_t_size": 7, "conv1_t_stride": (1, 2, 2)}}
+FORMAT = "blcam-model-v1"
+
+
+def build_model(arch: str = "resnet10", stem: str = "paper", widen: float = 1.0) -> ResNet:
+    """A 3D ResNet-10/18 with one input channel and one output logit (sigmoid at inference)."""
+    if arch not in ARCHS:
+        raise BlcamError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHS)}")
+    if stem not in STEMS:
+        raise BlcamError(f"unknown stem '{stem}'; choose one of {', '.join(STEMS)}")
+    if not widen > 0:
+        raise BlcamError(f"width factor must be positive, got {widen}")
+    return ResNet(block="basic", layers=ARCHS[arch], block_inplanes=[64, 128, 256, 512], spatial_dims=3,
+                  n_input_channels=1, num_classes=1, widen_factor=widen, **STEMS[stem])
+
+
+def total_stride(stem: str) -> tuple[int, int, int]:
+    """Input voxels per feature-map voxel of the last block (k, j, i)."""
+    s = STEMS[stem]["conv1_t_stride"]
+    s = (s, s, s) if isinstance(s, int) else tuple(s)
+    return tuple(8 * 2 * v for v in s)  # max-pool ×2, layers 2–4 ×2 each, times the stem stride
+
+
+def make_metadata(arch: str, stem: str, widen: float, crop, patch, training: dict | None = None,
+                  **extra) -> dict:
+    """The metadata record every model file carries (see ``design.md``)."""
+    meta = {"format": FORMAT, "blcam_version": __version__, "arch": arch, "stem": stem, "widen": widen,
+            "crop": [int(v) for v in crop], "patch": [int(v) for v in patch], "axes": "k,j,i",
+            "normalisation": NORMALISATION, "spacing": None, "training": training or {}}
+    meta.update(extra)
+    return meta
+
+
+def save_model(path, model: torch.nn.Module, metadata: dict) -> None:
+    """Write weights + metadata as one safetensors file, atomically."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in _unwrap(model).state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"blcam": json.dumps(metadata)})
+
+
+def read_metadata(path) -> dict:
+    """The metadata record of a model file, without loading weights."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise BlcamError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = (fh.metadata() or {}).get("blcam")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BlcamError(f"{path}: not a BreastLesionCAM model file ({exc})") from None
+    if meta is None:
+        raise BlcamError(f"{path}: safetensors file without BreastLesionCAM metadata")
+    meta = json.loads(meta)
+    if meta.get("format") != FORMAT:
+        raise BlcamError(f"{path}: unsupported model format '{meta.get('format')}'")
+    return meta
+
+
+def load_model(path, device: str | torch.device = "cpu") -> tuple[ResNet, dict]:
+    """Rebuild the network from a model file; returns ``(model in eval mode, metadata)``."""
+    meta = read_metadata(path)
+    model = build_model(meta["arch"], meta["stem"], meta["widen"])
+    try:
+        model.load_state_dict(load_file(str(path), device="cpu"))
+    except (RuntimeError, SafetensorError) as exc:
+        raise BlcamError(f"{path}: weights do not match {meta['arch']}/{meta['stem']} ({exc})") from None
+    return model.to(device).eval(), meta
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare network inside DDP / torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)

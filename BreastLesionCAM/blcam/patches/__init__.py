@@ -1,0 +1,1 @@
+"""Patch datasets: extraction around lesion centres, patient-level splits, export, reading."""

@@ -1,0 +1,79 @@
+"""Reading an exported patch dataset: ``dataset.json`` + ``manifest.csv`` + ``patches/*.npy``.
+
+Patches are memory-mapped, so a dataset far larger than RAM can be trained on and a random
+crop touches only the pages it needs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BlcamError
+
+_INT_COLUMNS = ("label", "row", "fold", "centre_k", "centre_j", "centre_i", "start_k", "start_j", "start_i")
+_FLOAT_COLUMNS = ("x", "y", "z", "padded_fraction")
+
+
+@dataclass
+class PatchDataset:
+    """An exported dataset: its metadata and one dict per patch (typed columns)."""
+
+    root: Path
+    info: dict
+    records: list[dict]
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        return tuple(self.info["settings"]["patch"])
+
+    def select(self, split: str | None = None, folds=None, exclude_folds=None) -> list[dict]:
+        """Records of one split and/or of (or outside) some folds."""
+        out = self.records
+        if split is not None:
+            out = [r for r in out if r["split"] == split]
+        if folds is not None:
+            out = [r for r in out if r["fold"] in set(folds)]
+        if exclude_folds is not None:
+            out = [r for r in out if r["fold"] not in set(exclude_folds)]
+        return out
+
+    def path_of(self, record: dict) -> Path:
+        return self.root / record["file"]
+
+    def load(self, record: dict, mmap: bool = True) -> np.ndarray:
+        """The stored uint8 patch ``(k, j, i)``; memory-mapped unless ``mmap=False``."""
+        path = self.path_of(record)
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BlcamError(f"{path}: cannot read patch ({exc})") from None
+
+
+def load_dataset(root) -> PatchDataset:
+    """Open a dataset folder written by ``blcam export``; errors name the missing piece."""
+    root = Path(root)
+    meta, manifest = root / "dataset.json", root / "manifest.csv"
+    if not meta.is_file():
+        raise BlcamError(f"{root}: not a patch dataset (no dataset.json); run 'blcam export' first")
+    if not manifest.is_file():
+        raise BlcamError(f"{root}: export did not finish (no manifest.csv); rerun 'blcam export' to resume")
+    info = json.loads(meta.read_text())
+    with manifest.open(newline="") as fh:
+        records = []
+        for row_no, rec in enumerate(csv.DictReader(fh), 2):
+            try:
+                for c in _INT_COLUMNS:
+                    rec[c] = int(rec[c])
+                for c in _FLOAT_COLUMNS:
+                    rec[c] = float(rec[c])
+            except (KeyError, ValueError) as exc:
+                raise BlcamError(f"{manifest} row {row_no}: bad value ({exc})") from None
+            records.append(rec)
+    if not records:
+        raise BlcamError(f"{manifest}: no patches")
+    return PatchDataset(root, info, records)

@@ -1,0 +1,188 @@
+"""``blcam export``: cohort CSV → patch dataset on disk (the paper's 28×280×280 patches).
+
+One patch per annotated lesion centre, centred on it, and K random negatives per volume of a
+*healthy patient* (a lesion patient's other breast is not guaranteed lesion-free). Patches
+are normalised to uint8 (:mod:`blcam.intensity`) and stored as ``.npy`` files, which training
+memory-maps, so a random crop reads only the pages it touches. ``manifest.csv`` lists them.
+
+Resumable and crash-safe: every patch is written to a temporary name and renamed, the
+manifest is written last, and a rerun skips patches whose final file exists (a volume whose
+patches all exist is not even read). Negatives come from a generator seeded by the seed
+and the volume's path, so a resumed run writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import __version__
+from ..cohort import Cohort, CohortRow, read_cohort
+from ..errors import BlcamError
+from ..intensity import NORMALISATION, robust_range, to_uint8
+from ..io.atomic import atomic_path, remove_stale_temporaries, write_json_atomic, write_text_atomic
+from ..io.volume import read_volume
+from .extract import box_start, extract_box, random_centres
+from .splits import assign_splits
+
+MANIFEST_COLUMNS = ["patch_id", "file", "label", "kind", "patient", "patient_class", "volume", "row",
+                    "centre_k", "centre_j", "centre_i", "start_k", "start_j", "start_i",
+                    "x", "y", "z", "split", "fold", "padded_fraction"]
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    patch: tuple[int, int, int] = (28, 280, 280)
+    negatives_per_volume: int = 4
+    test_fraction: float = 0.3
+    folds: int = 5
+    seed: int = 0
+
+
+@dataclass
+class PatchJob:
+    """What one worker needs to cut all patches of one volume (picklable)."""
+
+    row: CohortRow
+    ids: list[str]
+    centres_kji: np.ndarray       # integer box centres
+    points_lps: np.ndarray        # annotated point (positives) or box centre (negatives)
+    kind: str                     # 'lesion' or 'negative'
+    split: str
+    fold: int
+    patient_class: str
+
+
+def export_dataset(cohort_csv, out, settings: ExportSettings = ExportSettings(), jobs: int = 1,
+                   progress: bool = True) -> Path:
+    """Export the patch dataset; returns the manifest path."""
+    out = Path(out)
+    cohort = read_cohort(cohort_csv)
+    _check_settings(settings)
+    info = _dataset_info(cohort, settings)
+    _claim_folder(out, info)
+    remove_stale_temporaries(out)
+    jobs_list = _plan(cohort, settings)
+    records: list[dict] = []
+    bar = tqdm(total=len(jobs_list), desc="export", unit="vol", disable=not progress)
+    if jobs <= 1:
+        for job in jobs_list:
+            records += _run_job(job, out, settings)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(_run_job, job, out, settings) for job in jobs_list]
+            for fut in as_completed(futures):
+                records += fut.result()
+                bar.update()
+    bar.close()
+    records.sort(key=lambda r: (r["row"], r["kind"], r["patch_id"]))
+    manifest = out / "manifest.csv"
+    write_text_atomic(manifest, _to_csv(records))
+    return manifest
+
+
+def _check_settings(s: ExportSettings) -> None:
+    if len(s.patch) != 3 or min(s.patch) < 1:
+        raise BlcamError(f"--patch must be three positive sizes (k j i), got {s.patch}")
+    if s.negatives_per_volume < 0:
+        raise BlcamError(f"--negatives-per-volume must be ≥ 0, got {s.negatives_per_volume}")
+    if not 0 <= s.test_fraction < 1:
+        raise BlcamError(f"--test-fraction must be in [0, 1), got {s.test_fraction}")
+
+
+def _dataset_info(cohort: Cohort, s: ExportSettings) -> dict:
+    return {"format": "blcam-patches-v1", "blcam_version": __version__, "cohort": str(cohort.path.resolve()),
+            "settings": json.loads(json.dumps(asdict(s))),  # tuples → lists, as read back "axes": "k,j,i", "centre_in_patch": [n // 2 for n in s.patch],
+            "normalisation": NORMALISATION}
+
+
+def _claim_folder(out: Path, info: dict) -> None:
+    """Refuse to mix two exports in one folder; a rerun with the same settings resumes."""
+    meta = out / "dataset.json"
+    if meta.exists():
+        try:
+            old = json.loads(meta.read_text())
+        except ValueError:
+            raise BlcamError(f"{meta}: unreadable; remove the folder or choose another --out") from None
+        if old.get("settings") != info["settings"] or old.get("cohort") != info["cohort"]:
+            raise BlcamError(f"{out}: holds an export with other settings or cohort "
+                             f"({old.get('settings')}); choose another --out or delete it")
+    elif out.exists() and any(out.iterdir()):
+        raise BlcamError(f"{out}: folder exists and is not a patch dataset; choose another --out")
+    (out / "patches").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(meta, info)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+def _plan(cohort: Cohort, s: ExportSettings) -> list[PatchJob]:
+    classes = cohort.patient_classes()
+    splits = assign_splits(classes, s.test_fraction, s.folds, s.seed)
+    stems: dict[str, int] = {}
+    plans = []
+    for r in cohort.rows:
+        stem = _safe(f"{r.patient}_{Path(r.volume_rel).name.split('.')[0]}")
+        stems[stem] = stems.get(stem, 0) + 1
+        if stems[stem] > 1:
+            stem = f"{stem}_r{r.row}"
+        split, fold = splits[r.patient]
+        if r.label == "lesion":
+            centres = box_start(r.geometry.lps_to_index(r.centres_lps)[:, ::-1], s.patch) + np.asarray(s.patch) // 2
+            plans.append(PatchJob(r, [f"{stem}_les{n:02d}" for n in range(len(centres))], centres,
+                                  r.centres_lps, "lesion", split, fold, classes[r.patient]))
+        elif classes[r.patient] == "healthy" and s.negatives_per_volume > 0:
+            rng = np.random.default_rng([s.seed, zlib.crc32(r.volume_rel.encode())])
+            centres = random_centres(r.geometry.shape, s.patch, s.negatives_per_volume, rng)
+            points = r.geometry.index_to_lps(centres[:, ::-1])
+            plans.append(PatchJob(r, [f"{stem}_neg{n:02d}" for n in range(len(centres))], centres,
+                                  points, "negative", split, fold, classes[r.patient]))
+    return plans
+
+
+def _run_job(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
+    """Write the patches of one volume (skipping finished ones) and return their records."""
+    files = [out / "patches" / f"{pid}.npy" for pid in job.ids]
+    starts = [c - np.asarray(s.patch) // 2 for c in job.centres_kji]
+    todo = [n for n, f in enumerate(files) if not f.exists()]
+    if todo:
+        volume, _ = read_volume(job.row.volume)
+        lo, hi = robust_range(volume)
+        for n in todo:
+            # Padding with the grey value ``lo`` maps to 0 == PAD_VALUE after normalisation.
+            raw, _ = extract_box(volume, starts[n], s.patch, pad_value=lo)
+            with atomic_path(files[n]) as tmp:
+                np.save(tmp, to_uint8(raw, lo, hi))
+    return [_record(job, n, files[n].relative_to(out), starts[n], s) for n in range(len(files))]
+
+
+def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings) -> dict:
+    shape = np.asarray(job.row.geometry.shape)
+    lo_c, hi_c = np.clip(start, 0, shape), np.clip(start + np.asarray(s.patch), 0, shape)
+    padded = 1.0 - float(np.prod(np.maximum(hi_c - lo_c, 0))) / float(np.prod(s.patch))
+    c, p = job.centres_kji[n], job.points_lps[n]
+    return {"patch_id": job.ids[n], "file": rel.as_posix(), "label": int(job.kind == "lesion"), "kind": job.kind,
+            "patient": job.row.patient, "patient_class": job.patient_class, "volume": job.row.volume_rel,
+            "row": job.row.row, "centre_k": int(c[0]), "centre_j": int(c[1]), "centre_i": int(c[2]),
+            "start_k": int(start[0]), "start_j": int(start[1]), "start_i": int(start[2]),
+            "x": f"{p[0]:.4f}", "y": f"{p[1]:.4f}", "z": f"{p[2]:.4f}", "split": job.split, "fold": job.fold,
+            "padded_fraction": f"{padded:.6f}"}
+
+
+def _to_csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue()

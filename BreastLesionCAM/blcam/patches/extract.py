@@ -1,0 +1,44 @@
+"""Cutting a fixed-size box out of a volume, padding whatever falls outside it.
+
+Convention (shared by export, training crops and detection): a box of size ``n`` centred on
+voxel ``c`` covers ``[c - n // 2, c - n // 2 + n)``, so the centre voxel sits at index
+``n // 2`` inside the box. A continuous centre is rounded to the nearest voxel, which keeps
+the box's centre within half a voxel of the annotated physical point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def box_start(center_index, size) -> np.ndarray:
+    """First voxel of the box of ``size`` centred on the (rounded) ``center_index``."""
+    center = np.floor(np.asarray(center_index, float) + 0.5).astype(int)
+    return center - np.asarray(size, int) // 2
+
+
+def extract_box(volume: np.ndarray, start, size, pad_value=0) -> tuple[np.ndarray, float]:
+    """Copy ``volume[start:start+size]`` with out-of-volume voxels set to ``pad_value``.
+
+    Returns the box and the fraction of its voxels that were padded.
+    """
+    start = np.asarray(start, int)
+    size = np.asarray(size, int)
+    shape = np.asarray(volume.shape, int)
+    lo = np.clip(start, 0, shape)
+    hi = np.clip(start + size, 0, shape)
+    out = np.full(tuple(size), pad_value, dtype=volume.dtype)
+    inner = tuple(slice(a, b) for a, b in zip(lo, hi))
+    dest = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))
+    out[dest] = volume[inner]
+    inside = int(np.prod(np.maximum(hi - lo, 0)))
+    return out, 1.0 - inside / float(np.prod(size))
+
+
+def random_centres(shape, size, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` random box centres (``(k, j, i)``) keeping the box inside the volume where it fits."""
+    shape = np.asarray(shape, int)
+    size = np.asarray(size, int)
+    lo = np.where(shape >= size, size // 2, shape // 2)
+    hi = np.where(shape >= size, shape - (size - size // 2), shape // 2)
+    return np.stack([rng.integers(a, b + 1, size=count) for a, b in zip(lo, hi)], axis=1)

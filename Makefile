@@ -1,0 +1,20 @@
+# The two commands a new user needs: `make demo` (the main job) and `make test`.
+# Each bootstraps .venv on first use (tools/bootstrap.sh).
+PYTHON ?= python3
+VENV := .venv
+BOOT := $(VENV)/.bootstrapped
+DEMO_OUT ?= demo-output
+
+.PHONY: demo test bench clean
+
+$(BOOT): pyproject.toml tools/bootstrap.sh
+	PYTHON=$(PYTHON) tools/bootstrap.sh
+
+demo: $(BOOT)
+	$(VENV)/bin/blcam demo --out $(DEMO_OUT)
+
+test: $(BOOT)
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -14,7 +14,7 @@ import sys
 from .. import __version__
 from ..errors import BlcamError
 
-COMMANDS = ["export"]
+COMMANDS = ["phantom", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """Reading an exported patch dataset: ``dataset.json`` + ``manifest.csv`` + ``patches/*.npy``.
 
-Patches are memory-mapped, so a dataset far larger than RAM can be trained on and a random
-crop touches only the pages it needs.
+Patches are stored in their volume's grey values and memory-mapped, so a dataset far larger
+than RAM can be trained on and a random crop touches only the pages it needs; the fixed
+normalisation is applied on reading, from the grey range each manifest row carries.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BlcamError
+from ..intensity import to_uint8
 
 _INT_COLUMNS = ("label", "row", "fold", "centre_k", "centre_j", "centre_i", "start_k", "start_j", "start_i")
-_FLOAT_COLUMNS = ("x", "y", "z", "padded_fraction")
+_FLOAT_COLUMNS = ("x", "y", "z", "padded_fraction", "grey_low", "grey_high")
 
 
 @dataclass
@@ -45,13 +47,25 @@ class PatchDataset:
     def path_of(self, record: dict) -> Path:
         return self.root / record["file"]
 
-    def load(self, record: dict, mmap: bool = True) -> np.ndarray:
-        """The stored uint8 patch ``(k, j, i)``; memory-mapped unless ``mmap=False``."""
+    def load_raw(self, record: dict, mmap: bool = True) -> np.ndarray:
+        """The stored patch ``(k, j, i)`` in the volume's grey values (memory-mapped by default)."""
         path = self.path_of(record)
         try:
             return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise BlcamError(f"{path}: cannot read patch ({exc})") from None
+
+    @staticmethod
+    def normalise(record: dict, values: np.ndarray) -> np.ndarray:
+        """Grey values of (part of) a patch → the fixed uint8 scale (:mod:`blcam.intensity`).
+
+        Cropping before normalising is cheaper: ``normalise(rec, load_raw(rec)[crop])``.
+        """
+        return to_uint8(np.asarray(values), record["grey_low"], record["grey_high"])
+
+    def load(self, record: dict, mmap: bool = True) -> np.ndarray:
+        """The whole patch normalised to uint8 ``(k, j, i)``: what the network sees, before scaling."""
+        return self.normalise(record, self.load_raw(record, mmap))
 
 
 def load_dataset(root) -> PatchDataset:

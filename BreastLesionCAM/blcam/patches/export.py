@@ -2,8 +2,10 @@
 
 One patch per annotated lesion centre, centred on it, and K random negatives per volume of a
 *healthy patient* (a lesion patient's other breast is not guaranteed lesion-free). Patches
-are normalised to uint8 (:mod:`blcam.intensity`) and stored as ``.npy`` files, which training
-memory-maps, so a random crop reads only the pages it touches. ``manifest.csv`` lists them.
+keep the volume's grey values and are stored as ``.npy`` files, which training memory-maps,
+so a random crop reads only the pages it touches; each record carries the volume's grey range,
+and :class:`~blcam.patches.dataset.PatchDataset` applies the fixed normalisation
+(:mod:`blcam.intensity`) when it reads. ``manifest.csv`` lists them.
 
 Resumable and crash-safe: every patch is written to a temporary name and renamed, the
 manifest is written last, and a rerun skips patches whose final file exists (a volume whose
@@ -28,7 +30,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..cohort import Cohort, CohortRow, read_cohort
 from ..errors import BlcamError
-from ..intensity import NORMALISATION, robust_range, to_uint8
+from ..intensity import NORMALISATION, robust_range
 from ..io.atomic import atomic_path, remove_stale_temporaries, write_json_atomic, write_text_atomic
 from ..io.volume import read_volume
 from .extract import box_start, extract_box, random_centres
@@ -36,7 +38,8 @@ from .splits import assign_splits
 
 MANIFEST_COLUMNS = ["patch_id", "file", "label", "kind", "patient", "patient_class", "volume", "row",
                     "centre_k", "centre_j", "centre_i", "start_k", "start_j", "start_i",
-                    "x", "y", "z", "split", "fold", "padded_fraction"]
+                    "x", "y", "z", "split", "fold", "padded_fraction",
+                    "grey_low", "grey_high"]
 
 
 @dataclass(frozen=True)
@@ -152,22 +155,35 @@ def _plan(cohort: Cohort, s: ExportSettings) -> list[PatchJob]:
 
 
 def _run_job(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
-    """Write the patches of one volume (skipping finished ones) and return their records."""
+    """Write the patches of one volume (skipping finished ones) and return their records.
+
+    Patches keep the volume's own grey values (floats as float32): normalising is a lookup
+    done on the much smaller training crops, and skipping it here keeps export close to the
+    cost of reading the volume. The volume's grey range goes to a small sidecar written
+    before the patches, so a resumed run can write the manifest without re-reading it.
+    """
     files = [out / "patches" / f"{pid}.npy" for pid in job.ids]
+    sidecar = out / "patches" / f"{job.ids[0].rsplit('_', 1)[0]}.range.json"
     starts = [c - np.asarray(s.patch) // 2 for c in job.centres_kji]
     todo = [n for n, f in enumerate(files) if not f.exists()]
-    if todo:
+    if todo or not sidecar.exists():
         volume, _ = read_volume(job.row.volume)
+        if np.issubdtype(volume.dtype, np.floating) or volume.dtype.itemsize > 2:
+            volume = volume.astype(np.float32, copy=False)
         lo, hi = robust_range(volume)
+        write_json_atomic(sidecar, {"grey_low": lo, "grey_high": hi})
         for n in todo:
             # Padding with the grey value ``lo`` maps to 0 == PAD_VALUE after normalisation.
             raw, _ = extract_box(volume, starts[n], s.patch, pad_value=lo)
             with atomic_path(files[n]) as tmp:
-                np.save(tmp, to_uint8(raw, lo, hi))
-    return [_record(job, n, files[n].relative_to(out), starts[n], s) for n in range(len(files))]
+                np.save(tmp, raw)
+    else:
+        grey = json.loads(sidecar.read_text())
+        lo, hi = grey["grey_low"], grey["grey_high"]
+    return [_record(job, n, files[n].relative_to(out), starts[n], s, lo, hi) for n in range(len(files))]
 
 
-def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings) -> dict:
+def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings, lo: float, hi: float) -> dict:
     shape = np.asarray(job.row.geometry.shape)
     lo_c, hi_c = np.clip(start, 0, shape), np.clip(start + np.asarray(s.patch), 0, shape)
     padded = 1.0 - float(np.prod(np.maximum(hi_c - lo_c, 0))) / float(np.prod(s.patch))
@@ -177,7 +193,7 @@ def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings) -> dict:
             "row": job.row.row, "centre_k": int(c[0]), "centre_j": int(c[1]), "centre_i": int(c[2]),
             "start_k": int(start[0]), "start_j": int(start[1]), "start_i": int(start[2]),
             "x": f"{p[0]:.4f}", "y": f"{p[1]:.4f}", "z": f"{p[2]:.4f}", "split": job.split, "fold": job.fold,
-            "padded_fraction": f"{padded:.6f}"}
+            "padded_fraction": f"{padded:.6f}", "grey_low": repr(float(lo)), "grey_high": repr(float(hi))}
 
 
 def _to_csv(records: list[dict]) -> str:

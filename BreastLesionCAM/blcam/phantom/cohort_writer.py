@@ -1,0 +1,185 @@
+"""A whole synthetic cohort on disk, in exactly the layout a user would prepare.
+
+``OUT/cohort.csv`` (``patient,volume,label,annotation,birads``, paths relative to OUT) is
+the one input of ``blcam export``; beside it the volumes, lesion-centre markups (half in
+LPS, half in RAS, as Slicer may write either), label masks, and the ground truth a user of
+real data never has (``lesions.csv``, ``mimics.csv``) so that localisation can be scored.
+
+Patient ``p`` is made from ``np.random.default_rng([seed, p])`` alone, so patients can be
+made in any order and in parallel with byte-identical results, and a cohort of N patients
+is a prefix of the cohort of N+1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import BlcamError
+from ..io.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
+from ..io.points import write_markups
+from ..io.volume import write_volume
+from .geometry import random_geometry
+from .lesions import annotate
+from .volume import DEFAULT_SHAPE, DEFAULT_SPACING, simulate_volume
+
+COHORT_COLUMNS = ["patient", "volume", "label", "annotation", "birads"]
+LESION_COLUMNS = ["volume", "lesion", "kind", "x", "y", "z", "i", "j", "k", "diameter_mm",
+                  "voxels", "birads"]
+MIMIC_COLUMNS = ["volume", "kind", "x", "y", "z", "diameter_mm"]
+MIN_SHAPE = (4, 24, 24)
+
+
+def is_lesion_patient(seed: int, patient: int, fraction: float) -> bool:
+    """Whether ``patient`` has lesions: exactly ⌊N·f⌋ or ⌈N·f⌉ of any N first patients do.
+
+    Drawing the class independently per patient would often give a small cohort no lesion
+    patient at all; a Beatty sequence with a seed-dependent phase keeps the share exact and
+    still depends on ``(seed, patient)`` only.
+    """
+    phase = float(np.random.default_rng([seed]).random())
+    return math.floor((patient + 1) * fraction + phase) > math.floor(patient * fraction + phase)
+
+
+def validate(patients, seed, jobs, shape, spacing, lesion_fraction) -> None:
+    """Raise :class:`BlcamError` naming the first bad option."""
+    if int(patients) < 1:
+        raise BlcamError(f"--patients must be at least 1, got {patients}")
+    if int(seed) < 0:
+        raise BlcamError(f"--seed must be a non-negative integer, got {seed}")
+    if int(jobs) < 1:
+        raise BlcamError(f"--jobs must be at least 1, got {jobs}")
+    if len(shape) != 3 or any(int(s) < m for s, m in zip(shape, MIN_SHAPE)):
+        raise BlcamError(f"--shape {' '.join(map(str, shape))}: need three sizes K J I of at "
+                         f"least {' '.join(map(str, MIN_SHAPE))}")
+    if len(spacing) != 3 or not all(math.isfinite(float(s)) and 0.01 <= float(s) <= 10.0
+                                    for s in spacing):
+        raise BlcamError(f"--spacing {' '.join(map(str, spacing))}: need three spacings "
+                         "(k j i, mm) between 0.01 and 10")
+    if not (math.isfinite(float(lesion_fraction)) and 0.0 <= float(lesion_fraction) <= 1.0):
+        raise BlcamError(f"--lesion-fraction must be between 0 and 1, got {lesion_fraction}")
+
+
+def make_cohort(out, patients: int = 20, seed: int = 0, jobs: int = 1, shape=DEFAULT_SHAPE,
+                spacing=DEFAULT_SPACING, lesion_fraction: float = 0.5,
+                progress: bool = True) -> Path:
+    """Write a synthetic cohort under ``out``; returns the path of ``cohort.csv``.
+
+    ``shape`` is the array shape (k, j, i), ``spacing`` the voxel size (k, j, i) in mm.
+    ``jobs`` patients are made in parallel; the output does not depend on it.
+    """
+    validate(patients, seed, jobs, shape, spacing, lesion_fraction)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BlcamError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    args = dict(out=str(out), seed=int(seed), shape=tuple(int(s) for s in shape),
+                spacing=tuple(float(s) for s in spacing), fraction=float(lesion_fraction))
+    results = {}
+    bar = _progress(int(patients), progress)
+    try:
+        if int(jobs) == 1 or int(patients) == 1:
+            for p in range(int(patients)):
+                results[p] = make_patient(p, **args)
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=min(int(jobs), int(patients))) as pool:
+                futures = {pool.submit(make_patient, p, **args): p for p in range(int(patients))}
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update(1)
+    finally:
+        bar.close()
+    rows = [results[p] for p in range(int(patients))]
+    _write_csv(out / "cohort.csv", COHORT_COLUMNS, [r for res in rows for r in res["cohort"]])
+    _write_csv(out / "lesions.csv", LESION_COLUMNS, [r for res in rows for r in res["lesions"]])
+    _write_csv(out / "mimics.csv", MIMIC_COLUMNS, [r for res in rows for r in res["mimics"]])
+    write_json_atomic(out / "phantom.json", {
+        "generator": f"blcam {__version__} phantom", "seed": int(seed), "patients": int(patients),
+        "shape_kji": list(args["shape"]), "spacing_kji_mm": list(args["spacing"]),
+        "lesion_fraction": float(lesion_fraction),
+        "lesion_patients": sum(any(r["label"] == "lesion" for r in res["cohort"]) for res in rows),
+        "volumes": sum(len(res["cohort"]) for res in rows)})
+    return out / "cohort.csv"
+
+
+def make_patient(p: int, out: str, seed: int, shape, spacing, fraction: float) -> dict:
+    """Make and write all volumes of patient ``p``; returns its CSV rows (as dicts)."""
+    rng = np.random.default_rng([seed, p])
+    lesion_patient = is_lesion_patient(seed, p, fraction)
+    sides = ["L", "R"] if rng.random() < 0.8 else [str(rng.choice(["L", "R"]))]
+    labels = ["healthy"] * len(sides)
+    if lesion_patient:
+        first = int(rng.integers(len(sides)))
+        labels = ["lesion" if n == first or rng.random() < 0.2 else "healthy"
+                  for n in range(len(sides))]
+    rows = {"cohort": [], "lesions": [], "mimics": []}
+    for side, label in zip(sides, labels):
+        volume_id = f"P{p:04d}_{side}"
+        _, geometry = random_geometry(rng, shape, spacing)
+        n_lesions = (1 if rng.random() < 0.7 else 2) if label == "lesion" else 0
+        vol = simulate_volume(rng, shape, spacing, lesions=n_lesions)
+        write_volume(Path(out, "volumes", f"{volume_id}.nrrd"), vol.image, geometry)
+        write_volume(Path(out, "masks", f"{volume_id}.nrrd"), vol.mask, geometry)
+        annotation = ""
+        if vol.lesions:
+            clicks = np.array([annotate(rng, vol.mask, les, spacing)[::-1] for les in vol.lesions])
+            system = "RAS" if rng.random() < 0.5 else "LPS"
+            annotation = f"annotations/{volume_id}.mrk.json"
+            write_markups(Path(out, annotation), geometry.index_to_lps(clicks),
+                          [f"lesion-{les.id}" for les in vol.lesions],
+                          [f"{les.kind}, {les.diameter_mm:.1f} mm" for les in vol.lesions],
+                          coordinate_system=system)
+        birads = max([les.birads for les in vol.lesions], default=1)
+        rows["cohort"].append(dict(patient=f"P{p:04d}", volume=f"volumes/{volume_id}.nrrd",
+                                   label=label, annotation=annotation, birads=birads))
+        for les in vol.lesions:
+            x, y, z = geometry.index_to_lps(les.centroid_ijk)
+            i, j, k = les.centroid_ijk
+            rows["lesions"].append(dict(volume=volume_id, lesion=les.id, kind=les.kind,
+                                        x=_r(x), y=_r(y), z=_r(z), i=_r(i), j=_r(j), k=_r(k),
+                                        diameter_mm=_r(les.diameter_mm), voxels=les.voxels,
+                                        birads=les.birads))
+        for mimic in vol.mimics:
+            x, y, z = geometry.index_to_lps(mimic.center_kji[::-1])
+            rows["mimics"].append(dict(volume=volume_id, kind=mimic.kind, x=_r(x), y=_r(y),
+                                       z=_r(z), diameter_mm=_r(mimic.diameter_mm)))
+    return rows
+
+
+def _r(value) -> str:
+    return f"{float(value):.4f}"
+
+
+def _write_csv(path: Path, columns, rows) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def _progress(total: int, enabled: bool):
+    """A tqdm bar on stderr, shown even when stderr is a pipe: the Slicer module reads it."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency; keep working without it
+        enabled = False
+    if not enabled:
+        return _NoBar()
+    return tqdm(total=total, desc="phantom", unit="patient")
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

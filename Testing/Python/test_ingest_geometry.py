@@ -66,3 +66,32 @@ def test_point_formats_agree(tmp_path):
     (tmp_path / "d.csv").write_text("x,y,z\n" + "".join(f"{v[0]},{v[1]},{v[2]}\n" for v in p))
     for name in ["a.mrk.json", "b.fcsv", "c.fcsv", "d.csv"]:
         assert np.allclose(read_points(tmp_path / name), p), name
+
+
+def test_volume_formats_read_alike(tmp_path):
+    """NRRD, NIfTI, MHA and a DICOM series folder give the same voxels and geometry."""
+    from blcam.io.volume import read_volume
+    arr = np.random.default_rng(1).integers(0, 2000, size=(5, 12, 10)).astype(np.int16)
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing((0.5, 0.4, 1.25))
+    image.SetOrigin((-20.0, 3.5, 11.0))
+    for ext in ("nrrd", "nii.gz", "mha"):
+        sitk.WriteImage(image, str(tmp_path / f"v.{ext}"))
+    series = tmp_path / "dicom"
+    series.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(arr.shape[0]):
+        sl = image[:, :, k]
+        for tag, value in {"0020|000e": "1.2.826.0.1.3680043.2.1125.1", "0020|0013": str(k + 1),
+                           "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
+                           "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": "1.25", "0028|0030": "0.4\\0.5", "0008|0060": "US"}.items():
+            sl.SetMetaData(tag, value)
+        sl.SetMetaData("0008|0018", f"1.2.826.0.1.3680043.2.1125.2.{k + 1}")
+        writer.SetFileName(str(series / f"s{k:03d}.dcm"))
+        writer.Execute(sl)
+    for path in [tmp_path / "v.nrrd", tmp_path / "v.nii.gz", tmp_path / "v.mha", series]:
+        got, geom = read_volume(path)
+        assert np.array_equal(got, arr), path
+        assert np.allclose(geom.spacing, (0.5, 0.4, 1.25), atol=1e-3), path
+        assert np.allclose(geom.index_to_lps([1, 2, 3]), image.TransformIndexToPhysicalPoint((1, 2, 3)), atol=1e-3), path

@@ -14,23 +14,30 @@ import sys
 from .. import __version__
 from ..errors import BlcamError
 
-COMMANDS = ["phantom", "export"]
+COMMANDS = ["phantom", "export", "train", "evaluate", "cv"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that sub-command's module is imported.
+
+    Command modules import what they run (``train`` pulls in torch and MONAI, seconds of
+    start-up), so ``blcam export ...`` registers ``export`` alone and stays quick; the full
+    list is built for ``blcam --help`` and for unknown commands, where argparse must list them.
+    """
     parser = argparse.ArgumentParser(
         prog="blcam", description="Weakly supervised lesion detection in 3D breast ultrasound "
         "(one centre point per lesion → 3D ResNet → Grad-CAM heatmaps and lesion candidates).")
     parser.add_argument("--version", action="version", version=f"blcam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in [only] if only in COMMANDS else COMMANDS:
         importlib.import_module(f"{__name__}.cmd_{name.replace('-', '_')}").register(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(only=command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except BlcamError as exc:

@@ -1,0 +1,104 @@
+"""``blcam train PATCHES --out RUN``: train the patch classifier (the paper's recipe by default).
+
+Also the worker the Slicer module launches: with ``--progress-json`` every epoch prints one
+JSON object on its own flushed stdout line (``{"event": "epoch", ...}``), then
+``{"event": "done", "model": PATH}``, or ``{"event": "error", "message": ...}`` before a
+non-zero exit, so a GUI can drive a progress bar without parsing human text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from ..errors import BlcamError
+from ..training import TrainConfig, train_model
+from ..training.config import DEVICES, MONITORS, PRECISIONS, RESIDENT
+from ..training.history import clean_record
+from . import positive_int
+
+_D = TrainConfig()
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``train`` and ``cv`` (defaults: the paper's recipe)."""
+    p.add_argument("--arch", choices=["resnet10", "resnet18"], default=_D.arch,
+                   help=f"MONAI 3D ResNet depth (default: {_D.arch})")
+    p.add_argument("--stem", choices=["paper", "fast"], default=_D.stem,
+                   help="first convolution: 'paper' = MONAI's full-resolution 7x7x7 (finest CAM); 'fast' = "
+                   f"in-plane stride 2, ~3x faster training (default: {_D.stem})")
+    p.add_argument("--width", type=float, default=_D.widen, metavar="F",
+                   help=f"channel width factor (MONAI widen_factor; default: {_D.widen})")
+    p.add_argument("--epochs", type=positive_int, default=_D.epochs, help=f"epochs (default: {_D.epochs})")
+    p.add_argument("--batch-size", type=positive_int, default=_D.batch_size,
+                   help=f"patches per optimizer step, over all processes (default: {_D.batch_size})")
+    p.add_argument("--lr", type=float, default=_D.lr, help=f"Adam learning rate (default: {_D.lr:g})")
+    p.add_argument("--crop", type=positive_int, nargs=3, default=list(_D.crop), metavar=("K", "J", "I"),
+                   help="random crop taken inside each stored patch, k j i (default: %s)" % " ".join(map(str, _D.crop)))
+    p.add_argument("--flip-p", type=float, default=_D.flip_p,
+                   help=f"probability of a flip along k and, independently, along i (default: {_D.flip_p})")
+    p.add_argument("--device", choices=DEVICES, default=_D.device,
+                   help="where to train: auto picks cuda, then mps, then cpu (default: auto)")
+    p.add_argument("--seed", type=int, default=_D.seed,
+                   help=f"seed of initial weights, patch order, crops and flips (default: {_D.seed})")
+    p.add_argument("--workers", type=int, default=_D.workers,
+                   help=f"DataLoader processes when patches are not held in memory (default: {_D.workers})")
+    p.add_argument("--resident", choices=RESIDENT, default=_D.resident,
+                   help="hold all patches in the training device's memory and crop there; auto: if they take "
+                   "at most a quarter of free memory (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default=_D.precision,
+                   help="auto: bf16 autocast on CUDA, fp32 elsewhere (default: auto)")
+    p.add_argument("--val-every", type=positive_int, default=_D.val_every,
+                   help=f"validate every N epochs, and after the last (default: {_D.val_every})")
+    p.add_argument("--monitor", choices=MONITORS, default=_D.monitor,
+                   help=f"held-out metric that picks the best model (default: {_D.monitor})")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA; default: off)")
+
+
+def config_from_args(args, fold=None) -> TrainConfig:
+    return TrainConfig(arch=args.arch, stem=args.stem, widen=args.width, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, crop=tuple(args.crop), flip_p=args.flip_p,
+                       fold=fold, device=args.device, seed=args.seed, workers=args.workers,
+                       resident=args.resident, precision=args.precision, val_every=args.val_every,
+                       monitor=args.monitor, compile=args.compile)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the 3D ResNet patch classifier",
+                       description="Train on random crops (with flips) of the exported patches; validate on "
+                       "the centred crops of held-out patches; write model.safetensors (best), last.pt "
+                       "(resumable), history.csv/.jsonl and curves.png into RUN. Runs unchanged under "
+                       "torchrun --nproc_per_node N (see training/README.md).")
+    p.add_argument("patches", help="patch dataset folder written by 'blcam export'")
+    p.add_argument("--out", required=True, help="run folder to create (or continue with --resume)")
+    p.add_argument("--fold", type=int, default=None, metavar="K",
+                   help="train on the training folds except K and validate on fold K (default: train on all "
+                   "training folds, validate on the test split)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--progress-json", action="store_true",
+                   help="print one JSON object per epoch on stdout (for the Slicer module)")
+    add_train_options(p)
+    p.set_defaults(func=run)
+
+
+def emit(event: str, **fields) -> None:
+    """One flushed JSON line on stdout (only on rank 0 under torchrun)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"event": event, **clean_record(fields)}), flush=True)
+
+
+def run(args) -> int:
+    try:
+        config = config_from_args(args, fold=args.fold)
+        on_epoch = (lambda rec: emit("epoch", **rec)) if args.progress_json else None
+        model = train_model(args.patches, args.out, config, progress=True, on_epoch=on_epoch, resume=args.resume)
+    except BlcamError as exc:
+        if args.progress_json:
+            emit("error", message=str(exc))
+        raise
+    if args.progress_json:
+        emit("done", model=str(model))
+    elif os.environ.get("RANK", "0") == "0":
+        print(f"wrote {model}")
+    return 0

@@ -1,0 +1,84 @@
+"""``blcam cv``: k-fold cross-validation by patient plus the test-set model (paper, Table 2).
+
+Folds are the ones the export assigned (by patient, stratified by class), so no patient's
+patches are ever on both sides. For each fold K a model trains on the other folds and is
+scored on fold K in the three input modes; then one model trains on all training folds
+and is scored on the test split. The report gives mean ± sd (sample sd, ddof = 1) over
+folds and the test row, in the paper's layout.
+
+Restartable: a fold whose evaluation file exists is not redone, and a fold whose training
+was interrupted resumes from its ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import BlcamError
+from ..io.atomic import write_json_atomic, write_text_atomic
+from ..patches.dataset import load_dataset
+from ..training import TrainConfig, train_model
+from ..training.checkpoint import LAST
+from .report import markdown_table
+from .table2 import METRICS, MODES, evaluate_model, json_safe
+
+
+def _mean_sd(values: list[float]) -> dict:
+    v = np.array([np.nan if x is None else x for x in values], float)
+    v = v[np.isfinite(v)]
+    mean = float(v.mean()) if v.size else float("nan")
+    sd = float(v.std(ddof=1)) if v.size > 1 else float("nan")
+    return {"mean": mean, "sd": sd, "n": int(v.size)}
+
+
+def _run_and_score(dataset_root, run_dir: Path, config: TrainConfig, split: str, progress: bool,
+                   on_epoch) -> dict:
+    eval_file = run_dir / f"evaluation_{split.replace(':', '-')}.json"
+    if eval_file.is_file():
+        return json.loads(eval_file.read_text())
+    resume = (run_dir / LAST).is_file()
+    model = train_model(dataset_root, run_dir, config, progress=progress, on_epoch=on_epoch, resume=resume)
+    return evaluate_model(model, dataset_root, split=split, out=eval_file, device=config.device,
+                          batch_size=config.batch_size, seed=config.seed, resident=config.resident,
+                          workers=config.workers, progress=progress)
+
+
+def cross_validate(dataset_root, out_dir, config: TrainConfig, folds: int | None = None,
+                   progress: bool = True, on_epoch: Callable[[str, dict], bool | None] | None = None) -> dict:
+    """Train and score every fold and the test model; writes ``cv.json`` and ``cv.md``.
+
+    ``folds`` must match the export (it is a check, not a choice: folds are fixed when the
+    patches are exported). ``on_epoch(run_name, record)`` follows each training's epochs.
+    """
+    out_dir = Path(out_dir)
+    ds = load_dataset(dataset_root)
+    n_folds = int(ds.info["settings"]["folds"])
+    if folds is not None and folds != n_folds:
+        raise BlcamError(f"--folds {folds}: {ds.root} was exported with {n_folds} folds; "
+                         f"re-export with --folds {folds} or drop --folds")
+    if n_folds < 2:
+        raise BlcamError(f"{ds.root}: cross-validation needs at least 2 folds, the export has {n_folds}")
+    runs = [(f"fold{k}", k, f"fold:{k}") for k in range(n_folds)] + [("full", None, "test")]
+    results = {}
+    for name, fold, split in runs:
+        cb = (lambda rec, _n=name: on_epoch(_n, rec)) if on_epoch is not None else None
+        results[name] = _run_and_score(dataset_root, out_dir / name, dataclasses.replace(config, fold=fold),
+                                       split, progress, cb)
+    summary = {m: {metric: _mean_sd([results[f"fold{k}"]["modes"][m][metric] for k in range(n_folds)])
+                   for metric in METRICS} for m in MODES}
+    test = {m: {metric: results["full"]["modes"][m][metric] for metric in METRICS} for m in MODES}
+    report = {"dataset": str(ds.root), "folds": n_folds, "config": config.to_dict(),
+              "crop": results["full"]["crop"], "patch": results["full"]["patch"],
+              "cv": summary, "test": test,
+              "per_fold": {f"fold{k}": {m: {metric: results[f'fold{k}']['modes'][m][metric] for metric in METRICS}
+                                        for m in MODES} for k in range(n_folds)}}
+    write_json_atomic(out_dir / "cv.json", json_safe(report))
+    table = markdown_table({f"{n_folds}-fold CV": summary, "Test set": test}, report,
+                           f"Accuracy and AUC ({n_folds}-fold CV by patient, and test set)")
+    write_text_atomic(out_dir / "cv.md", table)
+    return report

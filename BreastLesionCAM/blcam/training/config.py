@@ -1,0 +1,90 @@
+"""Training configuration: the paper's recipe as defaults, every number an option.
+
+The whole config is stored in the checkpoint and in the model's metadata record, so a
+model file says how it was trained and ``--resume`` can refuse to continue a run with a
+different recipe (which would silently produce a model nobody asked for).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import BlcamError
+from ..model import ARCHS, STEMS
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+RESIDENT = ("auto", "on", "off")
+MONITORS = ("val_auc", "val_loss", "val_acc")
+
+# Fields that may differ between a run and its resumption (they do not change the result,
+# or only extend it); everything else must match the checkpoint exactly.
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "resident", "progress_every_s", "compile")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (paper defaults: Section 2 of the paper)."""
+
+    arch: str = "resnet18"
+    stem: str = "paper"
+    widen: float = 1.0
+    epochs: int = 250
+    batch_size: int = 14          # global: split evenly across DDP processes
+    lr: float = 1e-3
+    crop: tuple[int, int, int] = (16, 160, 160)
+    flip_p: float = 0.5           # per axis, along k (depth/slices) and i (horizontal)
+    fold: int | None = None       # None: train on all training folds, validate on the test split
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 4              # DataLoader processes (only when patches are not held in memory)
+    resident: str = "auto"        # hold all patches on the training device ('auto': if they fit)
+    precision: str = "auto"       # 'auto': bf16 autocast on CUDA, fp32 elsewhere
+    val_every: int = 1
+    monitor: str = "val_auc"      # validation metric that picks the best model
+    compile: bool = False         # torch.compile the network (CUDA; a few % faster after warm-up)
+    progress_every_s: float = 30.0  # curves.png is redrawn at most this often (and at the end)
+
+    def __post_init__(self) -> None:
+        self.crop = tuple(int(v) for v in self.crop)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`BlcamError` naming the first bad value."""
+        checks = [
+            (self.arch in ARCHS, f"--arch '{self.arch}': choose one of {', '.join(ARCHS)}"),
+            (self.stem in STEMS, f"--stem '{self.stem}': choose one of {', '.join(STEMS)}"),
+            (self.widen > 0, f"--width must be positive, got {self.widen}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (len(self.crop) == 3 and min(self.crop) >= 1, f"--crop must be three positive sizes, got {self.crop}"),
+            (0.0 <= self.flip_p <= 1.0, f"--flip-p must be in [0, 1], got {self.flip_p}"),
+            (self.fold is None or self.fold >= 0, f"--fold must be ≥ 0, got {self.fold}"),
+            (self.device in DEVICES, f"--device '{self.device}': choose one of {', '.join(DEVICES)}"),
+            (self.workers >= 0, f"--workers must be ≥ 0, got {self.workers}"),
+            (self.resident in RESIDENT, f"--resident '{self.resident}': choose one of {', '.join(RESIDENT)}"),
+            (self.precision in PRECISIONS, f"--precision '{self.precision}': choose one of {', '.join(PRECISIONS)}"),
+            (self.val_every >= 1, f"--val-every must be at least 1, got {self.val_every}"),
+            (self.monitor in MONITORS, f"--monitor '{self.monitor}': choose one of {', '.join(MONITORS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BlcamError(message)
+
+    def to_dict(self) -> dict:
+        """Plain JSON/``weights_only``-safe types (lists, not tuples)."""
+        d = asdict(self)
+        d["crop"] = list(self.crop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys (newer versions) are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def recipe_differences(self, other: "TrainConfig") -> list[str]:
+        """Fields (besides :data:`RESUMABLE_CHANGES`) whose values differ from ``other``."""
+        a, b = self.to_dict(), other.to_dict()
+        return [k for k in a if k not in RESUMABLE_CHANGES and a[k] != b.get(k)]

@@ -1,0 +1,301 @@
+"""``train_model``: the paper's training recipe, fast on one GPU, resumable, DDP-aware.
+
+One epoch = every training patch once, as a random crop with random flips (parameters
+from :mod:`.data`, a pure function of seed, epoch and patch), BCE on one logit, Adam.
+After each epoch (or every ``val_every``) the held-out patches are scored on their centred
+crops; the best model by ``monitor`` is written to ``model.safetensors`` and the full
+state to ``last.pt`` for ``--resume``. On CUDA: bf16 autocast, channels_last_3d, cuDNN
+autotuning and patches held in GPU memory when they fit. On CPU: deterministic algorithms,
+so a run and its resumption give bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from ..errors import BlcamError
+from ..io.atomic import remove_stale_temporaries, write_json_atomic
+from ..metrics.classification import binary_summary
+from ..model import build_model, make_metadata, save_model
+from ..patches.dataset import PatchDataset, load_dataset
+from .checkpoint import LAST, BackgroundWriter, load_checkpoint, restore_rng, rng_state, save_checkpoint, snapshot
+from .config import TrainConfig
+from .data import STREAM_TRAIN, PatchSource, centre_offset, max_offsets, random_params, to_network
+from .distributed import DistContext, per_rank_batch, setup
+from .history import plot_curves, write_history
+from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
+
+MODEL_FILE = "model.safetensors"
+
+
+def split_records(ds: PatchDataset, fold: int | None) -> tuple[list[dict], list[dict], str]:
+    """(training records, held-out records, name of the held-out split) for ``fold``."""
+    if fold is None:
+        train, held, name = ds.select(split="train"), ds.select(split="test"), "test"
+    else:
+        n_folds = int(ds.info["settings"]["folds"])
+        if fold >= n_folds:
+            raise BlcamError(f"--fold {fold}: {ds.root} has folds 0..{n_folds - 1}")
+        train = ds.select(split="train", exclude_folds=[fold])
+        held, name = ds.select(split="train", folds=[fold]), f"fold:{fold}"
+    labels = {r["label"] for r in train}
+    if labels != {0, 1}:
+        raise BlcamError(f"{ds.root}: the training patches for this split have only label(s) {sorted(labels)}; "
+                         "training needs lesion and healthy patches")
+    return train, held, name
+
+
+def train_model(dataset_root, out_dir, config: TrainConfig, progress: bool = True,
+                on_epoch: Callable[[dict], bool | None] | None = None, resume: bool = False) -> Path:
+    """Train, validate and checkpoint; returns ``out_dir/model.safetensors`` (the best model).
+
+    ``on_epoch(record)`` is called on rank 0 after each epoch with the history row plus
+    ``epochs`` and ``eta_s``; returning ``False`` stops training after that epoch (its
+    checkpoint is complete), as a kill would. ``resume=True`` continues from ``last.pt``.
+    """
+    out_dir = Path(out_dir)
+    ds = load_dataset(dataset_root)
+    split_records(ds, config.fold)                    # bad input fails before anything is created
+    max_offsets(ds.patch_size, config.crop)
+    ctx, device = setup(config.device)
+    try:
+        _claim_run_folder(out_dir, resume, ctx)
+        with _deterministic(device.type == "cpu"):
+            return _Trainer(ds, out_dir, config, ctx, device, progress, on_epoch).run(resume)
+    finally:
+        ctx.close()
+
+
+# What a run writes before its first checkpoint: a run killed that early may start over.
+_OWN_FILES = {"config.json", "history.csv", "history.jsonl", "curves.png", MODEL_FILE}
+
+
+def _claim_run_folder(out_dir: Path, resume: bool, ctx: DistContext) -> None:
+    has_ckpt = (out_dir / LAST).is_file()
+    if resume and not has_ckpt:
+        raise BlcamError(f"{out_dir}: no {LAST} to resume from; drop --resume to start a new run")
+    if not resume:
+        if has_ckpt:
+            raise BlcamError(f"{out_dir}: holds a training run; pass --resume to continue it or choose another --out")
+        foreign = [p.name for p in out_dir.iterdir() if p.name not in _OWN_FILES and ".tmp-" not in p.name] \
+            if out_dir.exists() else []
+        if foreign:
+            raise BlcamError(f"{out_dir}: folder is not empty ({', '.join(sorted(foreign)[:3])}); choose another --out")
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out_dir)
+    ctx.barrier()
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool):
+    """Deterministic kernels for the duration of a CPU run (restored afterwards)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled or before)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _better(val: dict, best: dict, monitor: str) -> bool:
+    """Does this validation improve on the best so far? Ties on AUC/accuracy (common on
+    small held-out sets) go to the lower loss; ``nan`` never improves; anything beats none."""
+    def key(v, loss):
+        if v is None or math.isnan(v):
+            return None
+        if monitor == "val_loss":
+            return (-v,)
+        return (v, -(loss if loss is not None and math.isfinite(loss) else math.inf))
+    old, new = key(best.get("value"), best.get("loss")), key(val[monitor], val["val_loss"])
+    if best.get("epoch") is None or old is None:
+        return True
+    return new is not None and new > old
+
+
+class _Trainer:
+    """The state of one training run (one per process under DDP)."""
+
+    def __init__(self, ds, out_dir, config: TrainConfig, ctx: DistContext, device, progress, on_epoch):
+        self.ds, self.out, self.cfg, self.ctx, self.device = ds, out_dir, config, ctx, device
+        self.progress, self.on_epoch = progress and ctx.is_main, on_epoch
+        self.train_recs, self.val_recs, self.val_split = split_records(ds, config.fold)
+        self.batch = per_rank_batch(config.batch_size, ctx.world_size)
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(config.seed)
+        net = build_model(config.arch, config.stem, config.widen).to(device)
+        if self.cuda:
+            net = net.to(memory_format=torch.channels_last_3d)
+        self.net = net
+        self.model = torch.compile(net) if config.compile else net
+        if ctx.distributed:
+            self.model = DistributedDataParallel(self.model, device_ids=[device.index] if self.cuda else None)
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+        self.loss_fn = torch.nn.BCEWithLogitsLoss()
+        self.train_src = PatchSource(ds, self.train_recs, config.crop, device, config.resident, config.workers)
+        self.val_src = (PatchSource(ds, self.val_recs, config.crop, device, config.resident, config.workers)
+                        if self.val_recs else None)
+        self.sampler = DistributedSampler(range(len(self.train_recs)), num_replicas=ctx.world_size,
+                                          rank=ctx.rank, shuffle=True, seed=config.seed, drop_last=False)
+        self.history: list[dict] = []
+        self.best: dict = {"value": None, "loss": None, "epoch": None}
+        self.start_epoch = 1
+        self.writer = BackgroundWriter()
+
+    # -- resume --------------------------------------------------------------------------
+    def _load(self) -> None:
+        state = load_checkpoint(self.out / LAST)
+        saved = TrainConfig.from_dict(state["config"])
+        diff = self.cfg.recipe_differences(saved)
+        if diff:
+            detail = ", ".join(f"{k}: {saved.to_dict()[k]} → {self.cfg.to_dict()[k]}" for k in diff)
+            raise BlcamError(f"{self.out / LAST}: cannot resume with a different recipe ({detail})")
+        if state["world_size"] != self.ctx.world_size:
+            raise BlcamError(f"{self.out / LAST}: run used {state['world_size']} process(es), now "
+                             f"{self.ctx.world_size}; resume with the same number")
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"])
+        self.history, self.best = list(state["history"]), dict(state["best"])
+        self.start_epoch = int(state["epoch"]) + 1
+
+    # -- one epoch -----------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> tuple[float, float, int]:
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        order = list(self.sampler)
+        offsets, flips = random_params(self.cfg.seed, STREAM_TRAIN, epoch, order, self.ds.patch_size,
+                                       self.cfg.crop, self.cfg.flip_p)
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        n_batches = math.ceil(len(order) / self.batch)
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress)
+        for x, y, _ in self.train_src.batches(order, offsets, flips, self.batch):
+            with autocast_for(self.device, self.cfg.precision):
+                logits = self.model(to_network(x, self.cuda)).reshape(-1)
+            loss = self.loss_fn(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach().double() * len(y)      # no .item(): the GPU is never stalled
+            correct += ((logits.detach() > 0) == (y > 0.5)).sum()
+            bar.update()
+        bar.close()
+        total_loss, total_correct, n = self.ctx.sum([loss_sum.item(), float(correct.item()), len(order)],
+                                                    self.device)
+        return total_loss / n, total_correct / n, int(n)
+
+    def _validate(self) -> dict:
+        """Centred crops of the held-out patches; scores gathered from every rank."""
+        rows = list(range(self.ctx.rank, len(self.val_recs), self.ctx.world_size))
+        offsets = np.tile(centre_offset(self.ds.patch_size, self.cfg.crop), (len(rows), 1))
+        # Forward only: twice the training batch fits in the memory a training step needs.
+        logits = predict_logits(self.model, self.val_src, rows, offsets, 2 * self.batch,
+                                self.cfg.precision, self.cuda)
+        parts = self.ctx.gather((rows, logits.tolist()))
+        all_rows = np.concatenate([np.asarray(r, np.int64) for r, _ in parts])
+        all_logits = np.concatenate([np.asarray(lg, np.float64) for _, lg in parts])
+        labels = np.array([self.val_recs[r]["label"] for r in all_rows])
+        summary = binary_summary(labels, sigmoid(all_logits))
+        return {"val_loss": bce_from_logits(all_logits, labels), "val_acc": summary["accuracy"],
+                "val_auc": summary["auc"]}
+
+    # -- outputs (rank 0) ----------------------------------------------------------------
+    def _metadata(self, epoch: int) -> dict:
+        training = {**self.cfg.to_dict(), "dataset": str(self.ds.root.resolve()), "val_split": self.val_split,
+                    "epoch": epoch, "monitor": self.cfg.monitor if self.val_src else None,
+                    "best_value": self.best["value"], "best_epoch": self.best["epoch"],
+                    "world_size": self.ctx.world_size, "n_train": len(self.train_recs), "n_val": len(self.val_recs)}
+        return make_metadata(self.cfg.arch, self.cfg.stem, self.cfg.widen, self.cfg.crop,
+                             self.ds.patch_size, training=training)
+
+    def _plot(self) -> None:
+        plot_curves(self.out / "curves.png", self.history,
+                    f"{self.cfg.arch}/{self.cfg.stem}, held-out: {self.val_split}")
+
+    def _write(self, epoch: int, is_best: bool, plot: bool) -> None:
+        write_history(self.out, self.history)
+        if plot:
+            self._plot()
+        # Everything the writer thread saves is a copy: training goes on while it writes.
+        state = snapshot({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()})
+        meta = self._metadata(epoch)
+        ckpt = {**state, "epoch": epoch, "config": self.cfg.to_dict(), "history": [dict(r) for r in self.history],
+                "best": dict(self.best), "rng": rng_state(), "world_size": self.ctx.world_size}
+
+        def job():
+            if is_best:
+                save_model(self.out / MODEL_FILE, _StateOnly(state["model"]), meta)
+            save_checkpoint(self.out / LAST, ckpt)
+        self.writer.submit(job)
+
+    # -- the run -------------------------------------------------------------------------
+    def run(self, resume: bool) -> Path:
+        if resume:
+            self._load()
+        if self.ctx.is_main:
+            write_json_atomic(self.out / "config.json", {**self.cfg.to_dict(), "val_split": self.val_split,
+                                                         "world_size": self.ctx.world_size})
+        epochs = self.cfg.epochs
+        bar = tqdm(total=epochs, initial=self.start_epoch - 1, desc="train", unit="epoch",
+                   disable=not self.progress)
+        spent, last_plot = [], 0.0
+        try:
+            for epoch in range(self.start_epoch, epochs + 1):
+                t0 = time.perf_counter()
+                train_loss, train_acc, n = self._train_epoch(epoch)
+                train_s = time.perf_counter() - t0
+                validate = self.val_src is not None and (epoch % self.cfg.val_every == 0 or epoch == epochs)
+                val = self._validate() if validate else {"val_loss": None, "val_acc": None, "val_auc": None}
+                spent.append(time.perf_counter() - t0)
+                row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, **val,
+                       "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(spent[-1], 4),
+                       "samples_per_s": round(n / train_s, 2)}
+                self.history.append(row)
+                is_best = self.val_src is None or (validate and _better(val, self.best, self.cfg.monitor))
+                if is_best:
+                    self.best = {"value": val[self.cfg.monitor], "loss": val["val_loss"], "epoch": epoch}
+                stop = False
+                if self.ctx.is_main:
+                    now = time.perf_counter()
+                    plot = epoch == epochs or epoch == self.start_epoch or now - last_plot >= self.cfg.progress_every_s
+                    last_plot = now if plot else last_plot
+                    self._write(epoch, is_best, plot)
+                    eta = float(np.mean(spent[-10:])) * (epochs - epoch)
+                    bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.2f}",
+                                    val_auc="-" if val["val_auc"] is None else f"{val['val_auc']:.3f}")
+                    bar.update()
+                    if self.on_epoch is not None:
+                        stop = self.on_epoch({**row, "epochs": epochs, "eta_s": round(eta, 1),
+                                              "is_best": is_best}) is False
+                if self.ctx.sum([float(stop)], self.device)[0] > 0:
+                    if self.ctx.is_main:
+                        self._plot()
+                    break
+        finally:
+            bar.close()
+            self.writer.close()
+        self.ctx.barrier()
+        return self.out / MODEL_FILE
+
+
+class _StateOnly:
+    """Hands :func:`save_model` a CPU snapshot instead of the live (maybe GPU) network."""
+
+    def __init__(self, state: dict):
+        self._state = state
+
+    def state_dict(self) -> dict:
+        return self._state

@@ -1,0 +1,134 @@
+"""Training end to end on CPU: it learns, its files are complete, a killed run resumes exactly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from blcam.evaluation import evaluate_model
+from blcam.model import load_model, read_metadata
+from blcam.training.checkpoint import LAST, load_checkpoint
+
+from _training_fixtures import one_thread  # noqa: F401 (autouse)
+from _training_fixtures import CROP, PATCH, SUBPROCESS_ENV, blob_dataset, tiny_config, trained_run
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+def test_training_learns_and_writes_a_complete_run(tmp_path_factory):
+    run = trained_run(tmp_path_factory)
+    cfg = tiny_config()
+    for name in ("model.safetensors", LAST, "history.csv", "history.jsonl", "curves.png", "config.json"):
+        assert (run / name).is_file(), name
+    assert not list(run.glob("*.tmp-*"))
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, cfg.epochs + 1))
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert len((run / "history.csv").read_text().splitlines()) == cfg.epochs + 1
+    meta = read_metadata(run / "model.safetensors")
+    assert meta["crop"] == list(CROP) and meta["patch"] == list(PATCH) and meta["arch"] == "resnet10"
+    assert meta["normalisation"]["method"] == "volume_percentile_uint8"
+    t = meta["training"]
+    assert t["val_split"] == "fold:0" and t["lr"] == cfg.lr and t["batch_size"] == cfg.batch_size
+    assert t["best_epoch"] == max(rows, key=lambda r: (r["val_auc"], -r["val_loss"]))["epoch"]
+    model, _ = load_model(run / "model.safetensors")
+    assert model(torch.zeros(1, 1, *CROP)).shape == (1, 1)
+    # Held-out *patients* (test split: never trained on, never used to pick the model).
+    result = evaluate_model(run, blob_dataset(tmp_path_factory), split="test", progress=False)
+    centre = result["modes"]["centre"]
+    assert result["n_positive"] >= 6 and result["n"] - result["n_positive"] >= 6
+    assert centre["auc"] >= 0.9, centre
+    assert centre["accuracy"] >= 0.8, centre
+
+
+def _train_cmd(data, out, cfg, resume=False):
+    cmd = [PYTHON, "-m", "blcam", "train", str(data), "--out", str(out), "--arch", cfg.arch, "--width",
+           str(cfg.widen), "--crop", *map(str, cfg.crop), "--epochs", str(cfg.epochs), "--batch-size",
+           str(cfg.batch_size), "--fold", str(cfg.fold), "--device", "cpu", "--workers", "0",
+           "--seed", str(cfg.seed), "--progress-json"]
+    return cmd + (["--resume"] if resume else [])
+
+
+def test_sigkilled_run_resumes_to_identical_weights(tmp_path_factory, tmp_path):
+    """Kill ``blcam train`` with SIGKILL after epoch 2's checkpoint, resume: same weights as a
+    run that was never interrupted (same epochs, Adam state, crops and flips)."""
+    data, cfg = blob_dataset(tmp_path_factory), tiny_config()
+    straight = load_checkpoint(trained_run(tmp_path_factory) / LAST)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **SUBPROCESS_ENV}
+    proc = subprocess.Popen(_train_cmd(data, out, cfg), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=env)
+    try:
+        for line in proc.stdout:
+            event = json.loads(line)
+            assert event["event"] == "epoch", event
+            if event["epoch"] == 2:
+                break
+        deadline = time.time() + 120
+        while time.time() < deadline:                 # checkpoints are written on a background thread
+            if (out / LAST).is_file() and load_checkpoint(out / LAST)["epoch"] >= 2:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = load_checkpoint(out / LAST)["epoch"]
+    assert 2 <= killed_at < cfg.epochs
+    done = subprocess.run(_train_cmd(data, out, cfg, resume=True), capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == list(range(killed_at + 1, cfg.epochs + 1))
+    assert events[-1] == {"event": "done", "model": str(out / "model.safetensors")}
+    resumed = load_checkpoint(out / LAST)
+    assert resumed["epoch"] == straight["epoch"] == cfg.epochs
+    assert straight["model"].keys() == resumed["model"].keys()
+    for k, v in straight["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+    for n, st in straight["optimizer"]["state"].items():
+        assert all(torch.equal(st[k], resumed["optimizer"]["state"][n][k]) for k in st)
+    assert _without_timing(resumed["history"]) == _without_timing(straight["history"])
+    assert len((out / "history.jsonl").read_text().splitlines()) == cfg.epochs
+
+
+def _without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in ("epoch_s", "samples_per_s")} for r in rows]
+
+
+def test_torchrun_two_processes_gloo(tmp_path_factory, tmp_path):
+    """The same command under torchrun: DDP on CPU (gloo), only rank 0 reports and writes."""
+    data = blob_dataset(tmp_path_factory)
+    cfg = tiny_config(epochs=2)
+    out = tmp_path / "ddp"
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", *_train_cmd(data, out, cfg)[2:]]
+    env = {**os.environ, **SUBPROCESS_ENV}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events] == ["epoch", "epoch", "done"]   # rank 1 printed nothing
+    meta = read_metadata(out / "model.safetensors")
+    assert meta["training"]["world_size"] == 2
+    ckpt = load_checkpoint(out / LAST)
+    assert ckpt["world_size"] == 2 and ckpt["epoch"] == 2
+    assert all(r["train_acc"] is not None for r in ckpt["history"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "curves.png", "history.csv", "history.jsonl", LAST, "model.safetensors"])
+
+
+def test_on_epoch_returning_false_stops_after_a_complete_epoch(tmp_path_factory, tmp_path):
+    """How a caller (the Slicer module's Stop) ends training early: files stay consistent."""
+    from blcam.training import train_model
+    seen = []
+    model = train_model(blob_dataset(tmp_path_factory), tmp_path / "run", tiny_config(epochs=3), progress=False,
+                        on_epoch=lambda rec: seen.append(rec) or False)
+    assert [r["epoch"] for r in seen] == [1] and seen[0]["epochs"] == 3 and seen[0]["eta_s"] >= 0
+    assert model.is_file() and load_checkpoint(tmp_path / "run" / LAST)["epoch"] == 1
+    assert len((tmp_path / "run" / "history.jsonl").read_text().splitlines()) == 1

@@ -1,0 +1,76 @@
+"""Crops and flips: uniform positions, the right axes, reproducible, same on both data paths."""
+
+import numpy as np
+import pytest
+import torch
+
+from blcam.errors import BlcamError
+from blcam.patches.dataset import load_dataset
+from blcam.training.data import (STREAM_TRAIN, PatchSource, centre_offset, crop_array, crop_gather,
+                                 crop_slices, max_offsets, random_params)
+
+from _training_fixtures import one_thread  # noqa: F401 (autouse)
+from _training_fixtures import CROP, blob_dataset
+
+
+def test_crop_positions_uniform_and_reproducible():
+    patch, crop = (6, 9, 7), (4, 5, 5)           # 3 × 5 × 3 = 45 possible positions
+    idx = np.arange(9000)
+    off, flips = random_params(7, STREAM_TRAIN, 3, idx, patch, crop, 0.5)
+    assert off.min(0).tolist() == [0, 0, 0] and off.max(0).tolist() == [2, 4, 2]
+    counts = np.bincount(np.ravel_multi_index(off.T, (3, 5, 3)), minlength=45)
+    expected = len(idx) / 45
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 80, chi2                        # 44 dof: p ≈ 1e-3 threshold; a biased sampler fails
+    assert abs(flips.mean(0) - 0.5).max() < 0.03
+    again = random_params(7, STREAM_TRAIN, 3, idx[::-1], patch, crop, 0.5)
+    assert np.array_equal(again[0][::-1], off)    # per-patch: independent of order/batching
+    other = random_params(7, STREAM_TRAIN, 4, idx, patch, crop, 0.5)
+    assert not np.array_equal(other[0], off)      # a new epoch, new crops
+
+
+def test_flips_are_along_k_and_i_never_j():
+    patch = np.arange(6 * 8 * 9, dtype=np.int64).reshape(6, 8, 9)
+    for fk in (False, True):
+        for fi in (False, True):
+            c = crop_array(patch, (1, 2, 3), (fk, fi), (4, 5, 5))
+            ref = patch[1:5, 2:7, 3:8]
+            ref = ref[::-1] if fk else ref
+            ref = ref[:, :, ::-1] if fi else ref
+            assert np.array_equal(c, ref)
+            assert (np.diff(c, axis=1) > 0).all()     # j (beam direction) keeps its order
+            for cut in (crop_gather, crop_slices):       # the GPU kernel and the CPU path
+                g = cut(torch.from_numpy(patch)[None], torch.tensor([0]), torch.tensor([[1, 2, 3]]),
+                        torch.tensor([[fk, fi]]), (4, 5, 5))[0]
+                assert np.array_equal(g.numpy(), c)
+
+
+def test_centre_crop_keeps_the_lesion_centre_voxel():
+    for patch, crop in [((28, 280, 280), (16, 160, 160)), ((27, 281, 280), (15, 160, 161)), ((12, 48, 48), CROP)]:
+        off = centre_offset(patch, crop)
+        assert (off + np.asarray(crop) // 2 == np.asarray(patch) // 2).all()
+    with pytest.raises(BlcamError, match="does not fit"):
+        max_offsets((12, 48, 48), (16, 32, 32))
+
+
+def test_resident_and_loader_paths_give_identical_batches(tmp_path_factory):
+    ds = load_dataset(blob_dataset(tmp_path_factory))
+    recs = ds.select(split="train")
+    order = np.random.default_rng(0).permutation(len(recs))[:20]
+    off, flips = random_params(0, STREAM_TRAIN, 1, order, ds.patch_size, CROP, 0.5)
+    dev = torch.device("cpu")
+    resident = PatchSource(ds, recs, CROP, dev, resident="on")
+    loader = PatchSource(ds, recs, CROP, dev, resident="off", workers=1)
+    assert resident.resident and not loader.resident
+    for _ in range(2):                            # second pass: persistent worker, new keys
+        a = list(resident.batches(order, off, flips, 6))
+        b = list(loader.batches(order, off, flips, 6))
+        assert [len(x) for x, _, _ in a] == [6, 6, 6, 2]
+        for (xa, ya, ra), (xb, yb, rb) in zip(a, b):
+            assert xa.dtype == torch.uint8 and xa.shape[1:] == CROP
+            assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ra, rb)
+    gpu_kernel = crop_gather(resident.bank, torch.as_tensor(order[:6]), torch.as_tensor(off[:6]),
+                             torch.as_tensor(flips[:6]), CROP)
+    assert torch.equal(gpu_kernel, a[0][0])
+    full = next(resident.batches(order[:2], np.zeros((2, 3), int), np.zeros((2, 2), bool), 2, crop=ds.patch_size))
+    assert torch.equal(full[0][0], torch.from_numpy(ds.load(recs[order[0]], mmap=False)))

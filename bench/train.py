@@ -73,10 +73,10 @@ def make_dataset(work: Path, n_train: int, patch, seed: int = 0) -> Path:
             ann = f"{name}.csv"
             centres = [(shape[0] // 2, shape[1] // 2, pi // 2 + 10 + n * (pi // 2)) for n in range(LESIONS_PER_VOLUME)]
             pts = geom.index_to_lps(np.asarray(centres, float)[:, ::-1])
-            with (cohort_dir / ann).open("w", newline="") as fh:
+            with (cohort_dir / ann).open("w", newline="", encoding="utf-8") as fh:
                 csv.writer(fh).writerows([["x", "y", "z"], *pts.tolist()])
         rows.append([name, f"{name}.nrrd", "lesion" if lesion else "healthy", ann])
-    with (cohort_dir / "cohort.csv").open("w", newline="") as fh:
+    with (cohort_dir / "cohort.csv").open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([["patient", "volume", "label", "annotation"], *rows])
     settings = ExportSettings(tuple(patch), LESIONS_PER_VOLUME, TEST_FRACTION, 5, seed)
     export_dataset(cohort_dir / "cohort.csv", out, settings, jobs=max(1, (os.cpu_count() or 2) // 2),
@@ -155,7 +155,7 @@ def bench_blcam(dataset: Path, work: Path, args, stem, device) -> dict:
     t0 = time.perf_counter()
     train_model(dataset, run, cfg, progress=False)
     wall = time.perf_counter() - t0
-    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text(encoding="utf-8").splitlines()]
     steady = rows[1:] or rows                       # epoch 1 carries cuDNN autotuning / compilation
     per_epoch = statistics.mean(r["epoch_s"] for r in steady)
     setup = wall - sum(r["epoch_s"] for r in rows)
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
           f"{'resident' if data_blcam['resident'] else 'loader'} {data_blcam['data_samples_per_s']:.1f} samples/s | "
           f"ratio {results['data_only']['ratio']:.1f}x", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -53,7 +53,7 @@ def write_case(folder: Path, name: str, shape_kji, lesions_kji=(), direction="id
 
 def write_cohort_csv(path: Path, rows) -> Path:
     """rows: (patient, volume, label, annotation) tuples."""
-    with path.open("w", newline="") as fh:
+    with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["patient", "volume", "label", "annotation"])
         w.writerows(rows)

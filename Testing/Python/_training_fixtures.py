@@ -77,13 +77,13 @@ def write_blob_cohort(root: Path, patients: int = 20, seed: int = 0) -> Path:
         if lesion:
             ann = f"{name}.csv"
             pts = geom.index_to_lps(np.asarray(centres, float)[:, ::-1])
-            with (root / ann).open("w", newline="") as fh:
+            with (root / ann).open("w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
                 w.writerow(["x", "y", "z"])
                 w.writerows(pts.tolist())
         rows.append([name, f"{name}.nrrd", "lesion" if lesion else "healthy", ann])
     cohort = root / "cohort.csv"
-    with cohort.open("w", newline="") as fh:
+    with cohort.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["patient", "volume", "label", "annotation"])
         w.writerows(rows)

@@ -50,7 +50,7 @@ def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path, tmp_path_facto
     assert not marker.exists()
     # The payload is real: an unsafe load would have run it.
     torch.load(run / LAST, weights_only=False)
-    assert marker.read_text() == "pwned"
+    assert marker.read_text(encoding="utf-8") == "pwned"
 
 
 def test_malicious_model_file_is_refused(tmp_path, tmp_path_factory):

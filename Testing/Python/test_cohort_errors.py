@@ -15,7 +15,7 @@ from blcam.cli import main
 def base(tmp_path):
     """A valid cohort's rows plus a helper to write a variant of it."""
     small_cohort(tmp_path, n_healthy=2, n_lesion=2, shape=(8, 20, 20))
-    lines = (tmp_path / "cohort.csv").read_text().splitlines()
+    lines = (tmp_path / "cohort.csv").read_text(encoding="utf-8").splitlines()
 
     def variant(extra_rows=(), drop_rows=(), header=None, replace=None):
         rows = [ln for n, ln in enumerate(lines[1:]) if n not in drop_rows]
@@ -78,7 +78,7 @@ def test_lesion_without_annotation(base, capsys):
 def test_centre_outside_volume(base, capsys):
     folder, variant = base
     vol, ann, _ = write_case(folder, "far", (8, 20, 20), [(4, 10, 10)])
-    doc = json.loads((folder / ann).read_text())
+    doc = json.loads((folder / ann).read_text(encoding="utf-8"))
     doc["markups"][0]["controlPoints"][0]["position"][0] += 500.0  # half a metre to the side
     (folder / ann).write_text(json.dumps(doc))
     err = run_export(capsys, variant(extra_rows=[f"P900,{vol},lesion,{ann}"]), folder / "out")

@@ -18,7 +18,7 @@ def test_evaluate_cli_writes_json_markdown_and_roc(tmp_path_factory, tmp_path, c
     run, data = trained_run(tmp_path_factory), blob_dataset(tmp_path_factory)
     out = tmp_path / "metrics.json"
     assert main(["evaluate", str(run), str(data), "--split", "test", "--out", str(out), "--device", "cpu"]) == 0
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text(encoding="utf-8"))
     assert set(result["modes"]) == set(MODES)
     assert result["modes"]["patch"]["input"] == "12x48x48" and result["modes"]["random"]["input"] == "8x32x32"
     labels = np.array([p["label"] for p in result["patches"]])
@@ -27,7 +27,7 @@ def test_evaluate_cli_writes_json_markdown_and_roc(tmp_path_factory, tmp_path, c
         assert m["accuracy"] == pytest.approx(np.mean((probs >= 0.5) == labels))
         assert m["n"] == len(labels) == result["n"]
         assert set(METRICS) <= m.keys()
-    md = (tmp_path / "metrics.md").read_text()
+    md = (tmp_path / "metrics.md").read_text(encoding="utf-8")
     assert "| Central point location | Center |" in md and "| Test set |" in md
     assert f"{result['modes']['centre']['auc']:.4f}" in md
     assert (tmp_path / "metrics_roc.png").stat().st_size > 5000
@@ -54,7 +54,7 @@ def test_cross_validation_reports_mean_sd_and_test_row(tmp_path_factory, tmp_pat
         for metric in METRICS:
             per_fold = []
             for k in range(3):
-                fold = json.loads((tmp_path / "cv" / f"fold{k}" / f"evaluation_fold-{k}.json").read_text())
+                fold = json.loads((tmp_path / "cv" / f"fold{k}" / f"evaluation_fold-{k}.json").read_text(encoding="utf-8"))
                 assert fold["split"] == f"fold:{k}"
                 per_fold.append(fold["modes"][mode][metric])
             v = np.array([np.nan if x is None else x for x in per_fold], float)
@@ -62,9 +62,9 @@ def test_cross_validation_reports_mean_sd_and_test_row(tmp_path_factory, tmp_pat
             assert report["cv"][mode][metric]["mean"] == pytest.approx(v.mean())
             if v.size > 1:
                 assert report["cv"][mode][metric]["sd"] == pytest.approx(v.std(ddof=1))
-    full = json.loads((tmp_path / "cv" / "full" / "evaluation_test.json").read_text())
+    full = json.loads((tmp_path / "cv" / "full" / "evaluation_test.json").read_text(encoding="utf-8"))
     assert report["test"]["centre"]["auc"] == full["modes"]["centre"]["auc"]
-    md = (tmp_path / "cv" / "cv.md").read_text()
+    md = (tmp_path / "cv" / "cv.md").read_text(encoding="utf-8")
     assert "| 3-fold CV |" in md and "| Test set |" in md and " ± " in md
     # A rerun reuses finished folds instead of training again.
     stamp = (tmp_path / "cv" / "fold0" / "model.safetensors").stat().st_mtime_ns

@@ -41,7 +41,7 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def _rows(path: Path) -> list[dict]:
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -90,7 +90,7 @@ def test_cohort_files_and_columns(cohort):
     for r in rows:
         counts[r["patient"]] = counts.get(r["patient"], 0) + 1
     assert set(counts.values()) <= {1, 2}
-    meta = json.loads((cohort / "phantom.json").read_text())
+    meta = json.loads((cohort / "phantom.json").read_text(encoding="utf-8"))
     assert meta["seed"] == 12 and meta["volumes"] == len(rows)
 
 
@@ -139,7 +139,7 @@ def test_annotations_inside_lesions_lps_and_ras(cohort):
     for r in _rows(cohort / "cohort.csv"):
         if not r["annotation"]:
             continue
-        doc = json.loads((cohort / r["annotation"]).read_text())
+        doc = json.loads((cohort / r["annotation"]).read_text(encoding="utf-8"))
         systems.add(doc["markups"][0]["coordinateSystem"])
         labels = [cp["label"] for cp in doc["markups"][0]["controlPoints"]]
         mask_img = sitk.ReadImage(str(cohort / r["volume"].replace("volumes/", "masks/")))

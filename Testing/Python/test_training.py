@@ -27,10 +27,10 @@ def test_training_learns_and_writes_a_complete_run(tmp_path_factory):
     for name in ("model.safetensors", LAST, "history.csv", "history.jsonl", "curves.png", "config.json"):
         assert (run / name).is_file(), name
     assert not list(run.glob("*.tmp-*"))
-    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, cfg.epochs + 1))
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    assert len((run / "history.csv").read_text().splitlines()) == cfg.epochs + 1
+    assert len((run / "history.csv").read_text(encoding="utf-8").splitlines()) == cfg.epochs + 1
     meta = read_metadata(run / "model.safetensors")
     assert meta["crop"] == list(CROP) and meta["patch"] == list(PATCH) and meta["arch"] == "resnet10"
     assert meta["normalisation"]["method"] == "volume_percentile_uint8"
@@ -63,7 +63,7 @@ def test_sigkilled_run_resumes_to_identical_weights(tmp_path_factory, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **SUBPROCESS_ENV}
     proc = subprocess.Popen(_train_cmd(data, out, cfg), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env=env)
+                            text=True, encoding="utf-8", env=env)
     try:
         for line in proc.stdout:
             event = json.loads(line)
@@ -81,7 +81,7 @@ def test_sigkilled_run_resumes_to_identical_weights(tmp_path_factory, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     killed_at = load_checkpoint(out / LAST)["epoch"]
     assert 2 <= killed_at < cfg.epochs
-    done = subprocess.run(_train_cmd(data, out, cfg, resume=True), capture_output=True, text=True, env=env,
+    done = subprocess.run(_train_cmd(data, out, cfg, resume=True), capture_output=True, text=True, encoding="utf-8", env=env,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     events = [json.loads(line) for line in done.stdout.splitlines()]
@@ -95,7 +95,7 @@ def test_sigkilled_run_resumes_to_identical_weights(tmp_path_factory, tmp_path):
     for n, st in straight["optimizer"]["state"].items():
         assert all(torch.equal(st[k], resumed["optimizer"]["state"][n][k]) for k in st)
     assert _without_timing(resumed["history"]) == _without_timing(straight["history"])
-    assert len((out / "history.jsonl").read_text().splitlines()) == cfg.epochs
+    assert len((out / "history.jsonl").read_text(encoding="utf-8").splitlines()) == cfg.epochs
 
 
 def _without_timing(rows):
@@ -110,7 +110,7 @@ def test_torchrun_two_processes_gloo(tmp_path_factory, tmp_path):
     cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", *_train_cmd(data, out, cfg)[2:]]
     env = {**os.environ, **SUBPROCESS_ENV}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [e["event"] for e in events] == ["epoch", "epoch", "done"]   # rank 1 printed nothing
@@ -131,4 +131,4 @@ def test_on_epoch_returning_false_stops_after_a_complete_epoch(tmp_path_factory,
                         on_epoch=lambda rec: seen.append(rec) or False)
     assert [r["epoch"] for r in seen] == [1] and seen[0]["epochs"] == 3 and seen[0]["eta_s"] >= 0
     assert model.is_file() and load_checkpoint(tmp_path / "run" / LAST)["epoch"] == 1
-    assert len((tmp_path / "run" / "history.jsonl").read_text().splitlines()) == 1
+    assert len((tmp_path / "run" / "history.jsonl").read_text(encoding="utf-8").splitlines()) == 1

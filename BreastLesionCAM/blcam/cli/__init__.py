@@ -14,7 +14,7 @@ import sys
 from .. import __version__
 from ..errors import BlcamError
 
-COMMANDS = ["phantom", "export", "train", "evaluate", "cv"]
+COMMANDS = ["phantom", "export", "train", "evaluate", "cv", "detect", "evaluate-detection", "demo"]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -40,7 +40,7 @@ def _run_and_score(dataset_root, run_dir: Path, config: TrainConfig, split: str,
                    on_epoch) -> dict:
     eval_file = run_dir / f"evaluation_{split.replace(':', '-')}.json"
     if eval_file.is_file():
-        return json.loads(eval_file.read_text())
+        return json.loads(eval_file.read_text(encoding="utf-8"))
     resume = (run_dir / LAST).is_file()
     model = train_model(dataset_root, run_dir, config, progress=progress, on_epoch=on_epoch, resume=resume)
     return evaluate_model(model, dataset_root, split=split, out=eval_file, device=config.device,

@@ -76,8 +76,8 @@ def load_dataset(root) -> PatchDataset:
         raise BlcamError(f"{root}: not a patch dataset (no dataset.json); run 'blcam export' first")
     if not manifest.is_file():
         raise BlcamError(f"{root}: export did not finish (no manifest.csv); rerun 'blcam export' to resume")
-    info = json.loads(meta.read_text())
-    with manifest.open(newline="") as fh:
+    info = json.loads(meta.read_text(encoding="utf-8"))
+    with manifest.open(newline="", encoding="utf-8") as fh:
         records = []
         for row_no, rec in enumerate(csv.DictReader(fh), 2):
             try:

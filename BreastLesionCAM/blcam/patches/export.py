@@ -114,7 +114,7 @@ def _claim_folder(out: Path, info: dict) -> None:
     meta = out / "dataset.json"
     if meta.exists():
         try:
-            old = json.loads(meta.read_text())
+            old = json.loads(meta.read_text(encoding="utf-8"))
         except ValueError:
             raise BlcamError(f"{meta}: unreadable; remove the folder or choose another --out") from None
         if old.get("settings") != info["settings"] or old.get("cohort") != info["cohort"]:
@@ -178,7 +178,7 @@ def _run_job(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
             with atomic_path(files[n]) as tmp:
                 np.save(tmp, raw)
     else:
-        grey = json.loads(sidecar.read_text())
+        grey = json.loads(sidecar.read_text(encoding="utf-8"))
         lo, hi = grey["grey_low"], grey["grey_high"]
     return [_record(job, n, files[n].relative_to(out), starts[n], s, lo, hi) for n in range(len(files))]
 

@@ -1,0 +1,132 @@
+"""Slicer's MRML without the Slicer application: a working scene and offscreen slice views.
+
+The ``slicer-core`` wheel holds MRML and the module logics but no Qt, no layout manager and
+no ``slicer.app``. :func:`createScene` wires the pieces the module needs (colours, markups,
+volumes, three slice views Red/Yellow/Green) so the Logic runs in scripts and tests exactly
+as in Slicer. :func:`renderSliceView` draws one slice view (background + foreground +
+markups, through Slicer's own slice logic and markups displayable manager) to a PNG with
+VTK's offscreen OpenGL (EGL or OSMesa), i.e. the picture a radiologist sees in the Red view.
+
+The module logics are kept referenced here: a colour logic that Python lets go of removes
+the default colour tables from the scene in its destructor, after which volumes render black.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import slicer
+from vtkmodules.vtkCommonCore import vtkCollection
+
+SLICE_VIEWS = (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal"))
+
+
+@dataclass
+class HeadlessSlicer:
+    scene: object
+    appLogic: object
+    logics: dict = field(default_factory=dict)       # module name -> logic (kept alive)
+    sliceLogics: dict = field(default_factory=dict)  # view name -> vtkMRMLSliceLogic
+
+    def close(self) -> None:
+        for logic in self.sliceLogics.values():
+            logic.SetMRMLScene(None)
+        self.scene.Clear(True)
+
+
+def createScene() -> HeadlessSlicer:
+    """A scene with colour, markups and volumes logics and the three slice views; becomes
+    ``slicer.mrmlScene`` so ``slicer.util`` functions and the Logic use it."""
+    scene = slicer.vtkMRMLScene()
+    appLogic = slicer.vtkSlicerApplicationLogic()
+    appLogic.SetMRMLScene(scene)
+    colors = appLogic.GetColorLogic()
+    colors.SetMRMLScene(scene)
+    colors.AddDefaultColorNodes()
+    appLogic.SetSliceLogics(vtkCollection())
+    appLogic.SetViewLogics(vtkCollection())
+    headless = HeadlessSlicer(scene, appLogic, {"Colors": colors})
+    appLogic.SetModuleLogic("Colors", colors)
+    for name, cls in (("Markups", slicer.vtkSlicerMarkupsLogic), ("Volumes", slicer.vtkSlicerVolumesLogic)):
+        logic = cls()
+        logic.SetMRMLScene(scene)
+        logic.SetMRMLApplicationLogic(appLogic)
+        appLogic.SetModuleLogic(name, logic)
+        headless.logics[name] = logic
+    for name, orientation in SLICE_VIEWS:
+        sliceLogic = slicer.vtkMRMLSliceLogic()
+        sliceLogic.SetMRMLApplicationLogic(appLogic)
+        sliceLogic.SetMRMLScene(scene)
+        sliceNode = sliceLogic.AddSliceNode(name)
+        sliceNode.SetOrientation(orientation)
+        appLogic.GetSliceLogics().AddItem(sliceLogic)
+        headless.sliceLogics[name] = sliceLogic
+    slicer.mrmlScene = scene
+    return headless
+
+
+def renderSliceView(headless: HeadlessSlicer, path, view: str = "Red", size=(512, 512), centerRAS=None):
+    """Render one slice view offscreen to a PNG; returns the RGB pixels ``(height, width, 3)``.
+
+    ``centerRAS``: centre the view on this point (all layers fitted to the background first).
+    Raises ``RuntimeError`` when no OpenGL context can be created (no EGL/OSMesa/X).
+    """
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    import vtkmodules.vtkInteractionStyle  # noqa: F401  (registers factory overrides)
+    import vtkmodules.vtkRenderingFreeType  # noqa: F401  (markups labels)
+    import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOImage import vtkPNGWriter
+    from vtkmodules.vtkRenderingCore import (vtkActor2D, vtkImageMapper, vtkRenderer, vtkRenderWindow,
+                                             vtkRenderWindowInteractor, vtkWindowToImageFilter)
+
+    sliceLogic = headless.sliceLogics[view]
+    window = vtkRenderWindow()
+    window.SetOffScreenRendering(1)
+    window.SetSize(*size)
+    if not window.SupportsOpenGL():
+        raise RuntimeError("no OpenGL context for offscreen rendering (install EGL or OSMesa libraries)")
+    renderer = vtkRenderer()
+    renderer.GetActiveCamera().ParallelProjectionOn()
+    window.AddRenderer(renderer)
+    interactor = vtkRenderWindowInteractor()  # the markups widgets need one, it is never started
+    interactor.SetRenderWindow(window)
+
+    factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
+    factory.SetMRMLApplicationLogic(headless.appLogic)
+    if not factory.IsDisplayableManagerRegistered("vtkMRMLMarkupsDisplayableManager"):
+        factory.RegisterDisplayableManager("vtkMRMLMarkupsDisplayableManager")
+    managers = slicer.vtkMRMLDisplayableManagerGroup()
+    managers.Initialize(factory, renderer)
+    managers.SetMRMLDisplayableNode(sliceLogic.GetSliceNode())
+
+    sliceLogic.ResizeSliceNode(*size)
+    sliceLogic.FitSliceToBackground()
+    if centerRAS is not None:
+        sliceLogic.GetSliceNode().JumpSliceByCentering(*[float(v) for v in centerRAS])
+    mapper = vtkImageMapper()  # the slice logic's output is already RGBA 0-255
+    mapper.SetColorWindow(255)
+    mapper.SetColorLevel(127.5)
+    mapper.SetInputConnection(sliceLogic.GetImageDataConnection())
+    actor = vtkActor2D()
+    actor.SetMapper(mapper)
+    actor.GetProperty().SetDisplayLocationToBackground()
+    renderer.AddViewProp(actor)
+    window.Render()
+
+    grab = vtkWindowToImageFilter()
+    grab.SetInput(window)
+    grab.ReadFrontBufferOff()
+    grab.Update()
+    writer = vtkPNGWriter()
+    writer.SetFileName(str(path))
+    writer.SetInputConnection(grab.GetOutputPort())
+    writer.Write()
+    image = grab.GetOutput()
+    width, height, _ = image.GetDimensions()
+    pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)[::-1, :, :3]
+    managers.SetMRMLDisplayableNode(None)
+    window.Finalize()
+    return pixels.copy()

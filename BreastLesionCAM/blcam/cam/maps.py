@@ -1,0 +1,168 @@
+"""From a feature-grid lesion map to what people and the candidate finder look at.
+
+**Where a feature voxel sits.** Feature voxel ``f`` of the last block summarises the
+``stride``-voxel block ``[stride · f, stride · (f + 1))`` and is placed at its centre,
+``stride · f + (stride - 1) / 2`` (:func:`feature_offset`): the image-resize convention the
+paper's "resized with interpolation" implies, and where a *trained* network reports a lesion.
+The receptive field of ``f`` is centred half a stride earlier (every layer is centred and
+strided convolutions keep index 0), so a 16×160×160 training crop's features sit at
+0, 16, …, 144 around a lesion kept near voxel 80: the network learns to answer for the
+lesion half a stride *after* each feature's receptive-field centre. (On ABUS slices half a
+stride is 3.6 mm, so the choice is measured, not assumed: ``blcam evaluate-detection``
+reports the mean signed peak-to-centre offset per axis.) Upsampling interpolates linearly
+between these positions and holds the edge values beyond the outermost ones; the patch
+Grad-CAM, the sliding baseline and the fast path all use it, so the three agree voxel for
+voxel.
+
+**Calibration.** The network ends in global average pooling and one linear unit, so the
+logit of a crop is the mean over the crop's feature voxels of the *local logit*
+``w · a(f) + b``. Averaging the local-logit map over the feature voxels of a crop-sized box
+therefore gives the logit the network would output for that crop (up to the crop's border
+padding, which the whole-volume pass replaces by real context): a lesion probability on the
+scale the network was trained and evaluated on. A [0, 1]-normalised heatmap has no such
+meaning: it puts a hot spot in every healthy volume.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.ndimage import uniform_filter1d
+
+
+def feature_offset(stride) -> tuple[float, ...]:
+    """Voxel position of feature 0 per axis: the centre of its ``stride``-voxel block."""
+    return tuple((int(s) - 1) / 2 for s in stride)
+
+
+def _axis_weights(n_out: int, n_in: int, stride: int, offset: float, start: int = 0):
+    """Neighbouring grid cells and the weight of the upper one for output voxels ``start..``."""
+    pos = np.clip((np.arange(start, start + n_out) - offset) / stride, 0, n_in - 1)
+    i0 = np.minimum(np.floor(pos).astype(np.int64), max(n_in - 2, 0))
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (pos - i0).astype(np.float32)
+
+
+def _interp(a: torch.Tensor, axis: int, weights) -> torch.Tensor:
+    i0, i1, w = weights
+    shape = [1] * a.ndim
+    shape[axis] = len(w)
+    w = torch.from_numpy(w).reshape(shape).to(a.device, a.dtype)
+    lo = a.index_select(axis, torch.from_numpy(i0).to(a.device))
+    hi = a.index_select(axis, torch.from_numpy(i1).to(a.device))
+    return torch.lerp(lo, hi, w)
+
+
+def upsample_features(grid, shape, stride, offset=None, out: np.ndarray | None = None, chunk: int = 16) -> np.ndarray:
+    """Trilinear upsampling of a ``(k, j, i)`` feature grid to voxel ``shape`` (see module doc).
+
+    Works through the output in slabs of ``chunk`` slices, so the only full-size array is
+    the result (ABUS-size volumes: 0.8 GB of float32, no temporary copies of it).
+    """
+    g = torch.as_tensor(np.asarray(grid, np.float32))
+    shape = tuple(int(n) for n in shape)
+    offset = feature_offset(stride) if offset is None else offset
+    out = np.empty(shape, np.float32) if out is None else out
+    wj = _axis_weights(shape[1], g.shape[1], stride[1], offset[1])
+    wi = _axis_weights(shape[2], g.shape[2], stride[2], offset[2])
+    for k0 in range(0, shape[0], chunk):
+        n = min(chunk, shape[0] - k0)
+        slab = _interp(g, 0, _axis_weights(n, g.shape[0], stride[0], offset[0], k0))
+        out[k0:k0 + n] = _interp(_interp(slab, 1, wj), 2, wi).numpy()
+    return out
+
+
+def feature_upsampler(stride, offset=None):
+    """The same upsampling in MONAI's ``upsampler(spatial_size)(tensor)`` form (``(B, C, ...)``)."""
+    offset = feature_offset(stride) if offset is None else offset
+
+    def make(spatial_size):
+        def up(x: torch.Tensor) -> torch.Tensor:
+            size = tuple(int(n) for n in spatial_size)
+            wk, wj, wi = (_axis_weights(n, m, s, o) for n, m, s, o in zip(size, x.shape[2:], stride, offset))
+            return _interp(_interp(_interp(x, 2, wk), 3, wj), 4, wi)
+        return up
+    return make
+
+
+def crop_window(crop, stride, offset=None) -> list[tuple[int, int]]:
+    """Feature offsets ``(lo, hi)`` per axis of the crop that answers for feature ``p``.
+
+    A crop of ``n`` voxels starting on a multiple of ``stride`` has ``ceil(n / stride)``
+    feature voxels on the volume's own grid; of those crops, the one whose centre lies
+    nearest feature ``p``'s position holds features ``p + lo .. p + hi``.
+    """
+    offset = feature_offset(stride) if offset is None else offset
+    out = []
+    for n, s, o in zip(crop, stride, offset):
+        lo = int(np.round((o - n / 2) / s))
+        out.append((lo, lo + math.ceil(n / s) - 1))
+    return out
+
+
+def crop_mean(grid: np.ndarray, crop, stride, offset=None, window=None) -> np.ndarray:
+    """Mean of ``grid`` over the crop-sized box at every feature voxel (border-aware).
+
+    Near the volume border only the feature voxels inside the volume are averaged, as the
+    network's global pooling averages only over the crop it was given.
+    """
+    grid = np.asarray(grid, np.float64)
+    total, count = grid, np.ones_like(grid)
+    for axis, (lo, hi) in enumerate(window or crop_window(crop, stride, offset)):
+        size = hi - lo + 1
+        origin = -(size // 2) - lo
+        total = uniform_filter1d(total, size, axis=axis, mode="constant", origin=origin)
+        count = uniform_filter1d(count, size, axis=axis, mode="constant", origin=origin)
+    return (total / np.maximum(count, 1e-12)).astype(np.float32)
+
+
+def sigmoid(x) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))).astype(np.float32)
+
+
+@dataclass
+class LesionMap:
+    """A volume's lesion evidence on the last block's feature grid, plus its display heatmap.
+
+    ``logit``: local logit ``w · a + b`` per feature voxel (``(k, j, i)``), ``stride``: input
+    voxels per feature voxel, ``offset``: voxel position of feature 0 (:func:`feature_offset`),
+    ``crop``: the training crop (for calibrated scores), ``window``: the feature offsets a crop
+    spans per axis when they are not :func:`crop_window` 's (one row per slab in slab mode),
+    ``heatmap``: ``(k, j, i)`` float32 in [0, 1] at the volume's size (ReLU'd class
+    activation, upsampled, divided by its maximum ``cam_max``).
+    """
+
+    logit: np.ndarray
+    bias: float
+    stride: tuple[int, int, int]
+    crop: tuple[int, int, int]
+    heatmap: np.ndarray
+    cam_max: float
+    offset: tuple[float, float, float] | None = None
+    window: list[tuple[int, int]] | None = None
+
+    def __post_init__(self):
+        self.offset = feature_offset(self.stride) if self.offset is None else tuple(self.offset)
+
+    def crop_logit(self) -> np.ndarray:
+        """The network's logit for a training-sized crop centred on each feature voxel."""
+        return crop_mean(self.logit, self.crop, self.stride, self.offset, self.window)
+
+    def crop_probability(self) -> np.ndarray:
+        """Calibrated lesion probability of a crop centred on each feature voxel."""
+        return sigmoid(self.crop_logit())
+
+    def feature_to_index(self, f_kji) -> np.ndarray:
+        """Continuous feature coordinates ``(k, j, i)`` to continuous voxel ``(k, j, i)``."""
+        return np.asarray(f_kji, float) * np.asarray(self.stride, float) + np.asarray(self.offset)
+
+
+def normalise_heatmap(cam_volume: np.ndarray) -> tuple[np.ndarray, float]:
+    """Divide a ReLU'd activation volume by its maximum, in place; returns ``(map, max)``."""
+    top = float(cam_volume.max()) if cam_volume.size else 0.0
+    if top > 0:
+        cam_volume *= np.float32(1.0 / top)
+    return cam_volume, top

@@ -1,0 +1,75 @@
+"""The naive whole-volume heatmap: patch Grad-CAM on every crop-sized tile, blended.
+
+This is what one would do with the paper's method as published (``--method sliding``):
+MONAI's ``sliding_window_inference`` moves a training-crop-sized window with 50 % overlap
+over the volume, each window gets a Grad-CAM (a forward *and* a backward pass), and the
+windows are blended with a Gaussian weight so their borders, where the network saw zero
+padding instead of tissue, count least. It is slow (one backward per tile, ~8 tiles per
+voxel) but independent of the fast path's algebra, which makes it the correctness
+reference for :mod:`.dense`.
+
+Each window also yields its local logits ``w · A + b`` (from the same forward pass), blended
+the same way and sampled at the feature-voxel centres, so both methods produce the same
+:class:`.maps.LesionMap` and the same calibrated candidate scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from monai.data.utils import dense_patch_slices
+from monai.inferers import sliding_window_inference
+from scipy.ndimage import map_coordinates
+
+from ..intensity import NORMALISATION, network_input
+from .gradcam import PatchGradCAM
+from .maps import LesionMap, feature_offset, feature_upsampler, normalise_heatmap
+
+OVERLAP = 0.5
+
+
+def window_count(shape, crop, overlap: float = OVERLAP) -> int:
+    """Number of windows ``sliding_window_inference`` visits (for progress reports)."""
+    size = [max(n, c) for n, c in zip(shape, crop)]
+    interval = [c if n == c else max(1, int(c * (1 - overlap))) for n, c in zip(size, crop)]
+    return len(dense_patch_slices(size, crop, interval))
+
+
+def sliding_lesion_map(model: torch.nn.Module, stored_uint8: np.ndarray, crop, stride,
+                       device: str | torch.device = "cpu", batch_size: int = 1, overlap: float = OVERLAP,
+                       progress: bool = False, on_step=None) -> LesionMap:
+    """Blend patch Grad-CAMs (and local logits) of every window into a :class:`LesionMap`."""
+    device = torch.device(device)
+    crop = tuple(int(v) for v in crop)
+    cam = PatchGradCAM(model.to(device), stride, normalise=False)
+    weight = cam.model.fc.weight.detach().reshape(-1)
+    bias = float(cam.model.fc.bias.detach().reshape(-1)[0])
+    up = feature_upsampler(stride)(crop)
+    total, done = window_count(stored_uint8.shape, crop, overlap), [0]
+
+    def predictor(x: torch.Tensor) -> torch.Tensor:
+        heat = cam(x)
+        _, acts = cam.last()
+        local = torch.einsum("bc...,c->b...", acts, weight).unsqueeze(1) + bias
+        done[0] += x.shape[0]
+        if on_step is not None:
+            on_step("sliding", min(done[0], total), total)
+        return torch.cat([heat, up(local)], 1).detach()
+
+    x = network_input(torch.from_numpy(stored_uint8).float())[None, None]
+    pad = float(network_input(torch.tensor(float(NORMALISATION["pad_value"]))))
+    blended = sliding_window_inference(x, crop, batch_size, predictor, overlap=overlap, mode="gaussian",
+                                       cval=pad, sw_device=device, device="cpu", progress=progress)
+    del x
+    heat, top = normalise_heatmap(blended[0, 0].numpy())
+    return LesionMap(sample_at_features(blended[0, 1].numpy(), stride), bias, tuple(stride), crop, heat, top)
+
+
+def sample_at_features(volume: np.ndarray, stride) -> np.ndarray:
+    """Values of a voxel map at the feature positions (trilinear; :func:`.maps.feature_offset`)."""
+    offset = feature_offset(stride)
+    axes = [np.clip(np.arange(math.ceil(n / s)) * s + o, 0, n - 1)
+            for n, s, o in zip(volume.shape, stride, offset)]
+    return map_coordinates(volume, np.meshgrid(*axes, indexing="ij"), order=1).astype(np.float32)

@@ -1,0 +1,62 @@
+"""``blcam detect MODEL VOLUME_OR_COHORT... --out DIR``: heatmaps and lesion candidates."""
+
+from __future__ import annotations
+
+from ..cam.dense import CONTEXTS
+from ..detect.pipeline import METHODS, DetectSettings, detect
+from ..training.distributed import resolve_device
+from . import positive_int
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def register(sub) -> None:
+    d = DetectSettings()
+    p = sub.add_parser("detect", help="whole-volume heatmaps and lesion candidates",
+                       description="Compute a lesion heatmap over each whole volume, find lesion candidates "
+                       "(position, calibrated probability, size) and write them for Slicer (NRRD heatmap with "
+                       "the input's geometry, .mrk.json markups), as CSV/JSON, and as overlay pictures.")
+    p.add_argument("model", metavar="MODEL",
+                   help="model file or run folder (its model.safetensors, from 'blcam train')")
+    p.add_argument("inputs", nargs="+", metavar="VOLUME_OR_COHORT",
+                   help="volume files (NRRD, NIfTI, MHA, DICOM folder) and/or cohort CSVs (every volume in them)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--method", choices=METHODS, default=d.method,
+                   help="'fast': one tiled forward pass, CAM of the final linear layer (equal to Grad-CAM for "
+                   "this network); 'sliding': Grad-CAM on every crop-sized window, 50%% overlap, blended "
+                   f"(slow reference) (default: {d.method})")
+    p.add_argument("--context", choices=CONTEXTS, default=d.context,
+                   help="fast method, context along the slice axis: 'slab' = slabs of the training crop's depth "
+                   "every half depth, as the network was trained (each voxel read twice); 'volume' = one pass over "
+                   f"the whole volume (each feature sees its full receptive field; ~2x faster) (default: {d.context})")
+    p.add_argument("--slab-step", type=positive_int, default=None,
+                   help="--context slab: slices between slab starts (default: half the crop depth, 8 for the "
+                   "paper's 16-slice crops; the crop depth reads each voxel once)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the network runs; 'auto': CUDA, else MPS, else CPU (default: auto)")
+    p.add_argument("--top-k", type=positive_int, default=d.top_k,
+                   help=f"most candidates kept per volume (default: {d.top_k})")
+    p.add_argument("--min-score", type=float, default=d.min_score,
+                   help=f"drop candidates with a lesion probability below this (default: {d.min_score})")
+    p.add_argument("--nms-mm", type=float, default=d.nms_mm,
+                   help=f"candidates closer than this (mm) to a stronger one are suppressed (default: {d.nms_mm})")
+    p.add_argument("--max-memory-gb", type=float, default=d.max_memory_gb,
+                   help="memory budget; tiles are sized to fit it (RAM on the CPU, GPU memory on CUDA) "
+                   f"(default: {d.max_memory_gb})")
+    p.add_argument("--overlays", type=int, default=d.overlays,
+                   help=f"candidates per volume that get an overlay PNG (default: {d.overlays})")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                   help=f"windows per Grad-CAM batch for --method sliding (default: {d.batch_size})")
+    p.add_argument("--progress-json", action="store_true",
+                   help="print one JSON line per step on stdout (for the Slicer module) (default: off)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    settings = DetectSettings(args.method, args.context, args.slab_step, args.top_k, args.min_score, args.nms_mm,
+                              args.max_memory_gb, args.overlays, args.batch_size)
+    summary = detect(args.model, args.inputs, args.out, settings, str(resolve_device(args.device)),
+                     progress=not args.progress_json, progress_json=args.progress_json)
+    if not args.progress_json:
+        print(f"wrote {summary}")
+    return 0

@@ -1,0 +1,186 @@
+"""``blcam demo``: the whole main job on the embedded phantom, end to end, on a laptop CPU.
+
+phantom cohort → patch export → training (paper recipe, scaled down) → Table 2 on the held-out
+patches → Detect on the held-out *volumes* → localisation metrics → report (``index.html`` and
+``report.md``). The default configuration is sized to finish in well under 15 minutes on a
+2-core CPU: volumes at 0.5 mm isotropic spacing (the phantom's default is ABUS-like 1.0 ×
+0.15 × 0.2 mm) keep every lesion inside a 16×48×48 crop, and a half-width ResNet-10 with the
+paper's stem (finest CAM) trains in a few minutes. Everything else is the paper's recipe:
+lesion-centred patches, random crops and flips, Adam at 1e-3, batch 14, BCE.
+
+Each step records its completion in ``demo_state.json`` with the configuration it ran with,
+so an interrupted demo resumes where it stopped and a changed configuration redoes only the
+steps it affects.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..detect.pipeline import DetectSettings, detect
+from ..detect.scoring import evaluate_detection
+from ..errors import BlcamError
+from ..evaluation import evaluate_model
+from ..io.atomic import write_json_atomic, write_text_atomic
+from ..patches.export import ExportSettings, export_dataset
+from ..phantom import make_cohort
+from ..training import TrainConfig, train_model
+from ..training.distributed import resolve_device
+from .report import write_report
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of the demo; every default is chosen for a 2-core CPU (see module docstring)."""
+
+    patients: int = 100
+    seed: int = 1
+    shape: tuple = (48, 96, 160)
+    spacing: tuple = (0.5, 0.5, 0.5)
+    lesion_fraction: float = 0.6
+    patch: tuple = (20, 40, 56)
+    negatives_per_volume: int = 4
+    test_fraction: float = 0.3
+    arch: str = "resnet10"
+    stem: str = "paper"
+    widen: float = 0.5
+    crop: tuple = (16, 32, 48)
+    epochs: int = 12
+    batch_size: int = 14
+    lr: float = 1e-3
+    device: str = "auto"
+    jobs: int = 2
+    top_k: int = 10
+    nms_mm: float = 10.0
+    overlays: int = 1
+
+    def part(self, step: str) -> dict:
+        """The settings a step depends on (a change redoes that step and the ones after it)."""
+        d = asdict(self)
+        keys = {"phantom": ["patients", "seed", "shape", "spacing", "lesion_fraction"],
+                "export": ["patch", "negatives_per_volume", "test_fraction", "seed"],
+                "train": ["arch", "stem", "widen", "crop", "epochs", "batch_size", "lr", "seed"],
+                "evaluate": [], "detect": ["top_k", "nms_mm", "overlays"], "metrics": [], "report": []}[step]
+        return {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keys}
+
+
+STEPS = ("phantom", "export", "train", "evaluate", "detect", "metrics", "report")
+
+
+class _State:
+    """``demo_state.json``: which steps finished, with which settings."""
+
+    def __init__(self, out: Path, config: DemoConfig):
+        self.path, self.config = out / "demo_state.json", config
+        self.done = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+        self.stale = False
+
+    def fresh(self, step: str) -> bool:
+        """Whether ``step`` finished earlier with the same settings and nothing before it changed."""
+        ok = not self.stale and self.done.get(step) == self.config.part(step)
+        self.stale = self.stale or not ok
+        return ok
+
+    def finish(self, step: str) -> None:
+        self.done[step] = self.config.part(step)
+        write_json_atomic(self.path, self.done)
+
+
+def _say(n: int, text: str) -> None:
+    print(f"[{n}/{len(STEPS)}] {text}", flush=True)
+
+
+def held_out_cohort(cohort_csv: Path, manifest_csv: Path, out_csv: Path) -> Path:
+    """The cohort rows of the test-split patients: the volumes Detect is evaluated on."""
+    with manifest_csv.open(newline="", encoding="utf-8") as fh:
+        test = {r["patient"] for r in csv.DictReader(fh) if r["split"] == "test"}
+    with cohort_csv.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = [r for r in reader if r["patient"] in test]
+        columns = reader.fieldnames
+    if not rows:
+        raise BlcamError(f"{manifest_csv}: no test patients; raise --patients")
+    cohort_dir = cohort_csv.parent.resolve()
+    for r in rows:  # paths relative to the new CSV's folder
+        for col in ("volume", "annotation"):
+            if r[col]:
+                r[col] = str((cohort_dir / r[col]).resolve())
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out_csv, buf.getvalue())
+    return out_csv
+
+
+def run_demo(out, config: DemoConfig = DemoConfig(), progress: bool = True) -> Path:
+    """Run (or resume) the demo under ``out``; returns the path of ``index.html``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _State(out, config)
+    c = config
+    device = str(resolve_device(c.device))
+    paths = {"cohort": out / "phantom" / "cohort.csv", "patches": out / "patches", "run": out / "run",
+             "evaluation": out / "evaluation" / "table2.json", "test_cohort": out / "held_out_cohort.csv",
+             "detections": out / "detections", "localisation": out / "detections" / "localisation.json"}
+    timings = json.loads((out / "timings.json").read_text(encoding="utf-8")) if (out / "timings.json").is_file() else {}
+
+    def step(n: int, name: str, text: str, fn) -> None:
+        if state.fresh(name):
+            _say(n, f"{text}: done earlier, kept")
+            return
+        _say(n, text)
+        start = time.perf_counter()
+        fn()
+        timings[name] = round(time.perf_counter() - start, 1)
+        write_json_atomic(out / "timings.json", timings)
+        state.finish(name)
+
+    step(1, "phantom", f"phantom cohort: {c.patients} patients, {'×'.join(map(str, c.shape))} voxels at "
+         f"{'×'.join(map(str, c.spacing))} mm",
+         lambda: make_cohort(out / "phantom", c.patients, c.seed, c.jobs, c.shape, c.spacing, c.lesion_fraction,
+                             progress=progress))
+
+    def export():
+        if paths["patches"].exists():
+            shutil.rmtree(paths["patches"])
+        export_dataset(paths["cohort"], paths["patches"], ExportSettings(tuple(c.patch), c.negatives_per_volume,
+                                                                          c.test_fraction, 5, c.seed),
+                       jobs=c.jobs, progress=progress)
+    step(2, "export", f"export {'×'.join(map(str, c.patch))} patches", export)
+
+    def train():
+        if paths["run"].exists():
+            shutil.rmtree(paths["run"])
+        cfg = TrainConfig(arch=c.arch, stem=c.stem, widen=c.widen, epochs=c.epochs, batch_size=c.batch_size,
+                          lr=c.lr, crop=tuple(c.crop), device=device, seed=c.seed, workers=0)
+        train_model(paths["patches"], paths["run"], cfg, progress=progress)
+    step(3, "train", f"train {c.arch} (stem {c.stem}, width {c.widen}) for {c.epochs} epochs on {device}", train)
+
+    step(4, "evaluate", "Table 2 on the held-out patches",
+         lambda: evaluate_model(paths["run"], paths["patches"], "test", paths["evaluation"], device,
+                                progress=progress))
+
+    def run_detect():
+        held_out_cohort(paths["cohort"], paths["patches"] / "manifest.csv", paths["test_cohort"])
+        detect(paths["run"], [paths["test_cohort"]], paths["detections"],
+               DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, overlays=c.overlays), device, progress=progress)
+    step(5, "detect", "Detect on the held-out volumes (heatmaps, candidates, overlays)", run_detect)
+
+    def metrics():
+        r = evaluate_detection(paths["detections"], paths["test_cohort"], paths["localisation"],
+                               out / "phantom" / "masks")
+        print(f"      pointing game {r['pointing_game']:.3f}, median distance {r['distance_mm_median']:.2f} mm, "
+              f"FROC {r['froc']['mean_sensitivity']:.3f}, volume AUC {r['volume_auc']:.3f}", flush=True)
+    step(6, "metrics", "localisation metrics (pointing game, distance, FROC, volume AUC)", metrics)
+
+    index = out / "index.html"
+    step(7, "report", "report", lambda: write_report(out, paths, config, timings))
+    print(f"report: {index}  (and {out / 'report.md'})", flush=True)
+    return index

@@ -1,0 +1,64 @@
+"""The files ``blcam detect`` leaves per volume, and the cohort summary.
+
+Per volume ``<name>``: ``_heatmap.nrrd`` (float32 in [0, 1], the input's exact size,
+spacing, origin and direction), ``_candidates.mrk.json`` (Slicer ``Fiducial`` markups in
+LPS, labels ``lesion-N``, the score in each description), ``_candidates.csv`` and
+``_candidates.json`` (score, LPS position, voxel index, size in mm). ``detections.csv``
+lists every volume with its volume-level score. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.points import write_markups
+from .candidates import Candidate
+
+CANDIDATE_COLUMNS = ["label", "score", "crop_logit", "local_logit", "x", "y", "z", "i", "j", "k",
+                     "size_i_mm", "size_j_mm", "size_k_mm"]
+SUMMARY_COLUMNS = ["name", "volume", "patient", "label", "volume_score", "candidates", "method",
+                   "seconds", "heatmap", "candidates_json"]
+
+
+def candidate_rows(candidates: list[Candidate]) -> list[dict]:
+    """One flat record per candidate (CSV/JSON columns)."""
+    rows = []
+    for n, c in enumerate(candidates, 1):
+        i, j, k = c.voxel_ijk
+        rows.append({"label": f"lesion-{n}", "score": round(c.score, 6), "crop_logit": round(c.crop_logit, 5),
+                     "local_logit": round(c.local_logit, 5), "x": round(c.lps[0], 4), "y": round(c.lps[1], 4),
+                     "z": round(c.lps[2], 4), "i": i, "j": j, "k": k,
+                     "size_i_mm": round(c.size_mm_ijk[0], 3), "size_j_mm": round(c.size_mm_ijk[1], 3),
+                     "size_k_mm": round(c.size_mm_ijk[2], 3)})
+    return rows
+
+
+def to_csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_candidates(out_dir: Path, name: str, candidates: list[Candidate], info: dict) -> dict[str, Path]:
+    """Write the markups, CSV and JSON of one volume's candidates; returns their paths."""
+    rows = candidate_rows(candidates)
+    paths = {"markups": out_dir / f"{name}_candidates.mrk.json", "csv": out_dir / f"{name}_candidates.csv",
+             "json": out_dir / f"{name}_candidates.json"}
+    write_markups(paths["markups"], [c.lps for c in candidates], [r["label"] for r in rows],
+                  [f"score={r['score']:.3f}; size (i,j,k) {r['size_i_mm']:.1f}×{r['size_j_mm']:.1f}×"
+                   f"{r['size_k_mm']:.1f} mm" for r in rows])
+    write_text_atomic(paths["csv"], to_csv(rows, CANDIDATE_COLUMNS))
+    write_json_atomic(paths["json"], {**info, "candidates": rows})
+    return paths
+
+
+def write_summary(out_dir: Path, rows: list[dict]) -> Path:
+    """``detections.csv``: one row per volume (name, volume path, volume score, files)."""
+    path = out_dir / "detections.csv"
+    write_text_atomic(path, to_csv(rows, SUMMARY_COLUMNS))
+    return path

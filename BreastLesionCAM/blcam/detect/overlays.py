@@ -1,0 +1,93 @@
+"""Overlay pictures in the paper's style: 0.3 × colour-mapped heatmap + 0.7 × grey image.
+
+Each candidate gets one PNG with the three orthogonal slices through it (voxel axes: the
+``k`` slice is the scanner's B-mode plane, depth × lateral; the ``j`` plane is the ABUS
+"coronal" view at the candidate's depth; the ``i`` plane is slices × depth), drawn with the
+physical aspect ratio so anisotropic voxels (0.476 × 0.073 × 0.2 mm for ABUS) do not
+distort lesions. The candidate is circled; an annotated lesion centre, where one is known,
+is a small red dot as in the paper's Fig. 3. A contact sheet shows the top candidates of a
+volume on one page.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..io.atomic import atomic_path  # noqa: E402
+from .candidates import Candidate  # noqa: E402
+
+HEAT_WEIGHT = 0.3
+COLORMAP = "jet"
+VIEWS = (("k", "slice k={} (depth × lateral)", (1, 2)),
+         ("j", "depth j={} (slices × lateral)", (0, 2)),
+         ("i", "lateral i={} (slices × depth)", (0, 1)))
+
+
+def blend(image_u8: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1]: ``0.3 · colormap(heat) + 0.7 · grey`` (the paper's overlay)."""
+    grey = np.repeat((np.asarray(image_u8, np.float32) / 255.0)[..., None], 3, axis=-1)
+    colour = plt.get_cmap(COLORMAP)(np.clip(heat, 0, 1))[..., :3]
+    return HEAT_WEIGHT * colour + (1 - HEAT_WEIGHT) * grey
+
+
+def _draw_view(ax, volume, heat, spacing_kji, index_kji, axis: int, title: str, rows_cols,
+               marker_mm: float, truth_kji=()):
+    centre = np.clip(np.floor(np.asarray(index_kji) + 0.5).astype(int), 0, np.asarray(volume.shape) - 1)
+    sl = [slice(None)] * 3
+    sl[axis] = centre[axis]
+    r, c = rows_cols
+    sr, sc = spacing_kji[r], spacing_kji[c]
+    image = blend(volume[tuple(sl)], heat[tuple(sl)])
+    ax.imshow(image, extent=(0, image.shape[1] * sc, image.shape[0] * sr, 0), interpolation="bilinear")
+    y, x = (index_kji[r] + 0.5) * sr, (index_kji[c] + 0.5) * sc
+    if marker_mm > 0:
+        ax.add_patch(plt.Circle((x, y), marker_mm, fill=False, color="white", lw=1.2))
+    for t in truth_kji:
+        if abs(t[axis] - centre[axis]) <= 0.5 * max(1.0, 2.0 / spacing_kji[axis]):
+            ax.plot((t[c] + 0.5) * sc, (t[r] + 0.5) * sr, "o", color="red", ms=3)
+    ax.set_title(title.format(centre[axis]), fontsize=8)
+    ax.set_xlabel("mm", fontsize=7)
+    ax.tick_params(labelsize=6)
+
+
+def _save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def candidate_figure(path, volume_u8: np.ndarray, heat: np.ndarray, spacing_kji, cand: Candidate, label: str,
+                     truth_kji=()) -> None:
+    """One PNG: the three slices through a candidate, blended, candidate circled."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    marker = max(2.0, 0.5 * max(cand.size_mm_ijk))
+    for ax, (axis_name, title, rc) in zip(axes, VIEWS):
+        _draw_view(ax, volume_u8, heat, spacing_kji, cand.index_kji, "kji".index(axis_name), title, rc,
+                   marker, truth_kji)
+    fig.suptitle(f"{label}: lesion probability {cand.score:.3f}, size (i, j, k) "
+                 f"{cand.size_mm_ijk[0]:.1f} × {cand.size_mm_ijk[1]:.1f} × {cand.size_mm_ijk[2]:.1f} mm", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def contact_sheet(path, volume_u8: np.ndarray, heat: np.ndarray, spacing_kji, candidates: list[Candidate],
+                  title: str, truth_kji=(), rows: int = 4) -> None:
+    """The top ``rows`` candidates of a volume, one row each (centre slices when there are none)."""
+    shown = candidates[:rows]
+    n = max(1, len(shown))
+    fig, axes = plt.subplots(n, 3, figsize=(12, 3.6 * n), squeeze=False)
+    centre = tuple((s - 1) / 2 for s in volume_u8.shape)
+    for row in range(n):
+        cand = shown[row] if shown else None
+        index = cand.index_kji if cand else centre
+        for col, (axis_name, view_title, rc) in enumerate(VIEWS):
+            label = f"lesion-{row + 1} p={cand.score:.2f}: " if cand else "no candidate: "
+            _draw_view(axes[row, col], volume_u8, heat, spacing_kji, index, "kji".index(axis_name),
+                       label + view_title, rc, max(2.0, 0.5 * max(cand.size_mm_ijk)) if cand else 0.0, truth_kji)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)

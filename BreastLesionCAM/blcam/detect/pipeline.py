@@ -1,0 +1,192 @@
+"""``blcam detect``: volumes (or cohorts) in, heatmaps, candidates and pictures out.
+
+A volume is normalised exactly as for training (:func:`normalise_volume`, then
+:func:`network_input` per tile), mapped by the fast path (:class:`DenseLesionMapper`) or the
+sliding-window Grad-CAM baseline, and its candidates are found and written
+(:mod:`.outputs`, :mod:`.overlays`). Progress goes to a tqdm bar and, for the Slicer
+module, optionally as one JSON line per step (flushed), with an overall fraction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..cam.dense import CONTEXTS, DenseLesionMapper
+from ..cam.sliding import sliding_lesion_map
+from ..cohort import read_cohort
+from ..errors import BlcamError
+from ..evaluation.table2 import resolve_model_path
+from ..intensity import normalise_volume
+from ..io.volume import Geometry, read_volume, write_volume
+from ..model import load_model, total_stride
+from .candidates import find_candidates
+from .outputs import write_candidates, write_summary
+from .overlays import candidate_figure, contact_sheet
+
+METHODS = ("fast", "sliding")
+
+
+@dataclass
+class DetectSettings:
+    method: str = "fast"
+    context: str = "slab"       # fast method: what each feature sees along k (see DenseLesionMapper)
+    slab_step: int | None = None  # slices between slabs (None: half the crop depth)
+    top_k: int = 10
+    min_score: float = 0.0
+    nms_mm: float = 10.0
+    max_memory_gb: float = 8.0
+    overlays: int = 3           # candidates that get their own overlay PNG
+    batch_size: int = 1         # sliding method: windows per Grad-CAM batch
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise BlcamError(f"--method '{self.method}': choose one of {', '.join(METHODS)}")
+        if self.context not in CONTEXTS:
+            raise BlcamError(f"--context '{self.context}': choose one of {', '.join(CONTEXTS)}")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise BlcamError(f"--min-score must be in [0, 1], got {self.min_score}")
+        if not self.nms_mm >= 0:
+            raise BlcamError(f"--nms-mm must be ≥ 0, got {self.nms_mm}")
+        if self.overlays < 0:
+            raise BlcamError(f"--overlays must be ≥ 0, got {self.overlays}")
+        if not self.max_memory_gb > 0:
+            raise BlcamError(f"--max-memory-gb must be positive, got {self.max_memory_gb}")
+
+
+@dataclass
+class VolumeJob:
+    """One volume to process, with what the cohort knows about it (for summaries and pictures)."""
+
+    path: Path
+    name: str
+    patient: str = ""
+    label: str = ""
+    truth_lps: np.ndarray | None = None
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "volume"
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len("".join(path.suffixes))] if path.suffixes and path.is_file() else path.name
+
+
+def collect_jobs(inputs) -> list[VolumeJob]:
+    """Volume files/folders and cohort CSVs (every volume in them) → jobs with unique names."""
+    jobs, names = [], set()
+    for item in inputs:
+        item = Path(item)
+        if item.suffix.lower() == ".csv":
+            cohort = read_cohort(item)
+            found = [VolumeJob(r.volume, _safe(f"{r.patient}_{_stem(r.volume)}"), r.patient, r.label,
+                               r.centres_lps if len(r.centres_lps) else None) for r in cohort.rows]
+        elif item.exists():
+            found = [VolumeJob(item.resolve(), _safe(_stem(item)))]
+        else:
+            raise BlcamError(f"{item}: no such volume or cohort CSV")
+        for job in found:
+            base, n = job.name, 1
+            while job.name in names:
+                n += 1
+                job.name = f"{base}_{n}"
+            names.add(job.name)
+            jobs.append(job)
+    if not jobs:
+        raise BlcamError("no volumes to process")
+    return jobs
+
+
+class Detector:
+    """A loaded model and its lesion-map method, reused across volumes."""
+
+    def __init__(self, model_path, settings: DetectSettings, device: str = "cpu"):
+        settings.validate()
+        self.settings, self.device = settings, torch.device(device)
+        self.model_path = resolve_model_path(model_path)
+        self.model, self.meta = load_model(self.model_path, self.device)
+        self.crop = tuple(self.meta["crop"])
+        self.stride = total_stride(self.meta["stem"])
+        self.mapper = (DenseLesionMapper(self.model, self.crop, self.device, settings.max_memory_gb,
+                                         settings.context, settings.slab_step)
+                       if settings.method == "fast" else None)
+
+    def lesion_map(self, stored: np.ndarray, progress: bool = False, on_step=None):
+        if self.mapper is not None:
+            return self.mapper(stored, progress, on_step)
+        return sliding_lesion_map(self.model, stored, self.crop, self.stride, self.device,
+                                  self.settings.batch_size, progress=progress, on_step=on_step)
+
+    def run(self, job: VolumeJob, out_dir: Path, progress: bool = False, on_step=None) -> dict:
+        """Process one volume; returns its ``detections.csv`` row."""
+        s = self.settings
+        start = time.perf_counter()
+        raw, geometry = read_volume(job.path)
+        stored = normalise_volume(raw)
+        del raw
+        lmap = self.lesion_map(stored, progress, on_step)
+        candidates, volume_score = find_candidates(lmap, geometry, s.top_k, s.min_score, s.nms_mm)
+        heat_path = out_dir / f"{job.name}_heatmap.nrrd"
+        write_volume(heat_path, lmap.heatmap, geometry)
+        info = {"volume": str(job.path), "name": job.name, "model": str(self.model_path), "method": s.method,
+                "volume_score": round(volume_score, 6), "cam_max": lmap.cam_max, "stride": list(lmap.stride),
+                "crop": list(lmap.crop), "settings": asdict(s), "coordinate_system": "LPS"}
+        paths = write_candidates(out_dir, job.name, candidates, info)
+        if on_step is not None:
+            on_step("pictures", 0, 1)
+        self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
+        return {"name": job.name, "volume": str(job.path), "patient": job.patient, "label": job.label,
+                "volume_score": round(volume_score, 6), "candidates": len(candidates), "method": s.method,
+                "seconds": round(time.perf_counter() - start, 2), "heatmap": heat_path.name,
+                "candidates_json": paths["json"].name}
+
+    def _pictures(self, job, out_dir, stored, heat, geometry: Geometry, candidates, volume_score) -> None:
+        spacing_kji = tuple(reversed(geometry.spacing))
+        truth = [] if job.truth_lps is None else list(geometry.lps_to_index(job.truth_lps)[:, ::-1])
+        for n, cand in enumerate(candidates[: self.settings.overlays], 1):
+            candidate_figure(out_dir / f"{job.name}_overlay_lesion-{n}.png", stored, heat, spacing_kji, cand,
+                             f"{job.name} lesion-{n}", truth)
+        contact_sheet(out_dir / f"{job.name}_contact.png", stored, heat, spacing_kji, candidates,
+                      f"{job.name}: volume score {volume_score:.3f}", truth)
+
+
+def _emitter(stream, n: int, total: int, name: str):
+    """A step callback writing one flushed JSON line per step (for the Slicer module)."""
+    steps = {"stem+layer1": (0.0, 0.7), "layer2": (0.7, 0.1), "layers3-4": (0.8, 0.1),
+             "slabs": (0.0, 0.9), "sliding": (0.0, 0.9), "pictures": (0.9, 0.1)}
+
+    def emit(step: str, done: int, of: int) -> None:
+        if stream is None:
+            return
+        base, share = steps.get(step, (0.0, 1.0))
+        within = base + share * (done / max(of, 1))
+        stream.write(json.dumps({"volume": n, "volumes": total, "name": name, "step": step, "done": done,
+                                 "total": of, "progress": round((n - 1 + within) / total, 4)}) + "\n")
+        stream.flush()
+    return emit
+
+
+def detect(model_path, inputs, out_dir, settings: DetectSettings = DetectSettings(), device: str = "cpu",
+           progress: bool = True, progress_json: bool = False) -> Path:
+    """Detect lesions in every volume of ``inputs``; returns the ``detections.csv`` path."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = collect_jobs(inputs)
+    detector = Detector(model_path, settings, device)
+    rows = []
+    stream = sys.stdout if progress_json else None
+    for n, job in enumerate(tqdm(jobs, desc="detect", unit="vol", disable=not progress), 1):
+        emit = _emitter(stream, n, len(jobs), job.name)
+        rows.append(detector.run(job, out_dir, progress=progress, on_step=emit))
+        emit("done", 1, 1)
+    return write_summary(out_dir, rows)

@@ -1,0 +1,124 @@
+"""``blcam evaluate-detection``: score a ``blcam detect`` output folder against a cohort.
+
+Detections are matched to cohort rows by the volume's absolute path (``detections.csv``
+records it), so a detection run over the held-out volumes of a cohort is scored against
+that cohort's annotations without any renaming. Lesion masks, where they exist, come from a
+``mask`` column of the cohort CSV or from a folder holding a label map with each volume's
+file name (the phantom's ``masks/``); without a mask a lesion is hit within ``hit_mm`` of
+its annotated centre.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..cohort import read_cohort
+from ..errors import BlcamError
+from ..evaluation.table2 import json_safe
+from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.volume import read_volume
+from ..metrics.localisation import (FROC_RATES, VolumeDetections, VolumeTruth, evaluate_localisation,
+                                    plot_froc)
+
+
+def load_detections(det_dir) -> dict[str, VolumeDetections]:
+    """``detections.csv`` + per-volume candidate JSON → detections keyed by absolute volume path."""
+    det_dir = Path(det_dir)
+    summary = det_dir / "detections.csv"
+    if not summary.is_file():
+        raise BlcamError(f"{det_dir}: no detections.csv; run 'blcam detect ... --out {det_dir}' first")
+    out = {}
+    with summary.open(newline="", encoding="utf-8") as fh:
+        for row_no, row in enumerate(csv.DictReader(fh), 2):
+            path = det_dir / row.get("candidates_json", "")
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+                cands = doc["candidates"]
+                points = np.array([[c["x"], c["y"], c["z"]] for c in cands], float).reshape(-1, 3)
+                scores = np.array([c["score"] for c in cands], float)
+                out[str(Path(row["volume"]).resolve())] = VolumeDetections(
+                    row["name"], points, scores, float(row["volume_score"]))
+            except (OSError, KeyError, ValueError, TypeError) as exc:
+                raise BlcamError(f"{summary} row {row_no}: cannot read candidates '{path.name}' ({exc})") from None
+    return out
+
+
+def _mask_column(cohort_csv: Path) -> dict[int, str]:
+    """CSV line number → value of an optional ``mask`` column."""
+    with cohort_csv.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        return {reader.line_num: (row.get("mask") or "").strip() for row in reader}
+
+
+def load_truths(cohort_csv, masks_dir=None, hit_mm: float = 10.0, only=None) -> list[tuple[str, VolumeTruth]]:
+    """Cohort rows (optionally only those whose absolute volume path is in ``only``) as truths."""
+    cohort_csv = Path(cohort_csv)
+    cohort = read_cohort(cohort_csv)
+    column = _mask_column(cohort_csv)
+    out = []
+    for r in cohort.rows:
+        key = str(r.volume.resolve())
+        if only is not None and key not in only:
+            continue
+        mask_path = None
+        if column.get(r.row):
+            mask_path = (cohort_csv.parent / column[r.row]).resolve()
+        elif masks_dir is not None and (Path(masks_dir) / r.volume.name).exists():
+            mask_path = Path(masks_dir) / r.volume.name
+        mask, geometry = read_volume(mask_path) if mask_path is not None else (None, r.geometry)
+        if mask is not None and mask.shape != r.geometry.shape:
+            raise BlcamError(f"{cohort_csv} row {r.row}: mask {mask_path} has shape {mask.shape}, "
+                             f"volume has {r.geometry.shape}")
+        out.append((key, VolumeTruth.with_mask(r.volume.name, r.label == "lesion", r.centres_lps, mask,
+                                               geometry, hit_mm)))
+    return out
+
+
+def markdown_report(result: dict, title: str) -> str:
+    f = result["froc"]
+    lines = [f"# {title}", "",
+             f"{result['volumes']} volumes ({result['lesion_volumes']} with lesions), {result['lesions']} lesions; "
+             f"hit = inside the lesion mask, or within {result['hit_mm']:g} mm of the centre without one.", "",
+             "| metric | value |", "| --- | --- |",
+             f"| pointing game | {result['pointing_game']:.3f} |",
+             f"| peak-to-centre distance, median (mean) | {result['distance_mm_median']:.2f} mm "
+             f"({result['distance_mm_mean']:.2f} mm) |",
+             f"| FROC mean sensitivity (0.125–8 FP/volume) | {f['mean_sensitivity']:.3f} |",
+             f"| volume AUC | {result['volume_auc']:.3f} |",
+             f"| mean peak − centre offset of hits, voxels (k, j, i) | {_offset(result)} |", "",
+             "| FP per volume | " + " | ".join(f"{r:g}" for r in FROC_RATES) + " |",
+             "| --- |" + " --- |" * len(FROC_RATES),
+             "| sensitivity | " + " | ".join(f"{s:.3f}" for s in f["sensitivity"]) + " |", ""]
+    return "\n".join(lines)
+
+
+def _offset(result: dict) -> str:
+    off = result.get("offset_kji_voxels_mean")
+    return "–" if off is None else ", ".join(f"{v:+.1f}" for v in off)
+
+
+def evaluate_detection(det_dir, cohort_csv, out=None, masks_dir=None, hit_mm: float = 10.0) -> dict:
+    """Localisation metrics of a detection folder; with ``out`` (.json) also ``.md`` and ``_froc.png``."""
+    if not hit_mm > 0:
+        raise BlcamError(f"--hit-mm must be positive, got {hit_mm}")
+    dets = load_detections(det_dir)
+    truths = load_truths(cohort_csv, masks_dir, hit_mm, only=set(dets))
+    if not truths:
+        raise BlcamError(f"{det_dir}: none of its volumes is in {cohort_csv}")
+    result = evaluate_localisation([t for _, t in truths], [dets[k] for k, _ in truths], hit_mm)
+    result.update({"detections": str(det_dir), "cohort": str(cohort_csv),
+                   "masks": sum(t.mask is not None for _, t in truths)})
+    if out is not None:
+        out = Path(out)
+        if out.suffix != ".json":
+            raise BlcamError(f"--out {out}: give a .json path (the Markdown and FROC plot go beside it)")
+        title = f"Localisation on {Path(det_dir).name}"
+        write_json_atomic(out, json_safe(result))
+        write_text_atomic(out.with_suffix(".md"), markdown_report(result, title))
+        plot_froc(out.with_name(out.stem + "_froc.png"), result)
+    return result
+

@@ -1,0 +1,176 @@
+"""Grad-CAM on patches, the fast whole-volume map and the sliding baseline (blcam.cam)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _cam_fixtures import blob_volume, dark_blob_model, random_model
+from monai.visualize import GradCAM
+
+from blcam.cam.dense import DenseLesionMapper
+from blcam.cam.gradcam import PatchGradCAM, patch_gradcam
+from blcam.cam.maps import LesionMap, crop_mean, crop_window, feature_offset, upsample_features
+from blcam.cam.sliding import sliding_lesion_map, window_count
+from blcam.cam.tiling import plan_tiles, stage_geometry
+from blcam.errors import BlcamError
+from blcam.intensity import network_input, normalise_volume
+from blcam.model import build_model
+
+STRIDE = (16, 16, 16)
+
+
+def _net_input(stored: np.ndarray) -> torch.Tensor:
+    return network_input(torch.from_numpy(stored).float())[None, None]
+
+
+def _trunk_logit(model, stored: np.ndarray) -> np.ndarray:
+    """Reference local-logit grid: the plain (unfolded, untiled, float32) MONAI trunk."""
+    m = model.eval()
+    with torch.inference_mode():
+        x = m.maxpool(m.act(m.bn1(m.conv1(_net_input(stored)))))
+        a = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+        return (torch.einsum("bc...,c->b...", a, m.fc.weight[0]) + m.fc.bias[0])[0].numpy()
+
+
+def test_receptive_field_reach_of_the_trunk():
+    # ResNet-10, MONAI stem: 7³ conv (3) + max-pool (2) + one block per layer (4·(1+2+4+8) jumps ... )
+    model = build_model("resnet10", "paper", 0.25)
+    g = stage_geometry([model.conv1, model.maxpool, model.layer1, model.layer2, model.layer3, model.layer4])
+    assert g.stride == (16, 16, 16) and g.reach == (50, 50, 50)
+    fast = build_model("resnet18", "fast", 0.25)
+    g = stage_geometry([fast.conv1, fast.maxpool, fast.layer1, fast.layer2, fast.layer3, fast.layer4])
+    assert g.stride == (16, 32, 32) and g.reach == (110, 217, 217)
+
+
+def test_tiles_cover_the_output_once_and_start_on_the_stride():
+    geometry = stage_geometry([build_model("resnet10", "paper", 0.25).layer2])
+    tiles = plan_tiles((40, 150, 170), geometry, max_voxels=20_000)
+    assert len(tiles) > 8
+    seen = np.zeros([int(np.ceil(n / 2)) for n in (40, 150, 170)], int)
+    for inp, _, where in tiles:
+        assert all(s.start % 2 == 0 for s in inp)
+        seen[where] += 1
+    assert (seen == 1).all()
+
+
+def test_tiled_pass_equals_the_untiled_network():
+    """Seamless tiling: forced tiny tiles give the same local logits as one whole pass."""
+    model = random_model(widen=0.125)
+    stored = np.random.default_rng(0).integers(0, 256, (32, 64, 128), dtype=np.uint8)
+    mapper = DenseLesionMapper(model, (16, 64, 64), "cpu", max_memory_gb=64)
+    whole = mapper.logit_grid(stored)
+    steps = []
+    mapper.plan = lambda shape, resident=None: [50_000, 20_000, 3_600]       # 16, 16 and 8 tiles
+    tiled = mapper.logit_grid(stored, on_step=lambda stage, done, total: steps.append((stage, total)))
+    assert min(total for _, total in steps) > 1                # every stage really was tiled
+    reference = _trunk_logit(model, stored)
+    spread = np.ptp(reference)
+    assert np.abs(tiled - whole).max() < 1e-3 * spread          # tiling changes nothing
+    assert np.abs(whole - reference).max() < 5e-3 * spread      # folding + bfloat16 stores: tiny
+
+
+def test_fast_path_equals_patch_gradcam_on_the_same_crop():
+    """GAP + linear: Grad-CAM is the CAM of the final weights (exact, any weights)."""
+    model = random_model(seed=3)
+    crop = (16, 64, 64)
+    patch = np.random.default_rng(1).integers(0, 256, crop, dtype=np.uint8)
+    dense = DenseLesionMapper(model, crop)(patch)
+    raw = PatchGradCAM(model, STRIDE, normalise=False).feature_map(_net_input(patch))[0, 0].numpy()
+    cam = np.maximum(dense.logit - dense.bias, 0)
+    assert raw.shape == cam.shape == (1, 4, 4)
+    n_features = raw.size
+    np.testing.assert_allclose(raw * n_features, cam, rtol=0.02, atol=1e-3 * cam.max())
+    upsampled = patch_gradcam(model, patch, STRIDE)
+    assert np.corrcoef(upsampled.ravel(), dense.heatmap.ravel())[0, 1] >= 0.99
+
+
+def test_gradcam_hottest_voxel_is_the_planted_lesion():
+    model = dark_blob_model()
+    crop = (16, 64, 64)
+    # The hand-built detector answers at its receptive-field centres (16·f); feature (0, 2, 2)
+    # is reported at voxel (7.5, 39.5, 39.5) (the block centre): plant a lesion covering both.
+    lesion = (4, 36, 36)
+    stored = normalise_volume(blob_volume(crop, [lesion], radius_vox=10))
+    heat = patch_gradcam(model, stored, STRIDE)
+    assert heat.max() == pytest.approx(1.0) and heat.min() >= 0.0
+    hottest = np.unravel_index(np.argmax(heat), heat.shape)
+    assert np.linalg.norm(np.subtract(hottest, lesion)) <= 10
+    assert heat[lesion] > 0.5
+    # MONAI's default post-processing (min→1, max→0) would have made this voxel the coldest.
+    default = GradCAM(dark_blob_model(), target_layers="layer4", upsampler=lambda s: lambda x: x)
+    assert default(_net_input(stored), class_idx=0).min() == 0.0
+    assert default(_net_input(stored), class_idx=0)[0, 0, 0, 2, 2] == 0.0
+
+
+def test_gradcam_leaves_the_callers_model_without_hooks():
+    model = random_model()
+    PatchGradCAM(model, STRIDE)(_net_input(np.zeros((16, 32, 32), np.uint8)))
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+
+
+def test_crop_mean_reproduces_the_networks_crop_logit():
+    """Calibration: the crop-sized box mean of local logits is the crop's logit."""
+    model = random_model(seed=5)
+    crop = (16, 64, 64)
+    patch = np.random.default_rng(2).integers(0, 256, crop, dtype=np.uint8)
+    dense = DenseLesionMapper(model, crop)(patch)
+    with torch.inference_mode():
+        logit = float(model(_net_input(patch))[0, 0])
+    lo = [lo for lo, _ in crop_window(crop, STRIDE)]
+    p = tuple(-v for v in lo)  # the feature whose window is exactly this crop's grid
+    assert crop_mean(dense.logit, crop, STRIDE)[p] == pytest.approx(logit, abs=2e-3 * max(1, abs(logit)))
+
+
+def test_upsampling_places_features_at_block_centres():
+    grid = np.zeros((2, 3, 3), np.float32)
+    grid[1, 1, 2] = 1.0
+    up = upsample_features(grid, (32, 48, 40), STRIDE)
+    assert up.shape == (32, 48, 40)
+    peak = np.unravel_index(np.argmax(up), up.shape)
+    assert peak[0] in (23, 24) and peak[1] in (23, 24) and peak[2] == 39   # 16 + 7.5; i clipped at 39
+    assert feature_offset((16, 32, 32)) == (7.5, 15.5, 15.5)
+    lm = LesionMap(grid, 0.0, STRIDE, (16, 48, 48), up, 1.0)
+    np.testing.assert_allclose(lm.feature_to_index((1, 1, 2)), (23.5, 23.5, 39.5))
+
+
+def test_fast_path_and_sliding_baseline_agree_on_a_lesion():
+    """The slow reference (Grad-CAM per window, blended) and both fast contexts see the same lesion."""
+    model = dark_blob_model(spread=True)
+    lesion = (16, 48, 48)
+    stored = normalise_volume(blob_volume((32, 80, 96), [lesion], radius_vox=10, seed=4))
+    crop = (16, 48, 48)
+    steps = []
+    slow = sliding_lesion_map(model, stored, crop, STRIDE, on_step=lambda *a: steps.append(a))
+    assert len(steps) == window_count(stored.shape, crop) == 27
+    maps = {"sliding": slow}
+    for context in ("slab", "volume"):
+        maps[context] = DenseLesionMapper(model, crop, context=context)(stored)
+        assert np.corrcoef(maps[context].heatmap.ravel(), slow.heatmap.ravel())[0, 1] >= 0.85
+    assert maps["slab"].logit.shape == (3, 5, 6) and maps["volume"].logit.shape == (2, 5, 6)
+    for name, lm in maps.items():
+        assert np.unravel_index(np.argmax(lm.logit), lm.logit.shape) == (1, 3, 3), name
+        hottest = np.unravel_index(np.argmax(lm.heatmap), lm.heatmap.shape)
+        assert np.linalg.norm(np.subtract(hottest, lesion)) <= 16, name        # within one stride
+    fast = maps["slab"]
+    assert fast.crop_probability()[1, 3, 3] > 0.5 > fast.crop_probability()[0, 0, 0]
+
+
+def test_slab_rows_are_passes_over_crop_deep_slabs():
+    model = random_model(seed=7)
+    stored = np.random.default_rng(3).integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    mapper = DenseLesionMapper(model, (16, 48, 48))
+    assert mapper.slab_starts(40) == [0, 8, 16, 24]
+    lm = mapper(stored)
+    assert lm.logit.shape == (4, 3, 3) and lm.stride == (8, 16, 16) and lm.offset == (7.5, 7.5, 7.5)
+    np.testing.assert_allclose(lm.logit[2], mapper.logit_grid(stored[16:32])[0], atol=1e-6)
+    np.testing.assert_allclose(lm.feature_to_index((2, 0, 0)), (23.5, 7.5, 7.5))
+
+
+def test_memory_budget_is_planned_and_enforced():
+    model = build_model("resnet10", "paper", 1.0)
+    mapper = DenseLesionMapper(model, (16, 160, 160), "cpu", max_memory_gb=8)
+    cells = mapper.plan((354, 682, 865))                 # the largest TDSC-ABUS volume
+    assert all(c > 0 for c in cells) and cells[0] >= 4_000_000
+    with pytest.raises(BlcamError, match="max-memory-gb"):
+        DenseLesionMapper(model, (16, 160, 160), "cpu", max_memory_gb=4).plan((354, 682, 865))

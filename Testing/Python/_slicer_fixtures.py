@@ -19,3 +19,18 @@ def headless():
     h = createScene()
     yield h
     h.close()
+
+
+def assert_cancel_kills_tree(runner, pids, seconds: float = 5.0) -> None:
+    """Cancel ``runner`` and check it and every process in ``pids`` are gone within ``seconds``."""
+    import time
+
+    import psutil
+
+    t0 = time.monotonic()
+    assert runner.cancel(timeout=seconds)
+    assert runner.wait(timeout=seconds) is not None
+    assert time.monotonic() - t0 < seconds
+    assert runner.cancelled and not runner.succeeded
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []

@@ -17,7 +17,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import psutil
 import pytest
 
 from _slicer_fixtures import assert_cancel_kills_tree, slicer  # noqa: F401

@@ -5,8 +5,8 @@ For each volume size, each method runs in a fresh process (so its peak memory is
 - **sliding** — ``--method sliding``: MONAI GradCAM on every crop-sized window (16×160×160
   by default), 50 % overlap, Gaussian blending (:mod:`blcam.cam.sliding`);
 - **slab** — ``--method fast`` (default ``--context slab``): tiled forward passes over slabs of
-  the crop's depth every half depth, CAM of the final linear layer (:mod:`blcam.cam.dense`),
-  tiles sized to ``--max-memory-gb``;
+  the crop's depth every ``patch − crop`` slices (12), CAM of the final linear layer
+  (:mod:`blcam.cam.dense`), tiles sized to ``--max-memory-gb``;
 - **volume** — ``--method fast --context volume``: one tiled forward pass over the volume.
 
 Both times include the intensity normalisation and the full-size [0, 1] heatmap; candidate
@@ -47,10 +47,10 @@ def _model(args):
     from blcam.model import build_model, load_model, total_stride
     if args.model:
         model, meta = load_model(args.model, args.device)
-        return model, tuple(meta["crop"]), total_stride(meta["stem"])
+        return model, tuple(meta["crop"]), tuple(meta["patch"]), total_stride(meta["stem"])
     torch.manual_seed(0)
-    return build_model(args.arch, args.stem, args.widen).to(args.device).eval(), tuple(args.crop), \
-        total_stride(args.stem)
+    model = build_model(args.arch, args.stem, args.widen).to(args.device).eval()
+    return model, tuple(args.crop), tuple(args.patch), total_stride(args.stem)
 
 
 def _child(method: str, shape, args, queue) -> None:
@@ -58,7 +58,7 @@ def _child(method: str, shape, args, queue) -> None:
     import numpy as np
     import torch
 
-    from blcam.cam.dense import DenseLesionMapper
+    from blcam.cam.dense import DenseLesionMapper, default_slab_step
     from blcam.cam.sliding import sliding_lesion_map, window_count
     from blcam.detect.candidates import find_candidates
     from blcam.intensity import normalise_volume
@@ -66,7 +66,7 @@ def _child(method: str, shape, args, queue) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, crop, stride = _model(args)
+    model, crop, patch, stride = _model(args)
     volume = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     geometry = Geometry(tuple(reversed(shape)), (0.2, 0.073, 0.476), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     cuda = args.device.startswith("cuda")
@@ -76,7 +76,8 @@ def _child(method: str, shape, args, queue) -> None:
     start = time.perf_counter()
     stored = normalise_volume(volume)
     if method in ("slab", "volume"):
-        mapper = DenseLesionMapper(model, crop, args.device, args.max_memory_gb, context=method)
+        mapper = DenseLesionMapper(model, crop, args.device, args.max_memory_gb, method,
+                                   default_slab_step(crop, patch))
         lmap = mapper(stored, progress=args.progress)
         if cuda:
             torch.cuda.synchronize()
@@ -137,12 +138,14 @@ def main(argv=None) -> int:
     p.add_argument("--widen", type=float, default=1.0, help="width factor without --model (default: 1.0)")
     p.add_argument("--crop", type=int, nargs=3, default=[16, 160, 160],
                    help="crop without --model (default: 16 160 160)")
+    p.add_argument("--patch", type=int, nargs=3, default=[28, 280, 280],
+                   help="patch without --model: sets the slab step (default: 28 280 280)")
     p.add_argument("--max-memory-gb", type=float, default=8.0, help="fast path memory budget (default: 8)")
     p.add_argument("--sliding-windows", type=int, default=40,
                    help="windows timed before extrapolating the sliding baseline; 0 = run all (default: 40)")
     p.add_argument("--batch-size", type=int, default=1, help="sliding windows per Grad-CAM batch (default: 1)")
-    p.add_argument("--methods", nargs="+", default=["sliding", "slab", "volume"], choices=["sliding", "slab", "volume"],
-                   help="(default: sliding slab volume)")
+    p.add_argument("--methods", nargs="+", default=["sliding", "slab", "volume"],
+                   choices=["sliding", "slab", "volume"], help="(default: sliding slab volume)")
     p.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (default: torch's choice)")
     p.add_argument("--progress", action="store_true", help="show the tqdm bars of each run")
     p.add_argument("--json", default=None, help="also write the results here")

@@ -8,7 +8,7 @@ import torch
 from _cam_fixtures import blob_volume, dark_blob_model, random_model
 from monai.visualize import GradCAM
 
-from blcam.cam.dense import DenseLesionMapper
+from blcam.cam.dense import DenseLesionMapper, default_slab_step
 from blcam.cam.gradcam import PatchGradCAM, patch_gradcam
 from blcam.cam.maps import LesionMap, crop_mean, crop_window, feature_offset, upsample_features
 from blcam.cam.sliding import sliding_lesion_map, window_count
@@ -165,6 +165,16 @@ def test_slab_rows_are_passes_over_crop_deep_slabs():
     assert lm.logit.shape == (4, 3, 3) and lm.stride == (8, 16, 16) and lm.offset == (7.5, 7.5, 7.5)
     np.testing.assert_allclose(lm.logit[2], mapper.logit_grid(stored[16:32])[0], atol=1e-6)
     np.testing.assert_allclose(lm.feature_to_index((2, 0, 0)), (23.5, 7.5, 7.5))
+
+
+def test_default_slab_step_follows_the_training_depth_jitter():
+    """Slabs every ``patch - crop`` slices keep each slice within the training crops' jitter."""
+    assert default_slab_step((16, 160, 160), (28, 280, 280)) == 12          # the paper's sizes
+    assert default_slab_step((16, 48, 48), (20, 64, 64)) == 4
+    assert default_slab_step((16, 48, 48)) == 8                             # no patch: half the crop
+    assert default_slab_step((16, 48, 48), (16, 64, 64)) == 8               # no depth jitter at all
+    assert default_slab_step((16, 48, 48), (48, 64, 64)) == 8               # jitter deeper than a crop
+    assert DenseLesionMapper(random_model(seed=1), (16, 48, 48), slab_step=12).slab_starts(40) == [0, 12, 24]
 
 
 def test_memory_budget_is_planned_and_enforced():

@@ -67,6 +67,19 @@ class _Stage:
 CONTEXTS = ("slab", "volume")
 
 
+def default_slab_step(crop, patch=None) -> int:
+    """Slices between slabs that keep every lesion as close to a slab's centre as training did.
+
+    A training crop of depth ``c`` sits anywhere in a patch of depth ``p`` centred on the
+    lesion, so the lesion was up to ``(p - c) / 2`` slices off the crop's centre; slabs every
+    ``p - c`` slices keep every slice within that of a slab's centre (12 for the paper's 28/16).
+    Without a patch size, or when ``p - c`` is not in ``[1, c]``: half the crop depth.
+    """
+    c = int(crop[0])
+    jitter = int(patch[0]) - c if patch is not None else 0
+    return jitter if 1 <= jitter <= c else max(1, c // 2)
+
+
 class DenseLesionMapper:
     """Computes :class:`LesionMap` s of whole volumes with one model (reuse it across volumes).
 
@@ -76,17 +89,18 @@ class DenseLesionMapper:
     ``context`` decides what each feature voxel may see along the slice axis ``k``:
 
     * ``"slab"`` (default): the volume is read as slabs of the training crop's depth (16
-      slices) starting every half crop depth, each slab whole in-plane: exactly the depth of
+      slices) starting every few slices, each slab whole in-plane: exactly the depth of
       context the network was trained with (a 16-slice crop, zero padding beyond), and how
       the paper drew its whole-volume heatmaps (Fig. 3: 9 × H × W patches). One row of
-      local logits per slab, placed at the slab's centre. ``slab_step`` 8 (half the depth,
-      the default) puts every lesion within 4 slices of some slab's centre, as the training
-      crops held them, at the cost of reading every voxel twice; ``slab_step`` 16 reads it
-      once, exactly the work of ``"volume"`` without its halo.
+      local logits per slab, placed at the slab's centre, every ``slab_step`` slices
+      (:func:`default_slab_step`: 12 for the paper's 28-slice patches and 16-slice crops,
+      i.e. every voxel read 1.33 times; the crop depth reads it once, exactly the work of
+      ``"volume"`` without its halo).
     * ``"volume"``: one pass over the whole volume (every voxel read once, ~2× faster). Each
       feature then sees up to its full receptive field in ``k`` (±50 slices for ResNet-10), real
       tissue where training only ever showed padding, which shifts its logits: measured on
-      the phantom, healthy volumes then score much higher (see ``bench/RESULTS.md``).
+      the phantom, healthy volumes then score higher and localisation is worse (see
+      ``bench/RESULTS.md``).
     """
 
     def __init__(self, model: nn.Module, crop, device: str | torch.device = "cpu",

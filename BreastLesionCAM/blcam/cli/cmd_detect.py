@@ -26,12 +26,14 @@ def register(sub) -> None:
                    "this network); 'sliding': Grad-CAM on every crop-sized window, 50%% overlap, blended "
                    f"(slow reference) (default: {d.method})")
     p.add_argument("--context", choices=CONTEXTS, default=d.context,
-                   help="fast method, context along the slice axis: 'slab' = slabs of the training crop's depth "
-                   "every half depth, as the network was trained (each voxel read twice); 'volume' = one pass over "
-                   f"the whole volume (each feature sees its full receptive field; ~2x faster) (default: {d.context})")
+                   help="fast method, context along the slice axis: 'slab' = slabs of the training crop's depth, "
+                   "the depth the network was trained on (see --slab-step); 'volume' = one pass over the whole "
+                   "volume (each feature sees its full receptive field; fastest) "
+                   f"(default: {d.context})")
     p.add_argument("--slab-step", type=positive_int, default=None,
-                   help="--context slab: slices between slab starts (default: half the crop depth, 8 for the "
-                   "paper's 16-slice crops; the crop depth reads each voxel once)")
+                   help="--context slab: slices between slab starts (default: the model's patch depth minus its "
+                   "crop depth, the lesions' depth jitter in training: 12 for 28/16; the crop depth reads each "
+                   "voxel once)")
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="where the network runs; 'auto': CUDA, else MPS, else CPU (default: auto)")
     p.add_argument("--top-k", type=positive_int, default=d.top_k,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cam.dense import CONTEXTS, DenseLesionMapper
+from ..cam.dense import CONTEXTS, DenseLesionMapper, default_slab_step
 from ..cam.sliding import sliding_lesion_map
 from ..cohort import read_cohort
 from ..errors import BlcamError
@@ -38,7 +38,7 @@ METHODS = ("fast", "sliding")
 class DetectSettings:
     method: str = "fast"
     context: str = "slab"       # fast method: what each feature sees along k (see DenseLesionMapper)
-    slab_step: int | None = None  # slices between slabs (None: half the crop depth)
+    slab_step: int | None = None  # slices between slabs (None: default_slab_step of the model's crop/patch)
     top_k: int = 10
     min_score: float = 0.0
     nms_mm: float = 10.0
@@ -115,8 +115,9 @@ class Detector:
         self.model, self.meta = load_model(self.model_path, self.device)
         self.crop = tuple(self.meta["crop"])
         self.stride = total_stride(self.meta["stem"])
+        step = settings.slab_step or default_slab_step(self.crop, self.meta.get("patch"))
         self.mapper = (DenseLesionMapper(self.model, self.crop, self.device, settings.max_memory_gb,
-                                         settings.context, settings.slab_step)
+                                         settings.context, step)
                        if settings.method == "fast" else None)
 
     def lesion_map(self, stored: np.ndarray, progress: bool = False, on_step=None):

@@ -90,6 +90,11 @@ def test_padding_is_recorded(tmp_path):
     expected = 1 - (2 * 6 * 5) / (4 * 8 * 8)
     assert rec["padded_fraction"] == pytest.approx(expected, abs=1e-6)
     assert np.all(patch[:2] == 0) and np.all(patch[:, :2] == 0) and np.all(patch[:, :, 5:] == 0)
+    assert (rec["volume_k"], rec["volume_j"], rec["volume_i"]) == (6, 20, 20)
+    lo, hi = ds.valid_box(rec)                    # the in-volume part: k[2,4), j[2,8), i[0,5)
+    assert lo.tolist() == [2, 2, 0] and hi.tolist() == [4, 8, 5]
+    negative = next(r for r in ds.records if r["kind"] == "negative")
+    assert [v.tolist() for v in ds.valid_box(negative)] == [[0, 0, 0], [4, 8, 8]]
 
 
 def test_sigkill_midway_then_rerun_is_byte_identical(tmp_path):

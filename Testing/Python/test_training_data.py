@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from blcam.errors import BlcamError
-from blcam.patches.dataset import load_dataset
+from blcam.patches.dataset import PatchDataset, load_dataset
 from blcam.training.data import (STREAM_TRAIN, PatchSource, centre_offset, crop_array, crop_gather,
-                                 crop_slices, max_offsets, random_params)
+                                 crop_ranges, crop_slices, max_offsets, random_params)
 
 from _training_fixtures import one_thread  # noqa: F401 (autouse)
 from _training_fixtures import CROP, blob_dataset
@@ -51,6 +51,41 @@ def test_centre_crop_keeps_the_lesion_centre_voxel():
         assert (off + np.asarray(crop) // 2 == np.asarray(patch) // 2).all()
     with pytest.raises(BlcamError, match="does not fit"):
         max_offsets((12, 48, 48), (16, 32, 32))
+
+
+def _record(start, volume):
+    return {"start_k": start[0], "start_j": start[1], "start_i": start[2],
+            "volume_k": volume[0], "volume_j": volume[1], "volume_i": volume[2]}
+
+
+def test_crops_stay_inside_the_volume_part_of_padded_patches():
+    """A patch reaching past its volume's border: crops avoid the padding where the in-volume
+    part is as large as a crop, and cover all of it (least padding) where it is not."""
+    ds = PatchDataset(None, {"settings": {"patch": [12, 48, 48]}}, [])
+    crop = (8, 32, 32)
+    records = [_record((4, 10, 10), (40, 90, 90)),      # fully inside
+               _record((-3, -10, 60), (40, 90, 90)),    # k [3, 12) and j [10, 48) inside; i ends at 30
+               _record((-5, 0, 0), (40, 90, 90)),       # k [5, 12): 7 slices, thinner than the crop
+               _record((0, 0, 0), (40, 90, 90)),
+               {"start_k": -5, "start_j": 0, "start_i": 0}]   # an older export: no volume shape
+    ranges = crop_ranges(ds, records, crop)
+    assert ranges[0].tolist() == [[0, 0, 0], [4, 16, 16]]
+    assert ranges[1].tolist() == [[3, 10, 0], [4, 16, 0]]
+    assert ranges[2].tolist() == [[4, 0, 0], [4, 16, 16]]
+    assert ranges[4].tolist() == [[0, 0, 0], [4, 16, 16]]
+    idx = np.arange(len(records))
+    off = np.stack([random_params(3, STREAM_TRAIN, e, idx, ds.patch_size, crop, 0.5, ranges)[0]
+                    for e in range(400)], 1)                              # (record, epoch, 3)
+    for n, rec in enumerate(records[:4]):
+        o = off[n]
+        assert (o.min(0) == ranges[n, 0]).all() and (o.max(0) == ranges[n, 1]).all()   # every allowed start
+        lo, hi = ds.valid_box(rec)
+        centre = np.asarray(ds.patch_size) // 2
+        assert ((o <= centre) & (o + crop > centre)).all()      # every crop still holds the lesion centre
+        padded = ((o < lo) | (o + crop > hi)).any(1)
+        assert padded.mean() == (0.0 if (hi - lo >= crop).all() else 1.0)
+    plain, _ = random_params(3, STREAM_TRAIN, 1, idx, ds.patch_size, crop, 0.5)   # whole-patch ranges draw the same
+    assert (plain == random_params(3, STREAM_TRAIN, 1, idx, ds.patch_size, crop, 0.5, ranges[[0] * 5])[0]).all()
 
 
 def test_resident_and_loader_paths_give_identical_batches(tmp_path_factory):

@@ -38,6 +38,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="random crop taken inside each stored patch, k j i (default: %s)" % " ".join(map(str, _D.crop)))
     p.add_argument("--flip-p", type=float, default=_D.flip_p,
                    help=f"probability of a flip along k and, independently, along i (default: {_D.flip_p})")
+    p.add_argument("--padded-crops", action="store_true",
+                   help="take crops anywhere in the patch, as the paper does, even where a patch reaches past "
+                   "its volume's border and is padded (default: crops stay inside the volume wherever the "
+                   "patch allows; padding only occurs beside lesions, so it would leak the label)")
     p.add_argument("--device", choices=DEVICES, default=_D.device,
                    help="where to train: auto picks cuda, then mps, then cpu (default: auto)")
     p.add_argument("--seed", type=int, default=_D.seed,
@@ -59,7 +63,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 def config_from_args(args, fold=None) -> TrainConfig:
     return TrainConfig(arch=args.arch, stem=args.stem, widen=args.width, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, crop=tuple(args.crop), flip_p=args.flip_p,
-                       fold=fold, device=args.device, seed=args.seed, workers=args.workers,
+                       padded_crops=args.padded_crops, fold=fold, device=args.device, seed=args.seed, workers=args.workers,
                        resident=args.resident, precision=args.precision, val_every=args.val_every,
                        monitor=args.monitor, compile=args.compile)
 

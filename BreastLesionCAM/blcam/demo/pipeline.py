@@ -5,12 +5,12 @@ patches → Detect on the held-out *volumes* → localisation metrics → report
 ``report.md``). The default configuration is sized to finish in well under 15 minutes on a
 2-core CPU: volumes at 0.5 mm isotropic spacing (the phantom's default is ABUS-like 1.0 ×
 0.15 × 0.2 mm), a half-width ResNet-10 with the paper's stem (finest CAM) and 16×32×48
-crops. Patches are only a little larger than the crop (20×40×56): a lesion patch that
-reaches past the volume's border is padded black while negatives are always drawn inside
-the volume, so with large patches most lesion patches of a small volume carry padding and
-the network learns "padding means lesion" (measured: 75 of 89 lesion patches padded with
-24×72×72 patches in 48×96×96 volumes, and a detector firing along the skin line).
-Everything else is the paper's recipe: lesion-centred patches, random crops and flips,
+crops in 20×40×56 patches. Patches only a little larger than the crop also keep the
+padding small: a lesion patch that reaches past a small volume's border is padded while
+negatives are drawn inside their volumes (75 of 89 lesion patches were padded with 24×72×72
+patches in 48×96×96 volumes). Training keeps its crops inside the volume's part of each
+patch (:func:`blcam.training.data.crop_ranges`), so the padding cannot teach "padding means
+lesion"; before it did, this demo's detector fired along the skin line. Everything else is the paper's recipe: lesion-centred patches, random crops and flips,
 Adam at 1e-3, batch 14, BCE.
 
 Each step records its completion in ``demo_state.json`` with the configuration it ran with,

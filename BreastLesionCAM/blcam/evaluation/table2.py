@@ -2,7 +2,9 @@
 
 (a) the full stored patch (28×280×280; MONAI's ResNet ends in global average pooling, so
 it accepts any size), (b) the crop centred on the patch centre (the lesion centre for
-positives), (c) a random crop inside the patch, seeded and reproducible. For each: AUC and
+positives), (c) a random crop inside the patch, seeded and reproducible, drawn as the model's
+training drew them (inside the volume's part of the patch unless it was trained with
+``padded_crops``; see :mod:`blcam.training.data`). For each: AUC and
 accuracy at threshold 0.5 (the paper's columns), plus sensitivity and specificity.
 """
 
@@ -19,7 +21,7 @@ from ..io.atomic import write_json_atomic, write_text_atomic
 from ..metrics.classification import binary_summary
 from ..model import load_model
 from ..patches.dataset import PatchDataset, load_dataset
-from ..training.data import STREAM_EVAL, PatchSource, centre_offset, random_params
+from ..training.data import STREAM_EVAL, PatchSource, centre_offset, crop_ranges, random_params
 from ..training.distributed import resolve_device
 from ..training.loop import MODEL_FILE
 from ..training.predict import predict_logits, sigmoid
@@ -75,9 +77,10 @@ def evaluate_model(run_or_model, dataset_root, split: str = "test", out=None, de
     patch, crop = tuple(ds.patch_size), tuple(meta["crop"])
     source = PatchSource(ds, records, crop, dev, resident, workers)
     rows = np.arange(len(records))
+    ranges = None if meta.get("training", {}).get("padded_crops") else crop_ranges(ds, records, crop)
     plans = {"patch": (np.zeros((len(rows), 3), np.int64), patch),
              "centre": (np.tile(centre_offset(patch, crop), (len(rows), 1)), crop),
-             "random": (random_params(seed, STREAM_EVAL, 0, rows, patch, crop, 0.0)[0], crop)}
+             "random": (random_params(seed, STREAM_EVAL, 0, rows, patch, crop, 0.0, ranges)[0], crop)}
     labels = np.array([r["label"] for r in records])
     channels_last = dev.type == "cuda"
     modes, probs = {}, {}

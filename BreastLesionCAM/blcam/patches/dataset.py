@@ -19,6 +19,7 @@ from ..intensity import to_uint8
 
 _INT_COLUMNS = ("label", "row", "fold", "centre_k", "centre_j", "centre_i", "start_k", "start_j", "start_i")
 _FLOAT_COLUMNS = ("x", "y", "z", "padded_fraction", "grey_low", "grey_high")
+_SHAPE_COLUMNS = ("volume_k", "volume_j", "volume_i")   # absent in older exports: valid box unknown
 
 
 @dataclass
@@ -43,6 +44,17 @@ class PatchDataset:
         if exclude_folds is not None:
             out = [r for r in out if r["fold"] not in set(exclude_folds)]
         return out
+
+    def valid_box(self, record: dict) -> tuple[np.ndarray, np.ndarray]:
+        """``(lo, hi)``: the part of the patch that lies inside its volume, in patch voxels
+        ``(k, j, i)``; the rest is padding. Whole patch for exports that predate the
+        ``volume_*`` columns (unknown)."""
+        patch = np.asarray(self.patch_size, int)
+        if record.get("volume_k") is None:
+            return np.zeros(3, int), patch
+        start = np.array([record["start_k"], record["start_j"], record["start_i"]], int)
+        shape = np.array([record[c] for c in _SHAPE_COLUMNS], int)
+        return np.clip(-start, 0, patch), np.clip(shape - start, 0, patch)
 
     def path_of(self, record: dict) -> Path:
         return self.root / record["file"]
@@ -85,6 +97,8 @@ def load_dataset(root) -> PatchDataset:
                     rec[c] = int(rec[c])
                 for c in _FLOAT_COLUMNS:
                     rec[c] = float(rec[c])
+                for c in _SHAPE_COLUMNS:
+                    rec[c] = int(rec[c]) if rec.get(c) not in (None, "") else None
             except (KeyError, ValueError) as exc:
                 raise BlcamError(f"{manifest} row {row_no}: bad value ({exc})") from None
             records.append(rec)

@@ -38,7 +38,7 @@ from .splits import assign_splits
 
 MANIFEST_COLUMNS = ["patch_id", "file", "label", "kind", "patient", "patient_class", "volume", "row",
                     "centre_k", "centre_j", "centre_i", "start_k", "start_j", "start_i",
-                    "x", "y", "z", "split", "fold", "padded_fraction",
+                    "volume_k", "volume_j", "volume_i", "x", "y", "z", "split", "fold", "padded_fraction",
                     "grey_low", "grey_high"]
 
 
@@ -192,6 +192,7 @@ def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings, lo: floa
             "patient": job.row.patient, "patient_class": job.patient_class, "volume": job.row.volume_rel,
             "row": job.row.row, "centre_k": int(c[0]), "centre_j": int(c[1]), "centre_i": int(c[2]),
             "start_k": int(start[0]), "start_j": int(start[1]), "start_i": int(start[2]),
+            "volume_k": int(shape[0]), "volume_j": int(shape[1]), "volume_i": int(shape[2]),
             "x": f"{p[0]:.4f}", "y": f"{p[1]:.4f}", "z": f"{p[2]:.4f}", "split": job.split, "fold": job.fold,
             "padded_fraction": f"{padded:.6f}", "grey_low": repr(float(lo)), "grey_high": repr(float(hi))}
 

@@ -34,6 +34,7 @@ class TrainConfig:
     lr: float = 1e-3
     crop: tuple[int, int, int] = (16, 160, 160)
     flip_p: float = 0.5           # per axis, along k (depth/slices) and i (horizontal)
+    padded_crops: bool = False    # True: crops anywhere in the patch, padding included (the paper)
     fold: int | None = None       # None: train on all training folds, validate on the test split
     device: str = "auto"
     seed: int = 0

@@ -13,7 +13,11 @@ identical batches):
   (pinned memory on CUDA) for cohorts that do not fit; a crop touches only its pages, and
   only the crop is normalised to uint8 (the export stores grey values).
 
-Crop positions are uniform over every position inside the stored patch; flips are along
+Crop positions are uniform over the positions that keep the crop inside the part of the
+patch that lies in its volume (:func:`crop_ranges`). A lesion near a volume border gets a
+padded patch while negatives are drawn inside the volume, so crops reaching into the padding
+would teach the network "padding means lesion"; the paper's uniform crops over the whole
+patch remain available (``padded_crops``). Flips are along
 k (slices, the paper's "depth") and i (horizontal), never j: j is the beam direction, and
 acoustic shadows fall along +j, so flipping it would show the network impossible images.
 """
@@ -53,15 +57,37 @@ def centre_offset(patch: Sequence[int], crop: Sequence[int]) -> np.ndarray:
     return np.clip(np.asarray(patch, int) // 2 - np.asarray(crop, int) // 2, 0, top)
 
 
+def crop_ranges(dataset: PatchDataset, records: Sequence[dict], crop) -> np.ndarray:
+    """``(n, 2, 3)``: per record, the first and last crop start (inclusive) per axis that keep
+    the crop inside the patch's in-volume part; where that part is thinner than the crop,
+    the starts whose crop covers all of it (the least padding possible).
+
+    The centred crop always stays within these ranges' reach of the lesion: the in-volume
+    part contains the patch centre, so every allowed crop contains it too.
+    """
+    patch = np.asarray(dataset.patch_size, int)
+    crop = np.asarray(crop, int)
+    top = max_offsets(patch, crop)
+    out = np.zeros((len(records), 2, 3), np.int64)
+    for n, rec in enumerate(records):
+        lo, hi = dataset.valid_box(rec)
+        a, b = hi - crop, lo          # last start ending inside, first start beginning inside
+        out[n, 0] = np.clip(np.minimum(a, b), 0, top)
+        out[n, 1] = np.clip(np.maximum(a, b), 0, top)
+    return out
+
+
 def random_params(seed: int, stream: int, epoch: int, indices: Sequence[int], patch, crop,
-                  flip_p: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-patch ``(offsets (n, 3), flips (n, 2) over k and i)``, uniform crop positions."""
+                  flip_p: float, ranges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patch ``(offsets (n, 3), flips (n, 2) over k and i)``: crop starts uniform within
+    ``ranges[idx]`` (:func:`crop_ranges`), or anywhere in the patch without ``ranges``."""
     top = max_offsets(patch, crop)
     offsets = np.zeros((len(indices), 3), np.int64)
     flips = np.zeros((len(indices), 2), bool)
     for row, idx in enumerate(indices):
         rng = np.random.default_rng([seed, stream, epoch, int(idx)])
-        offsets[row] = rng.integers(0, top + 1)
+        lo, hi = (ranges[int(idx)] if ranges is not None else (np.zeros(3, np.int64), top))
+        offsets[row] = rng.integers(lo, hi + 1)
         flips[row] = rng.random(2) < flip_p
     return offsets, flips
 

@@ -30,7 +30,7 @@ from ..model import build_model, make_metadata, save_model
 from ..patches.dataset import PatchDataset, load_dataset
 from .checkpoint import LAST, BackgroundWriter, load_checkpoint, restore_rng, rng_state, save_checkpoint, snapshot
 from .config import TrainConfig
-from .data import STREAM_TRAIN, PatchSource, centre_offset, max_offsets, random_params, to_network
+from .data import STREAM_TRAIN, PatchSource, centre_offset, crop_ranges, max_offsets, random_params, to_network
 from .distributed import DistContext, per_rank_batch, setup
 from .history import plot_curves, write_history
 from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
@@ -147,6 +147,7 @@ class _Trainer:
         self.train_src = PatchSource(ds, self.train_recs, config.crop, device, config.resident, config.workers)
         self.val_src = (PatchSource(ds, self.val_recs, config.crop, device, config.resident, config.workers)
                         if self.val_recs else None)
+        self.crop_ranges = None if config.padded_crops else crop_ranges(ds, self.train_recs, config.crop)
         self.sampler = DistributedSampler(range(len(self.train_recs)), num_replicas=ctx.world_size,
                                           rank=ctx.rank, shuffle=True, seed=config.seed, drop_last=False)
         self.history: list[dict] = []
@@ -177,7 +178,7 @@ class _Trainer:
         self.sampler.set_epoch(epoch)
         order = list(self.sampler)
         offsets, flips = random_params(self.cfg.seed, STREAM_TRAIN, epoch, order, self.ds.patch_size,
-                                       self.cfg.crop, self.cfg.flip_p)
+                                       self.cfg.crop, self.cfg.flip_p, self.crop_ranges)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         n_batches = math.ceil(len(order) / self.batch)

@@ -88,8 +88,8 @@ def test_fast_path_equals_patch_gradcam_on_the_same_crop():
 def test_gradcam_hottest_voxel_is_the_planted_lesion():
     model = dark_blob_model()
     crop = (16, 64, 64)
-    # The hand-built detector answers at its receptive-field centres (16·f); feature (0, 2, 2)
-    # is reported at voxel (7.5, 39.5, 39.5) (the block centre): plant a lesion covering both.
+    # The hand-built detector answers at its receptive-field centres (16·f), where feature
+    # (0, 2, 2) is reported: voxel (0, 32, 32). Plant the lesion off that grid point.
     lesion = (4, 36, 36)
     stored = normalise_volume(blob_volume(crop, [lesion], radius_vox=10))
     heat = patch_gradcam(model, stored, STRIDE)
@@ -122,16 +122,17 @@ def test_crop_mean_reproduces_the_networks_crop_logit():
     assert crop_mean(dense.logit, crop, STRIDE)[p] == pytest.approx(logit, abs=2e-3 * max(1, abs(logit)))
 
 
-def test_upsampling_places_features_at_block_centres():
+def test_upsampling_places_features_at_receptive_field_centres():
     grid = np.zeros((2, 3, 3), np.float32)
     grid[1, 1, 2] = 1.0
     up = upsample_features(grid, (32, 48, 40), STRIDE)
     assert up.shape == (32, 48, 40)
     peak = np.unravel_index(np.argmax(up), up.shape)
-    assert peak[0] in (23, 24) and peak[1] in (23, 24) and peak[2] == 39   # 16 + 7.5; i clipped at 39
-    assert feature_offset((16, 32, 32)) == (7.5, 15.5, 15.5)
+    assert peak[0] >= 16 and peak[1] == 16 and peak[2] >= 32             # 16 · f; held beyond the last
+    assert up[16, 16, 32] == 1.0 and up[16, 24, 32] == pytest.approx(0.5) and up[8, 16, 32] == pytest.approx(0.5)
+    assert feature_offset((16, 32, 32)) == (0.0, 0.0, 0.0)
     lm = LesionMap(grid, 0.0, STRIDE, (16, 48, 48), up, 1.0)
-    np.testing.assert_allclose(lm.feature_to_index((1, 1, 2)), (23.5, 23.5, 39.5))
+    np.testing.assert_allclose(lm.feature_to_index((1, 1, 2)), (16, 16, 32))
 
 
 def test_fast_path_and_sliding_baseline_agree_on_a_lesion():
@@ -162,9 +163,9 @@ def test_slab_rows_are_passes_over_crop_deep_slabs():
     mapper = DenseLesionMapper(model, (16, 48, 48))
     assert mapper.slab_starts(40) == [0, 8, 16, 24]
     lm = mapper(stored)
-    assert lm.logit.shape == (4, 3, 3) and lm.stride == (8, 16, 16) and lm.offset == (7.5, 7.5, 7.5)
+    assert lm.logit.shape == (4, 3, 3) and lm.stride == (8, 16, 16) and lm.offset == (7.5, 0.0, 0.0)
     np.testing.assert_allclose(lm.logit[2], mapper.logit_grid(stored[16:32])[0], atol=1e-6)
-    np.testing.assert_allclose(lm.feature_to_index((2, 0, 0)), (23.5, 7.5, 7.5))
+    np.testing.assert_allclose(lm.feature_to_index((2, 0, 0)), (23.5, 0.0, 0.0))   # slab 2's centre slice
 
 
 def test_default_slab_step_follows_the_training_depth_jitter():

@@ -1,18 +1,20 @@
 """From a feature-grid lesion map to what people and the candidate finder look at.
 
-**Where a feature voxel sits.** Feature voxel ``f`` of the last block summarises the
-``stride``-voxel block ``[stride · f, stride · (f + 1))`` and is placed at its centre,
-``stride · f + (stride - 1) / 2`` (:func:`feature_offset`): the image-resize convention the
-paper's "resized with interpolation" implies, and where a *trained* network reports a lesion.
-The receptive field of ``f`` is centred half a stride earlier (every layer is centred and
-strided convolutions keep index 0), so a 16×160×160 training crop's features sit at
-0, 16, …, 144 around a lesion kept near voxel 80: the network learns to answer for the
-lesion half a stride *after* each feature's receptive-field centre. (On ABUS slices half a
-stride is 3.6 mm, so the choice is measured, not assumed: ``blcam evaluate-detection``
-reports the mean signed peak-to-centre offset per axis.) Upsampling interpolates linearly
-between these positions and holds the edge values beyond the outermost ones; the patch
-Grad-CAM, the sliding baseline and the fast path all use it, so the three agree voxel for
-voxel.
+**Where a feature voxel sits.** Feature voxel ``f`` of the last block is placed at the
+centre of its receptive field, voxel ``stride · f`` (:func:`feature_offset` is 0): every
+layer of the network is centred and its strided convolutions keep index 0. That is also
+where a trained network answers for a lesion: training keeps the lesion near voxel
+``crop // 2`` of each crop, which for the paper's 16×160×160 crops is the receptive-field
+centre of in-plane feature 5 (80 = 5 · 16); along the flipped axes (k, i) the lesion sits
+half the time at ``crop - 1 - crop // 2`` instead, so nothing can favour either side of it.
+The image-resize convention (``stride · f + (stride - 1) / 2``, MONAI's default upsampling)
+puts every peak half a stride too far: on the demo's trained model it moved peaks 8 voxels
+along i and took the pointing game from 0.33 to 0.04 (``blcam evaluate-detection`` reports
+the mean signed peak-to-centre offset per axis, so a residual bias shows up in every
+evaluation). Upsampling interpolates linearly between feature positions and holds the edge
+values beyond the outermost ones; the patch Grad-CAM, the sliding baseline and the fast path
+all use it, so the three agree voxel for voxel. In slab mode each slab is one crop depth
+and answers for its centre slice (:class:`~blcam.cam.dense.DenseLesionMapper`).
 
 **Calibration.** The network ends in global average pooling and one linear unit, so the
 logit of a crop is the mean over the crop's feature voxels of the *local logit*
@@ -34,8 +36,8 @@ from scipy.ndimage import uniform_filter1d
 
 
 def feature_offset(stride) -> tuple[float, ...]:
-    """Voxel position of feature 0 per axis: the centre of its ``stride``-voxel block."""
-    return tuple((int(s) - 1) / 2 for s in stride)
+    """Voxel position of feature 0 per axis: its receptive-field centre, voxel 0 (module doc)."""
+    return tuple(0.0 for _ in stride)
 
 
 def _axis_weights(n_out: int, n_in: int, stride: int, offset: float, start: int = 0):
@@ -98,7 +100,7 @@ def crop_window(crop, stride, offset=None) -> list[tuple[int, int]]:
     offset = feature_offset(stride) if offset is None else offset
     out = []
     for n, s, o in zip(crop, stride, offset):
-        lo = int(np.round((o - n / 2) / s))
+        lo = math.floor((o - n / 2) / s + 0.5)   # ties (a crop of an odd number of strides): centred window
         out.append((lo, lo + math.ceil(n / s) - 1))
     return out
 

@@ -75,6 +75,7 @@ def _child(method: str, shape, args, queue) -> None:
     result = {"method": method, "shape": list(shape), "voxels": int(np.prod(shape)), "device": args.device}
     start = time.perf_counter()
     stored = normalise_volume(volume)
+    del volume                       # as blcam detect does: only the normalised copy stays
     if method in ("slab", "volume"):
         mapper = DenseLesionMapper(model, crop, args.device, args.max_memory_gb, method,
                                    default_slab_step(crop, patch))

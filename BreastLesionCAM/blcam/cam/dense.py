@@ -47,6 +47,10 @@ from .tiling import StageGeometry, run_tiled, stage_geometry
 GB = 1024 ** 3
 BASELINE_BYTES = 0.6 * GB   # Python, torch, the model: resident before any tile
 HEADROOM = 1.3              # measured tile peaks stay below the estimate × this
+# Per voxel of the whole volume, held through a CPU pass: the uint8 volume, the float32
+# heatmap, and 3 bytes of slack for what the allocator keeps (an ABUS-size volume in one
+# --context volume pass peaked at 8.24 GB with 5, over its 8 GB budget).
+RESIDENT_BYTES = 8
 
 
 def _linear_as_conv(fc: nn.Linear) -> nn.Conv3d:
@@ -142,7 +146,7 @@ class DenseLesionMapper:
         output per input cell (a block holds its two convolution outputs at once, the stem
         its conv1 output and the pooled copy), times :data:`HEADROOM`. On the CPU the budget
         also pays for the stores of the stage's input and output, the uint8 volume and the
-        float32 heatmap (of ``resident_voxels``, the whole volume when ``shape`` is one slab);
+        float32 heatmap (:data:`RESIDENT_BYTES` per voxel of ``resident_voxels``, the whole volume when ``shape`` is one slab);
         on CUDA those live in host RAM, and the budget is device memory.
         """
         resident = math.prod(shape) if resident_voxels is None else resident_voxels
@@ -161,7 +165,7 @@ class DenseLesionMapper:
             else:
                 stores = sum(math.prod(grids[m + 1]) * s.out_channels * s.store.itemsize
                              for m, s in enumerate(self.stages) if m in (n - 1, n))
-                fixed = BASELINE_BYTES + stores + 5 * resident
+                fixed = BASELINE_BYTES + stores + RESIDENT_BYTES * resident
             smallest = per_cell * math.prod(2 * r + 2 * s for r, s in zip(g.reach, g.stride))
             budget = self.max_memory_gb * GB - fixed
             if budget < smallest:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import BlcamError
 from ..intensity import to_uint8
+from .extract import inside_part
 
 _INT_COLUMNS = ("label", "row", "fold", "centre_k", "centre_j", "centre_i", "start_k", "start_j", "start_i")
 _FLOAT_COLUMNS = ("x", "y", "z", "padded_fraction", "grey_low", "grey_high")
@@ -52,9 +53,8 @@ class PatchDataset:
         patch = np.asarray(self.patch_size, int)
         if record.get("volume_k") is None:
             return np.zeros(3, int), patch
-        start = np.array([record["start_k"], record["start_j"], record["start_i"]], int)
-        shape = np.array([record[c] for c in _SHAPE_COLUMNS], int)
-        return np.clip(-start, 0, patch), np.clip(shape - start, 0, patch)
+        start = [record["start_k"], record["start_j"], record["start_i"]]
+        return inside_part(start, patch, [record[c] for c in _SHAPE_COLUMNS])
 
     def path_of(self, record: dict) -> Path:
         return self.root / record["file"]

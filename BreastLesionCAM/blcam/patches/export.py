@@ -33,7 +33,7 @@ from ..errors import BlcamError
 from ..intensity import NORMALISATION, robust_range
 from ..io.atomic import atomic_path, remove_stale_temporaries, write_json_atomic, write_text_atomic
 from ..io.volume import read_volume
-from .extract import box_start, extract_box, random_centres
+from .extract import box_start, extract_box, padded_fraction, random_centres
 from .splits import assign_splits
 
 MANIFEST_COLUMNS = ["patch_id", "file", "label", "kind", "patient", "patient_class", "volume", "row",
@@ -184,9 +184,8 @@ def _run_job(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
 
 
 def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings, lo: float, hi: float) -> dict:
-    shape = np.asarray(job.row.geometry.shape)
-    lo_c, hi_c = np.clip(start, 0, shape), np.clip(start + np.asarray(s.patch), 0, shape)
-    padded = 1.0 - float(np.prod(np.maximum(hi_c - lo_c, 0))) / float(np.prod(s.patch))
+    shape = job.row.geometry.shape
+    padded = padded_fraction(start, s.patch, shape)
     c, p = job.centres_kji[n], job.points_lps[n]
     return {"patch_id": job.ids[n], "file": rel.as_posix(), "label": int(job.kind == "lesion"), "kind": job.kind,
             "patient": job.row.patient, "patient_class": job.patient_class, "volume": job.row.volume_rel,

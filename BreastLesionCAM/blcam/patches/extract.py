@@ -17,22 +17,30 @@ def box_start(center_index, size) -> np.ndarray:
     return center - np.asarray(size, int) // 2
 
 
+def inside_part(start, size, shape) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)``: the part of the box ``[start, start + size)`` that lies inside a volume of
+    ``shape``, in box voxels (``hi == lo`` along an axis the box misses); the rest is padding."""
+    start, size = np.asarray(start, int), np.asarray(size, int)
+    return np.clip(-start, 0, size), np.clip(np.asarray(shape, int) - start, 0, size)
+
+
+def padded_fraction(start, size, shape) -> float:
+    """Share of the box's voxels that fall outside the volume."""
+    lo, hi = inside_part(start, size, shape)
+    return 1.0 - float(np.prod(hi - lo)) / float(np.prod(size))
+
+
 def extract_box(volume: np.ndarray, start, size, pad_value=0) -> tuple[np.ndarray, float]:
     """Copy ``volume[start:start+size]`` with out-of-volume voxels set to ``pad_value``.
 
     Returns the box and the fraction of its voxels that were padded.
     """
     start = np.asarray(start, int)
-    size = np.asarray(size, int)
-    shape = np.asarray(volume.shape, int)
-    lo = np.clip(start, 0, shape)
-    hi = np.clip(start + size, 0, shape)
-    out = np.full(tuple(size), pad_value, dtype=volume.dtype)
-    inner = tuple(slice(a, b) for a, b in zip(lo, hi))
-    dest = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))
-    out[dest] = volume[inner]
-    inside = int(np.prod(np.maximum(hi - lo, 0)))
-    return out, 1.0 - inside / float(np.prod(size))
+    lo, hi = inside_part(start, size, volume.shape)
+    out = np.full(tuple(int(n) for n in size), pad_value, dtype=volume.dtype)
+    inside = tuple(slice(a + s, b + s) for a, b, s in zip(lo, hi, start))
+    out[tuple(slice(a, b) for a, b in zip(lo, hi))] = volume[inside]
+    return out, padded_fraction(start, size, volume.shape)
 
 
 def random_centres(shape, size, count: int, rng: np.random.Generator) -> np.ndarray:

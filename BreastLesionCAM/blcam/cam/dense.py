@@ -146,7 +146,8 @@ class DenseLesionMapper:
         output per input cell (a block holds its two convolution outputs at once, the stem
         its conv1 output and the pooled copy), times :data:`HEADROOM`. On the CPU the budget
         also pays for the stores of the stage's input and output, the uint8 volume and the
-        float32 heatmap (:data:`RESIDENT_BYTES` per voxel of ``resident_voxels``, the whole volume when ``shape`` is one slab);
+        float32 heatmap (:data:`RESIDENT_BYTES` per voxel of ``resident_voxels``, the whole
+        volume when ``shape`` is one slab);
         on CUDA those live in host RAM, and the budget is device memory.
         """
         resident = math.prod(shape) if resident_voxels is None else resident_voxels

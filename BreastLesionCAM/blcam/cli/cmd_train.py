@@ -63,8 +63,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 def config_from_args(args, fold=None) -> TrainConfig:
     return TrainConfig(arch=args.arch, stem=args.stem, widen=args.width, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, crop=tuple(args.crop), flip_p=args.flip_p,
-                       padded_crops=args.padded_crops, fold=fold, device=args.device, seed=args.seed, workers=args.workers,
-                       resident=args.resident, precision=args.precision, val_every=args.val_every,
+                       padded_crops=args.padded_crops, fold=fold, device=args.device, seed=args.seed,
+                       workers=args.workers, resident=args.resident, precision=args.precision, val_every=args.val_every,
                        monitor=args.monitor, compile=args.compile)
 
 

@@ -10,8 +10,9 @@ padding small: a lesion patch that reaches past a small volume's border is padde
 negatives are drawn inside their volumes (75 of 89 lesion patches were padded with 24×72×72
 patches in 48×96×96 volumes). Training keeps its crops inside the volume's part of each
 patch (:func:`blcam.training.data.crop_ranges`), so the padding cannot teach "padding means
-lesion"; before it did, this demo's detector fired along the skin line. Everything else is the paper's recipe: lesion-centred patches, random crops and flips,
-Adam at 1e-3, batch 14, BCE.
+lesion"; before it did, this demo's detector fired along the skin line. Everything else is
+the paper's recipe: lesion-centred patches, random crops and flips, Adam at 1e-3, batch 14,
+BCE.
 
 Each step records its completion in ``demo_state.json`` with the configuration it ran with,
 so an interrupted demo resumes where it stopped and a changed configuration redoes only the

@@ -62,8 +62,8 @@ def crop_ranges(dataset: PatchDataset, records: Sequence[dict], crop) -> np.ndar
     the crop inside the patch's in-volume part; where that part is thinner than the crop,
     the starts whose crop covers all of it (the least padding possible).
 
-    The centred crop always stays within these ranges' reach of the lesion: the in-volume
-    part contains the patch centre, so every allowed crop contains it too.
+    Every allowed crop still holds the lesion centre: the in-volume part contains the
+    patch centre.
     """
     patch = np.asarray(dataset.patch_size, int)
     crop = np.asarray(crop, int)

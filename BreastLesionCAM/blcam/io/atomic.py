@@ -82,11 +82,11 @@ def write_failure_reason(exc: BaseException, folder: Path) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def make_folder(folder: str | os.PathLike) -> Path:
+def make_folder(folder: str | os.PathLike, option: str | None = None) -> Path:
     """Create ``folder`` (and its parents); a file in the way or a read-only parent becomes
-    one :class:`BlcamError` naming the path, not a traceback."""
+    one :class:`BlcamError` naming the path (and the ``option`` that gave it), not a traceback."""
     folder = Path(folder)
-    check_output_folder(folder, option=None)
+    check_output_folder(folder, option)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

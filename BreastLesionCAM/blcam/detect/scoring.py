@@ -58,7 +58,7 @@ def _row_detections(det_dir: Path, row: dict) -> VolumeDetections:
 
 
 def _short(row: dict, limit: int = 80) -> str:
-    text = ",".join(str(v) for v in row.values())
+    text = ",".join(str(v) for v in row.values() if v is not None)
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 

@@ -78,9 +78,9 @@ def export_dataset(cohort_csv, out, settings: ExportSettings = ExportSettings(),
     settings = replace(settings, folds=choose_folds(cohort.patient_classes(), settings.test_fraction,
                                                     settings.folds))
     info = _dataset_info(cohort, settings)
+    jobs_list = _plan(cohort, settings)
     _claim_folder(out, info)
     remove_stale_temporaries(out)
-    jobs_list = _plan(cohort, settings)
     records: list[dict] = []
     bar = tqdm(total=len(jobs_list), desc="export", unit="vol", disable=not progress)
     if jobs <= 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -62,6 +63,11 @@ def load_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise BlcamError(f"{path}: no checkpoint to resume from")
+    if not zipfile.is_zipfile(path):
+        # torch.save always writes a zip archive; anything else (a text file, a truncated
+        # copy) would otherwise be reported by the unpickler as a refused object.
+        raise BlcamError(f"{path}: not a readable checkpoint (not a PyTorch zip archive; truncated or "
+                         "another kind of file?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -80,7 +86,7 @@ def _refusal_reason(exc: Exception) -> str:
     retrying with ``weights_only`` off, i.e. running the file's code: never passed on."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     named = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln or "unsupported" in ln]
-    reason = named[0] if named else "unsupported object"
+    reason = named[0].split(". ")[0].removeprefix("WeightsUnpickler error: ") if named else "unsupported object"
     return reason if "weights_only" not in reason else "unsupported object"
 
 

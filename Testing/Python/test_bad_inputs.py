@@ -277,3 +277,85 @@ def test_bad_input_is_one_line(case_id, setup, culprit, tmp_path, world, faults,
     assert not [p for p in spec.absent if p.exists()], "partial output left"
     if spec.out is not None:
         _assert_complete(spec.out)
+
+
+# -- behaviour, not just errors --------------------------------------------------------------
+def _nan_volume(path: Path) -> int:
+    """A float volume with a blob, a few NaN and ±inf voxels; returns how many are non-finite."""
+    arr = blob_volume((12, 24, 24), [(6, 12, 12)], radius_vox=3).astype(np.float32)
+    arr[0, :2, :2], arr[5, 5, 5], arr[7, 3, 9] = np.nan, np.inf, -np.inf
+    write_volume(path, arr, make_geometry((12, 24, 24)))
+    return 6
+
+
+def test_nan_voxels_are_counted_and_do_not_blacken(tmp_path, world, capsys):
+    bad = _nan_volume(tmp_path / "nan.nrrd")
+    write_volume(tmp_path / "zero.nrrd", np.zeros((12, 24, 24), np.float32), make_geometry((12, 24, 24)))
+    csv = world.cohort_with(tmp_path, ("NAN", str(tmp_path / "nan.nrrd"), "healthy", ""))
+    assert main(["export", str(csv), "--out", str(tmp_path / "ds"), *PATCH]) == 0
+    assert f"nan.nrrd: {bad} of {12 * 24 * 24} voxels are NaN or infinite" in capsys.readouterr().err
+    from blcam.patches.dataset import load_dataset
+    ds = load_dataset(tmp_path / "ds")
+    recs = [r for r in ds.records if r["patient"] == "NAN"]
+    assert recs and all(r["non_finite_voxels"] == str(bad) and np.isfinite(r["grey_low"] + r["grey_high"]) for r in recs)
+    assert all(ds.load(r).max() > 0 for r in recs), "a patch of the NaN volume is black"
+
+    argv = ["detect", str(world.model), str(tmp_path / "nan.nrrd"), str(tmp_path / "zero.nrrd"), "--overlays", "0"]
+    assert main([*argv, "--out", str(tmp_path / "det")]) == 0
+    assert f"{bad} of {12 * 24 * 24} voxels" in capsys.readouterr().err
+    import csv as csv_module
+    rows = {r["name"]: r for r in csv_module.DictReader((tmp_path / "det" / "detections.csv").open(encoding="utf-8"))}
+    assert rows["nan"]["non_finite_voxels"] == str(bad) and rows["zero"]["non_finite_voxels"] == "0"
+    assert rows["nan"]["volume_score"] != rows["zero"]["volume_score"]
+    from blcam.intensity import normalise_volume
+    from blcam.io.volume import read_volume
+    raw, _ = read_volume(tmp_path / "nan.nrrd")
+    stored = normalise_volume(raw)
+    assert np.all(stored[~np.isfinite(raw)] == 0) and stored[np.isfinite(raw)].max() == 255
+
+
+def test_a_last_batch_of_one_trains(tmp_path, world):
+    """Crop 8×16×16 leaves a 1×1×1 feature map: a batch of one would break BatchNorm."""
+    from blcam.patches.dataset import load_dataset
+    from blcam.training.data import batch_slices
+    from blcam.training.loop import split_records
+    n = len(split_records(load_dataset(world.dataset()), 0)[0])
+    assert batch_slices(n, n - 1, merge_single=True) == [slice(0, n)]
+    assert batch_slices(n, n - 1) == [slice(0, n - 1), slice(n - 1, n)]
+    argv = ["train", str(world.dataset()), "--out", str(tmp_path / "run"), *TRAIN]
+    argv[argv.index("--batch-size") + 1], argv[argv.index("--crop") + 2:argv.index("--crop") + 4] = str(n - 1), ["16", "16"]
+    assert main(argv) == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_detect_and_scoring_accept_an_all_healthy_cohort(tmp_path, world, capsys):
+    csv = write_cohort_csv(tmp_path / "healthy.csv", [("P", str(world.volume), "healthy", "")])
+    assert main(["detect", str(world.model), str(csv), "--out", str(tmp_path / "det"), "--overlays", "0"]) == 0
+    assert main(["evaluate-detection", str(tmp_path / "det"), str(csv)]) == 0, capsys.readouterr().err
+    assert main(["export", str(csv), "--out", str(tmp_path / "ds")]) == 2
+    assert "needs both healthy and lesion patients" in capsys.readouterr().err
+
+
+def test_unexpected_errors_are_one_line_unless_debug(tmp_path, monkeypatch, capsys):
+    import blcam.cli.cmd_phantom as cmd
+
+    def boom(args):
+        raise ZeroDivisionError("division by zero in a bug")
+    monkeypatch.setattr(cmd, "run", boom)
+    assert main(["phantom", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["blcam phantom: internal error: ZeroDivisionError: division by zero in a bug "
+                                "(rerun with 'blcam --debug ...' for the traceback)"]
+    assert main(["--debug", "phantom", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and err.splitlines()[-1].startswith("blcam phantom: internal error:")
+
+
+def test_atomic_writes_follow_the_umask(tmp_path, world):
+    """safetensors writes its file 0600; every finished output gets the umask's mode instead."""
+    from blcam.io.atomic import write_text_atomic
+    (tmp_path / "plain").write_text("", encoding="utf-8")
+    want = (tmp_path / "plain").stat().st_mode & 0o777
+    save_test_model(tmp_path / "m.safetensors", random_model())
+    write_text_atomic(tmp_path / "t.txt", "x")
+    assert [(tmp_path / f).stat().st_mode & 0o777 for f in ("m.safetensors", "t.txt")] == [want, want]

@@ -67,14 +67,19 @@ def read_cohort(path: str | os.PathLike, check_volumes: bool = True) -> Cohort:
         raise BlcamError(f"{path}: cohort is empty (no data rows)")
     _check_duplicates(path, rows)
     cohort = Cohort(path, rows)
-    classes = set(cohort.patient_classes().values())
-    if len(classes) < 2:
-        only = classes.pop()
-        raise BlcamError(f"{path}: every patient is '{only}'; training needs both healthy and lesion patients")
     if check_volumes:
         for r in rows:
             _check_row_files(path, r)
     return cohort
+
+
+def require_both_classes(cohort: Cohort) -> None:
+    """Training data need healthy and lesion patients; detection and its evaluation do not
+    (a screening batch may well be all healthy), so only ``export`` calls this."""
+    classes = set(cohort.patient_classes().values())
+    if len(classes) < 2:
+        raise BlcamError(f"{cohort.path}: every patient is '{classes.pop()}'; "
+                         "training needs both healthy and lesion patients")
 
 
 def _parse_rows(path: Path) -> list[CohortRow]:
@@ -112,6 +117,11 @@ def _make_row(path: Path, base: Path, line: int, rec: dict) -> CohortRow:
     if label == "lesion" and annotation is None:
         raise BlcamError(f"{where}: lesion volume '{rec['volume']}' has no annotation "
                          "(a .mrk.json, .fcsv or x,y,z CSV of lesion centres)")
+    if label == "healthy" and annotation is not None:
+        # Stop rather than guess: either the label or the annotation is wrong, and negatives
+        # drawn from an annotated volume would teach the network that its lesion is healthy.
+        raise BlcamError(f"{where}: healthy volume '{rec['volume']}' has an annotation "
+                         f"('{rec['annotation']}'); label it lesion or remove the annotation")
     return CohortRow(line, rec["patient"], (base / rec["volume"]).resolve(), label, annotation, rec["volume"])
 
 

@@ -5,11 +5,18 @@ robust range: its ``LOW``/``HIGH`` percentiles (on a strided subsample, cheap ev
 volumes of 10^8 voxels) go to 0 and 255, clipped, as uint8. Patches (on reading), training and
 whole-volume detection all use this one mapping, and the model metadata records it, so
 a heatmap is computed on exactly the intensities the network was trained on.
+
+Float volumes may hold NaN or ±inf voxels (failed reconstructions, masked exports). The
+range comes from the finite voxels only (one NaN would otherwise make it ``nan, nan`` and
+every patch black), non-finite voxels map to 0 like padding, and callers report how many
+there were (:func:`count_non_finite`); a volume without any finite voxel is refused.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .errors import BlcamError
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
@@ -28,12 +35,13 @@ NORMALISATION = {
 }
 
 
-def robust_range(volume: np.ndarray) -> tuple[float, float]:
+def robust_range(volume: np.ndarray, source="volume") -> tuple[float, float]:
     """The volume's ``LOW``/``HIGH`` percentile grey values, from a strided subsample of
     about ``SUBSAMPLE_VOXELS`` voxels (deterministic; ABUS volumes hold 10^8 voxels).
 
     Integer volumes of up to 16 bits (all B-mode data we know of) use a histogram, the
-    fastest exact percentile; other types ``np.percentile``.
+    fastest exact percentile; other types ``np.percentile`` over the finite voxels
+    (``source`` names the volume if it has none).
     """
     step = max(1, int(np.ceil((volume.size / SUBSAMPLE_VOXELS) ** (1 / 3))))
     sample = volume[::step, ::step, ::step]
@@ -45,10 +53,36 @@ def robust_range(volume: np.ndarray) -> tuple[float, float]:
         lo = float(np.searchsorted(cdf, LOW_PERCENTILE / 100.0) + info.min)
         hi = float(np.searchsorted(cdf, HIGH_PERCENTILE / 100.0) + info.min)
     else:
-        lo, hi = (float(v) for v in np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE]))
+        lo, hi = (float(v) for v in np.percentile(_finite(sample, volume, source), [LOW_PERCENTILE, HIGH_PERCENTILE]))
     if not hi > lo:
         hi = lo + 1.0
     return lo, hi
+
+
+def _finite(sample: np.ndarray, volume: np.ndarray, source) -> np.ndarray:
+    """The finite values of ``sample``; of the whole volume if the subsample has none (a
+    few finite voxels between the strides); an error if the volume has none at all."""
+    if not np.issubdtype(sample.dtype, np.floating):
+        return sample
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        finite = volume[np.isfinite(volume)]
+    if finite.size == 0:
+        raise BlcamError(f"{source}: all {volume.size} voxels are NaN or infinite; no grey range to normalise by")
+    return finite
+
+
+def count_non_finite(volume: np.ndarray) -> int:
+    """NaN and ±inf voxels, counted slice by slice (no volume-sized temporary)."""
+    if not np.issubdtype(volume.dtype, np.floating):
+        return 0
+    return int(sum(np.count_nonzero(~np.isfinite(plane)) for plane in volume))
+
+
+def non_finite_warning(source, count: int, total: int) -> str:
+    """The one-line warning export and detect print for a volume with non-finite voxels."""
+    return (f"warning: {source}: {count} of {total} voxels are NaN or infinite; the grey range uses the "
+            "finite voxels and the others are set to the low end (0)")
 
 
 def to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -64,17 +98,21 @@ def to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def _scale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Float maths; NaN and ±inf voxels become 0 (a cast of NaN to uint8 is undefined)."""
     scaled = (values.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(scaled), 0, 255)
+    if np.issubdtype(values.dtype, np.floating):
+        out[~np.isfinite(values)] = 0
+    return out.astype(np.uint8)
 
 
 def _small_int(dtype) -> bool:
     return np.issubdtype(dtype, np.integer) and np.dtype(dtype).itemsize <= 2
 
 
-def normalise_volume(volume: np.ndarray) -> np.ndarray:
+def normalise_volume(volume: np.ndarray, source="volume") -> np.ndarray:
     """The whole volume in stored units (what detection feeds the network)."""
-    lo, hi = robust_range(volume)
+    lo, hi = robust_range(volume, source)
     return to_uint8(volume, lo, hi)
 
 

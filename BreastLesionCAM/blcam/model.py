@@ -27,6 +27,7 @@ ARCHS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
 STEMS = {"paper": {"conv1_t_size": 7, "conv1_t_stride": 1},
          "fast": {"conv1_t_size": 7, "conv1_t_stride": (1, 2, 2)}}
 FORMAT = "blcam-model-v1"
+MAX_WIDEN = 8.0     # widen 8 is already ~64× the paper's weights; more is a tampered file, not a model
 
 
 def build_model(arch: str = "resnet10", stem: str = "paper", widen: float = 1.0) -> ResNet:
@@ -35,8 +36,8 @@ def build_model(arch: str = "resnet10", stem: str = "paper", widen: float = 1.0)
         raise BlcamError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHS)}")
     if stem not in STEMS:
         raise BlcamError(f"unknown stem '{stem}'; choose one of {', '.join(STEMS)}")
-    if not widen > 0:
-        raise BlcamError(f"width factor must be positive, got {widen}")
+    if not 0 < widen <= MAX_WIDEN:
+        raise BlcamError(f"width factor must be in (0, {MAX_WIDEN:g}], got {widen}")
     return ResNet(block="basic", layers=ARCHS[arch], block_inplanes=[64, 128, 256, 512], spatial_dims=3,
                   n_input_channels=1, num_classes=1, widen_factor=widen, **STEMS[stem])
 
@@ -78,10 +79,33 @@ def read_metadata(path) -> dict:
         raise BlcamError(f"{path}: not a BreastLesionCAM model file ({exc})") from None
     if meta is None:
         raise BlcamError(f"{path}: safetensors file without BreastLesionCAM metadata")
-    meta = json.loads(meta)
+    try:
+        meta = json.loads(meta)
+    except ValueError as exc:
+        raise BlcamError(f"{path}: model metadata is not JSON ({exc})") from None
+    check_metadata(path, meta)
+    return meta
+
+
+def check_metadata(path, meta) -> None:
+    """Validate the record *before* a network is built from it: a tampered or corrupt file
+    must not make us allocate 88 GB (``widen: 1e6``) or fail deep inside MONAI."""
+    if not isinstance(meta, dict):
+        raise BlcamError(f"{path}: model metadata is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:
         raise BlcamError(f"{path}: unsupported model format '{meta.get('format')}'")
-    return meta
+    for key, allowed in (("arch", ARCHS), ("stem", STEMS)):
+        if meta.get(key) not in allowed:
+            raise BlcamError(f"{path}: model metadata '{key}' is {meta.get(key)!r}; "
+                             f"expected one of {', '.join(allowed)}")
+    widen = meta.get("widen")
+    if isinstance(widen, bool) or not isinstance(widen, (int, float)) or not 0 < widen <= MAX_WIDEN:
+        raise BlcamError(f"{path}: model metadata 'widen' is {widen!r}; expected a number in (0, {MAX_WIDEN:g}]")
+    for key in ("crop", "patch"):
+        size = meta.get(key)
+        if not (isinstance(size, list) and len(size) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+            raise BlcamError(f"{path}: model metadata '{key}' is {size!r}; expected three positive integers (k j i)")
 
 
 def load_model(path, device: str | torch.device = "cpu") -> tuple[ResNet, dict]:

@@ -1,8 +1,16 @@
 """The ``blcam`` command line: the researcher's interface and the Slicer module's worker.
 
 Each sub-command lives in its own ``cmd_*.py`` module exposing ``register(subparsers)``;
-:data:`COMMANDS` lists them in the order ``--help`` shows them. A :class:`BlcamError`
-becomes one line on stderr and exit status 2; an interrupted command exits 130.
+:data:`COMMANDS` lists them in the order ``--help`` shows them.
+
+Whatever goes wrong, the user gets one line on stderr and a non-zero exit status:
+
+* 2: a :class:`BlcamError` (bad input or a refused operation; the message names the culprit),
+  or an ``OSError`` that no check caught (the line names the file and the sub-command);
+* 1: an unexpected exception (a bug): its type and message;
+* 130: interrupted (Ctrl-C).
+
+The global ``--debug`` flag also prints the traceback, for bug reports.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from .. import __version__
 from ..errors import BlcamError
@@ -28,6 +37,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="blcam", description="Weakly supervised lesion detection in 3D breast ultrasound "
         "(one centre point per lesion → 3D ResNet → Grad-CAM heatmaps and lesion candidates).")
     parser.add_argument("--version", action="version", version=f"blcam {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print the Python traceback (for bug reports)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in [only] if only in COMMANDS else COMMANDS:
         importlib.import_module(f"{__name__}.cmd_{name.replace('-', '_')}").register(sub)
@@ -40,12 +51,33 @@ def main(argv=None) -> int:
     args = build_parser(only=command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except BlcamError as exc:
-        print(f"blcam {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"blcam {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if args.debug:
+            traceback.print_exc()
+        code, message = describe_failure(exc, args.command)
+        print(f"blcam {args.command}: {message}", file=sys.stderr)
+        return code
+
+
+def describe_failure(exc: Exception, command: str) -> tuple[int, str]:
+    """``(exit status, one-line message)`` for an exception that ended ``command``."""
+    if isinstance(exc, BlcamError):
+        return 2, f"error: {one_line(str(exc))}"
+    if isinstance(exc, OSError):
+        files = " → ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        reason = exc.strerror or one_line(str(exc)) or type(exc).__name__
+        return 2, f"error: {files or 'a file'}: {reason} (while running '{command}')"
+    detail = one_line(str(exc))
+    return 1, (f"internal error: {type(exc).__name__}{': ' + detail if detail else ''} "
+               "(rerun with 'blcam --debug ...' for the traceback)")
+
+
+def one_line(text: str) -> str:
+    """Join a multi-line message (library errors often have several) into one line."""
+    return " | ".join(ln.strip() for ln in text.splitlines() if ln.strip())
 
 
 def positive_int(text: str) -> int:

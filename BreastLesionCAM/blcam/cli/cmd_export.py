@@ -18,7 +18,9 @@ def register(sub) -> None:
                    help="random patches per volume of a healthy patient (default: 4)")
     p.add_argument("--test-fraction", type=fraction, default=0.3,
                    help="share of patients held out as test set, per class (default: 0.3)")
-    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default: 5)")
+    p.add_argument("--folds", type=positive_int, default=None,
+                   help="cross-validation folds; each must get a training patient of each class "
+                   "(default: 5, or fewer when a class has fewer training patients)")
     p.add_argument("--seed", type=int, default=0, help="seed for splits and negative positions (default: 0)")
     p.add_argument("--jobs", type=positive_int, default=1, help="volumes processed in parallel (default: 1)")
     p.set_defaults(func=run)

@@ -157,7 +157,7 @@ def run_demo(out, config: DemoConfig = DemoConfig(), progress: bool = True) -> P
         if paths["patches"].exists():
             shutil.rmtree(paths["patches"])
         export_dataset(paths["cohort"], paths["patches"], ExportSettings(tuple(c.patch), c.negatives_per_volume,
-                                                                          c.test_fraction, 5, c.seed),
+                                                                          c.test_fraction, None, c.seed),
                        jobs=c.jobs, progress=progress)
     step(2, "export", f"export {'×'.join(map(str, c.patch))} patches", export)
 

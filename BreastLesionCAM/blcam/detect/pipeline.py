@@ -24,7 +24,8 @@ from ..cam.sliding import sliding_lesion_map
 from ..cohort import read_cohort
 from ..errors import BlcamError
 from ..evaluation.table2 import resolve_model_path
-from ..intensity import normalise_volume
+from ..intensity import count_non_finite, non_finite_warning, normalise_volume
+from ..io.atomic import check_output_folder, make_folder
 from ..io.volume import Geometry, read_volume, write_volume
 from ..model import load_model, total_stride
 from .candidates import find_candidates
@@ -131,7 +132,10 @@ class Detector:
         s = self.settings
         start = time.perf_counter()
         raw, geometry = read_volume(job.path)
-        stored = normalise_volume(raw)
+        bad = count_non_finite(raw)
+        if bad:
+            print(f"blcam detect: {non_finite_warning(job.path, bad, raw.size)}", file=sys.stderr)
+        stored = normalise_volume(raw, job.path)
         del raw
         lmap = self.lesion_map(stored, progress, on_step)
         candidates, volume_score = find_candidates(lmap, geometry, s.top_k, s.min_score, s.nms_mm)
@@ -139,7 +143,7 @@ class Detector:
         write_volume(heat_path, lmap.heatmap, geometry)
         info = {"volume": str(job.path), "name": job.name, "model": str(self.model_path), "method": s.method,
                 "volume_score": round(volume_score, 6), "cam_max": lmap.cam_max, "stride": list(lmap.stride),
-                "crop": list(lmap.crop), "settings": asdict(s), "coordinate_system": "LPS"}
+                "crop": list(lmap.crop), "settings": asdict(s), "coordinate_system": "LPS", "non_finite_voxels": bad}
         paths = write_candidates(out_dir, job.name, candidates, info)
         if on_step is not None:
             on_step("pictures", 0, 1)
@@ -147,7 +151,7 @@ class Detector:
         return {"name": job.name, "volume": str(job.path), "patient": job.patient, "label": job.label,
                 "volume_score": round(volume_score, 6), "candidates": len(candidates), "method": s.method,
                 "seconds": round(time.perf_counter() - start, 2), "heatmap": heat_path.name,
-                "candidates_json": paths["json"].name}
+                "candidates_json": paths["json"].name, "non_finite_voxels": bad}
 
     def _pictures(self, job, out_dir, stored, heat, geometry: Geometry, candidates, volume_score) -> None:
         spacing_kji = tuple(reversed(geometry.spacing))
@@ -181,9 +185,10 @@ def detect(model_path, inputs, out_dir, settings: DetectSettings = DetectSetting
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out_dir)
     jobs = collect_jobs(inputs)
     detector = Detector(model_path, settings, device)
+    make_folder(out_dir, "--out")
     rows = []
     stream = sys.stdout if progress_json else None
     for n, job in enumerate(tqdm(jobs, desc="detect", unit="vol", disable=not progress), 1):

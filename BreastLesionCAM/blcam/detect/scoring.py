@@ -32,19 +32,34 @@ def load_detections(det_dir) -> dict[str, VolumeDetections]:
     if not summary.is_file():
         raise BlcamError(f"{det_dir}: no detections.csv; run 'blcam detect ... --out {det_dir}' first")
     out = {}
-    with summary.open(newline="", encoding="utf-8") as fh:
-        for row_no, row in enumerate(csv.DictReader(fh), 2):
-            path = det_dir / row.get("candidates_json", "")
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-                cands = doc["candidates"]
-                points = np.array([[c["x"], c["y"], c["z"]] for c in cands], float).reshape(-1, 3)
-                scores = np.array([c["score"] for c in cands], float)
-                out[str(Path(row["volume"]).resolve())] = VolumeDetections(
-                    row["name"], points, scores, float(row["volume_score"]))
-            except (OSError, KeyError, ValueError, TypeError) as exc:
-                raise BlcamError(f"{summary} row {row_no}: cannot read candidates '{path.name}' ({exc})") from None
+    try:
+        with summary.open(newline="", encoding="utf-8") as fh:
+            for row_no, row in enumerate(csv.DictReader(fh), 2):
+                try:
+                    out[str(Path(row["volume"]).resolve())] = _row_detections(det_dir, row)
+                except (OSError, KeyError, ValueError, TypeError) as exc:
+                    raise BlcamError(f"{summary} row {row_no}: unreadable detection row {_short(row)} "
+                                     f"({type(exc).__name__}: {exc})") from None
+    except UnicodeDecodeError:
+        raise BlcamError(f"{summary}: not UTF-8 text; was it written by 'blcam detect'?") from None
     return out
+
+
+def _row_detections(det_dir: Path, row: dict) -> VolumeDetections:
+    """One ``detections.csv`` row and its candidates file; a short or edited row (``None``
+    cells, text for numbers) raises a KeyError/TypeError/ValueError the caller names."""
+    if None in row or any(v is None for v in row.values()):
+        raise ValueError("wrong number of cells")
+    doc = json.loads((det_dir / row["candidates_json"]).read_text(encoding="utf-8"))
+    cands = doc["candidates"]
+    points = np.array([[c["x"], c["y"], c["z"]] for c in cands], float).reshape(-1, 3)
+    scores = np.array([c["score"] for c in cands], float)
+    return VolumeDetections(row["name"], points, scores, float(row["volume_score"]))
+
+
+def _short(row: dict, limit: int = 80) -> str:
+    text = ",".join(str(v) for v in row.values() if v is not None)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _mask_column(cohort_csv: Path) -> dict[int, str]:
@@ -105,6 +120,9 @@ def evaluate_detection(det_dir, cohort_csv, out=None, masks_dir=None, hit_mm: fl
     """Localisation metrics of a detection folder; with ``out`` (.json) also ``.md`` and ``_froc.png``."""
     if not hit_mm > 0:
         raise BlcamError(f"--hit-mm must be positive, got {hit_mm}")
+    if masks_dir is not None and not Path(masks_dir).is_dir():
+        raise BlcamError(f"--masks {masks_dir}: no such folder (give the folder of lesion label maps, "
+                         "or leave --masks out to score by centres)")
     dets = load_detections(det_dir)
     truths = load_truths(cohort_csv, masks_dir, hit_mm, only=set(dets))
     if not truths:

@@ -3,6 +3,12 @@
 A reader (or a resumed run) therefore sees either the complete old file, the complete new
 file, or nothing: never half of one. The temporary name carries the process id, so two
 processes writing the same target never share a temporary file.
+
+A write that fails (read-only folder, full disk, a file size limit) becomes one
+:class:`~blcam.errors.BlcamError` naming the target and the reason, after the temporary
+file is removed; the previous version of the target, if any, is untouched. Finished files
+get the mode the umask gives a new file, whatever the writer used for its temporary
+(safetensors writes 0600).
 """
 
 from __future__ import annotations
@@ -12,6 +18,19 @@ import json
 import os
 from pathlib import Path
 from typing import Iterator
+
+from ..errors import BlcamError
+
+
+def _umask_file_mode() -> int:
+    """``0o666`` less the process umask, read once (``os.umask`` can only be read by setting
+    it, which would race with the checkpoint writer thread if done per write)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _umask_file_mode()
 
 
 def temp_path_for(target: Path) -> Path:
@@ -27,16 +46,65 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     from it (SimpleITK, numpy), so the suffix goes *before* the extension in that case.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent)
     suffixes = "".join(target.suffixes)
     stem = target.name[: len(target.name) - len(suffixes)] if suffixes else target.name
     tmp = target.with_name(f"{stem}.tmp-{os.getpid()}{suffixes}")
     try:
-        yield tmp
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, target)
+        except BlcamError:
+            raise
+        except Exception as exc:
+            # Every caller's block is a single writer call (numpy, torch, safetensors, ITK,
+            # matplotlib), so a failure here is a failure to write this file.
+            raise BlcamError(f"{target}: cannot write ({write_failure_reason(exc, target.parent)})") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_failure_reason(exc: BaseException, folder: Path) -> str:
+    """A short reason for a failed write. Writers in C++ (torch, ITK) report a full disk as
+    an opaque RuntimeError ("unexpected pos 576 vs 534") and numpy without an errno, so a
+    folder with no free space left is named as such."""
+    try:
+        full = os.statvfs(folder).f_bavail == 0
+    except OSError:
+        full = False
+    if full:
+        return "no space left on device"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def make_folder(folder: str | os.PathLike, option: str | None = None) -> Path:
+    """Create ``folder`` (and its parents); a file in the way or a read-only parent becomes
+    one :class:`BlcamError` naming the path (and the ``option`` that gave it), not a traceback."""
+    folder = Path(folder)
+    check_output_folder(folder, option)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BlcamError(f"{exc.filename or folder}: cannot create folder ({exc.strerror or exc})") from exc
+    return folder
+
+
+def check_output_folder(folder: str | os.PathLike, option: str | None = "--out") -> None:
+    """Refuse an output folder that is an existing file, or lies under one: users pass a
+    file name to ``--out`` by mistake, and the OS error would name neither."""
+    folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == folder else f"lies under the file {path}"
+                name = f"{option} {folder}" if option else str(folder)
+                raise BlcamError(f"{name}: {where}, not a folder; choose a folder path")
+            return
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:

@@ -8,6 +8,7 @@ the breast. Each control point is one lesion centre.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -43,26 +44,52 @@ def read_points(path: str | os.PathLike) -> np.ndarray:
     return points
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a Latin-1 export or a binary file is one clear error."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BlcamError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                         "save the annotation as UTF-8") from None
+    except OSError as exc:
+        raise BlcamError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _xyz(values, where: str) -> np.ndarray:
+    """Three finite-or-not numbers as a float vector, or an error naming the point."""
+    if not isinstance(values, (list, tuple)) or len(values) != 3:
+        raise BlcamError(f"{where}: needs 3 coordinates x,y,z, got {values!r}")
+    try:
+        return np.asarray([float(v) for v in values], float)
+    except (TypeError, ValueError):
+        raise BlcamError(f"{where}: coordinates must be numbers, got {values!r}") from None
+
+
 def _read_markups_json(path: Path) -> np.ndarray:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
         raise BlcamError(f"{path}: not a readable markups JSON file ({exc})") from None
     markups = doc.get("markups") if isinstance(doc, dict) else None
     if not isinstance(markups, list) or not markups:
         raise BlcamError(f"{path}: no 'markups' list; is this a Slicer .mrk.json file?")
     points = []
     for m, markup in enumerate(markups):
+        if not isinstance(markup, dict):
+            raise BlcamError(f"{path}: markup {m} is {markup!r}, not a markup object")
         system = str(markup.get("coordinateSystem", "LPS")).upper()
         if system not in ("LPS", "RAS"):
             raise BlcamError(f"{path}: markup {m} has unknown coordinateSystem '{system}'")
-        for c, cp in enumerate(markup.get("controlPoints") or []):
+        control_points = markup.get("controlPoints", [])
+        if not isinstance(control_points, list):
+            raise BlcamError(f"{path}: markup {m} 'controlPoints' is {control_points!r}, not a list")
+        for c, cp in enumerate(control_points):
+            where = f"{path} markup {m} control point {c}"
+            if not isinstance(cp, dict):
+                raise BlcamError(f"{where}: is {cp!r}, not a control point object")
             if cp.get("positionStatus", "defined") != "defined":
                 continue
-            pos = cp.get("position")
-            if not (isinstance(pos, list) and len(pos) == 3):
-                raise BlcamError(f"{path}: markup {m} control point {c} has no 3D 'position'")
-            xyz = np.asarray(pos, float)
+            xyz = _xyz(cp.get("position"), f"{where} 'position'")
             points.append(xyz * RAS_TO_LPS if system == "RAS" else xyz)
     return np.asarray(points, float).reshape(-1, 3)
 
@@ -70,41 +97,35 @@ def _read_markups_json(path: Path) -> np.ndarray:
 def _read_fcsv(path: Path) -> np.ndarray:
     system = "RAS"  # legacy files without the header line are RAS
     points = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.startswith("#"):
-                key, _, value = line[1:].partition("=")
-                if key.strip().lower() == "coordinatesystem":
-                    value = value.strip().upper()
-                    system = {"0": "RAS", "1": "LPS"}.get(value, value)
-                    if system not in ("RAS", "LPS"):
-                        raise BlcamError(f"{path}: unsupported CoordinateSystem '{value}'")
-                continue
-            if not line.strip():
-                continue
-            fields = line.rstrip("\n").split(",")
-            try:
-                xyz = np.asarray([float(v) for v in fields[1:4]])
-            except (ValueError, IndexError):
-                raise BlcamError(f"{path} line {lineno}: cannot read x,y,z from '{line.strip()}'") from None
-            points.append(xyz * RAS_TO_LPS if system == "RAS" else xyz)
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        if line.startswith("#"):
+            key, _, value = line[1:].partition("=")
+            if key.strip().lower() == "coordinatesystem":
+                value = value.strip().upper()
+                system = {"0": "RAS", "1": "LPS"}.get(value, value)
+                if system not in ("RAS", "LPS"):
+                    raise BlcamError(f"{path}: unsupported CoordinateSystem '{value}'")
+            continue
+        if not line.strip():
+            continue
+        fields = line.split(",")
+        if len(fields) < 4:
+            raise BlcamError(f"{path} line {lineno}: cannot read x,y,z from '{line.strip()}' (needs id,x,y,z,...)")
+        xyz = _xyz(fields[1:4], f"{path} line {lineno}")
+        points.append(xyz * RAS_TO_LPS if system == "RAS" else xyz)
     return np.asarray(points, float).reshape(-1, 3)
 
 
 def _read_points_csv(path: Path) -> np.ndarray:
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-        if not {"x", "y", "z"} <= set(fields):
-            raise BlcamError(f"{path}: point CSV needs columns x,y,z (LPS mm); found {fields}")
-        points = []
-        for row_no, row in enumerate(reader, 2):
-            row = {k.strip().lower(): v for k, v in row.items() if k}
-            try:
-                points.append([float(row[a]) for a in "xyz"])
-            except (TypeError, ValueError):
-                raise BlcamError(f"{path} row {row_no}: x,y,z must be numbers, got "
-                                 f"{[row.get(a) for a in 'xyz']}") from None
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+    if not {"x", "y", "z"} <= set(fields):
+        raise BlcamError(f"{path}: point CSV needs columns x,y,z (LPS mm); found {fields}")
+    points = []
+    for row in reader:
+        row_no = reader.line_num
+        row = {k.strip().lower(): v for k, v in row.items() if k}
+        points.append(_xyz([row.get(a) for a in "xyz"], f"{path} row {row_no}: x,y,z"))
     return np.asarray(points, float).reshape(-1, 3)
 
 

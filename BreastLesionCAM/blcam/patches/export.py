@@ -19,27 +19,29 @@ import csv
 import io
 import json
 import re
+import sys
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
-from ..cohort import Cohort, CohortRow, read_cohort
+from ..cohort import Cohort, CohortRow, read_cohort, require_both_classes
 from ..errors import BlcamError
-from ..intensity import NORMALISATION, robust_range
-from ..io.atomic import atomic_path, remove_stale_temporaries, write_json_atomic, write_text_atomic
+from ..intensity import NORMALISATION, count_non_finite, non_finite_warning, robust_range
+from ..io.atomic import (atomic_path, check_output_folder, make_folder, remove_stale_temporaries, write_json_atomic,
+                         write_text_atomic)
 from ..io.volume import read_volume
 from .extract import box_start, extract_box, padded_fraction, random_centres
-from .splits import assign_splits
+from .splits import assign_splits, choose_folds
 
 MANIFEST_COLUMNS = ["patch_id", "file", "label", "kind", "patient", "patient_class", "volume", "row",
                     "centre_k", "centre_j", "centre_i", "start_k", "start_j", "start_i",
                     "volume_k", "volume_j", "volume_i", "x", "y", "z", "split", "fold", "padded_fraction",
-                    "grey_low", "grey_high"]
+                    "grey_low", "grey_high", "non_finite_voxels"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class ExportSettings:
     patch: tuple[int, int, int] = (28, 280, 280)
     negatives_per_volume: int = 4
     test_fraction: float = 0.3
-    folds: int = 5
+    folds: int | None = None      # None: 5, or fewer if a class has fewer training patients
     seed: int = 0
 
 
@@ -69,12 +71,16 @@ def export_dataset(cohort_csv, out, settings: ExportSettings = ExportSettings(),
                    progress: bool = True) -> Path:
     """Export the patch dataset; returns the manifest path."""
     out = Path(out)
+    check_output_folder(out)
     cohort = read_cohort(cohort_csv)
+    require_both_classes(cohort)
     _check_settings(settings)
+    settings = replace(settings, folds=choose_folds(cohort.patient_classes(), settings.test_fraction,
+                                                    settings.folds))
     info = _dataset_info(cohort, settings)
+    jobs_list = _plan(cohort, settings)
     _claim_folder(out, info)
     remove_stale_temporaries(out)
-    jobs_list = _plan(cohort, settings)
     records: list[dict] = []
     bar = tqdm(total=len(jobs_list), desc="export", unit="vol", disable=not progress)
     if jobs <= 1:
@@ -122,7 +128,7 @@ def _claim_folder(out: Path, info: dict) -> None:
                              f"({old.get('settings')}); choose another --out or delete it")
     elif out.exists() and any(out.iterdir()):
         raise BlcamError(f"{out}: folder exists and is not a patch dataset; choose another --out")
-    (out / "patches").mkdir(parents=True, exist_ok=True)
+    make_folder(out / "patches")
     write_json_atomic(meta, info)
 
 
@@ -146,12 +152,23 @@ def _plan(cohort: Cohort, s: ExportSettings) -> list[PatchJob]:
             plans.append(PatchJob(r, [f"{stem}_les{n:02d}" for n in range(len(centres))], centres,
                                   r.centres_lps, "lesion", split, fold, classes[r.patient]))
         elif classes[r.patient] == "healthy" and s.negatives_per_volume > 0:
+            _check_room_for_negatives(cohort, r, s.patch)
             rng = np.random.default_rng([s.seed, zlib.crc32(r.volume_rel.encode())])
             centres = random_centres(r.geometry.shape, s.patch, s.negatives_per_volume, rng)
             points = r.geometry.index_to_lps(centres[:, ::-1])
             plans.append(PatchJob(r, [f"{stem}_neg{n:02d}" for n in range(len(centres))], centres,
                                   points, "negative", split, fold, classes[r.patient]))
     return plans
+
+
+def _check_room_for_negatives(cohort: Cohort, r: CohortRow, patch) -> None:
+    """Negatives must lie inside their volume (padding only ever occurs beside lesions, or
+    it would become a label cue); a healthy volume smaller than the patch cannot give one."""
+    shape = tuple(int(v) for v in r.geometry.shape)
+    if any(n < p for n, p in zip(shape, patch)):
+        raise BlcamError(f"{cohort.path} row {r.row}: healthy volume '{r.volume_rel}' is {' '.join(map(str, shape))} "
+                         f"voxels (k j i), smaller than the patch {' '.join(map(str, patch))}, so its negatives would "
+                         "be mostly padding; export a smaller --patch or leave the volume out")
 
 
 def _run_job(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
@@ -170,8 +187,9 @@ def _run_job(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
         volume, _ = read_volume(job.row.volume)
         if np.issubdtype(volume.dtype, np.floating) or volume.dtype.itemsize > 2:
             volume = volume.astype(np.float32, copy=False)
-        lo, hi = robust_range(volume)
-        write_json_atomic(sidecar, {"grey_low": lo, "grey_high": hi})
+        bad = count_non_finite(volume)
+        lo, hi = robust_range(volume, f"{job.row.volume} (cohort row {job.row.row})")
+        write_json_atomic(sidecar, {"grey_low": lo, "grey_high": hi, "non_finite": bad})
         for n in todo:
             # Padding with the grey value ``lo`` maps to 0 == PAD_VALUE after normalisation.
             raw, _ = extract_box(volume, starts[n], s.patch, pad_value=lo)
@@ -179,8 +197,12 @@ def _run_job(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
                 np.save(tmp, raw)
     else:
         grey = json.loads(sidecar.read_text(encoding="utf-8"))
-        lo, hi = grey["grey_low"], grey["grey_high"]
-    return [_record(job, n, files[n].relative_to(out), starts[n], s, lo, hi) for n in range(len(files))]
+        lo, hi, bad = grey["grey_low"], grey["grey_high"], grey.get("non_finite", 0)
+    if bad:
+        print(f"blcam export: {non_finite_warning(job.row.volume_rel, bad, int(np.prod(job.row.geometry.shape)))}",
+              file=sys.stderr)
+    return [{**_record(job, n, files[n].relative_to(out), starts[n], s, lo, hi), "non_finite_voxels": bad}
+            for n in range(len(files))]
 
 
 def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings, lo: float, hi: float) -> dict:

@@ -11,6 +11,30 @@ import numpy as np
 
 from ..errors import BlcamError
 
+DEFAULT_FOLDS = 5
+CLASSES = ("healthy", "lesion")
+
+
+def choose_folds(patient_classes: dict[str, str], test_fraction: float, folds: int | None) -> int:
+    """The number of folds, checked so that every fold gets at least one training patient of
+    each class (cross-validation needs both classes on both sides of every fold).
+
+    ``None`` means ``DEFAULT_FOLDS``, or fewer when a class has fewer training patients; an
+    explicit number that cannot be filled is refused, naming the patient counts.
+    """
+    left = {cls: n - int(round(n * test_fraction))
+            for cls in CLASSES for n in [sum(c == cls for c in patient_classes.values())]}
+    fewest = max(1, min(left.values()))
+    if folds is None:
+        return min(DEFAULT_FOLDS, fewest)
+    if folds < 1:
+        raise BlcamError(f"--folds must be at least 1, got {folds}")
+    if folds > fewest:
+        raise BlcamError(f"--folds {folds}: after the test split {left['healthy']} healthy and {left['lesion']} "
+                         f"lesion patient(s) are left for training, and every fold needs at least one of each; "
+                         f"use --folds {fewest} or fewer")
+    return folds
+
 
 def assign_splits(patient_classes: dict[str, str], test_fraction: float, folds: int,
                   seed: int) -> dict[str, tuple[str, int]]:
@@ -22,7 +46,7 @@ def assign_splits(patient_classes: dict[str, str], test_fraction: float, folds: 
     if folds < 1:
         raise BlcamError(f"--folds must be at least 1, got {folds}")
     result: dict[str, tuple[str, int]] = {}
-    for cls_no, cls in enumerate(("healthy", "lesion")):
+    for cls_no, cls in enumerate(CLASSES):
         patients = sorted(p for p, c in patient_classes.items() if c == cls)
         rng = np.random.default_rng([seed, cls_no])
         order = [patients[i] for i in rng.permutation(len(patients))]

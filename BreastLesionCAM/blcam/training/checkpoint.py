@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -62,17 +63,36 @@ def load_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise BlcamError(f"{path}: no checkpoint to resume from")
+    if not zipfile.is_zipfile(path):
+        # torch.save always writes a zip archive; anything else (a text file, a truncated
+        # copy) would otherwise be reported by the unpickler as a refused object.
+        raise BlcamError(f"{path}: not a readable checkpoint (not a PyTorch zip archive; truncated or "
+                         "another kind of file?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BlcamError(f"{path}: refused to load: the checkpoint contains objects other than "
-                         f"tensors and plain data ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise BlcamError(f"{path}: not a readable checkpoint ({exc})") from None
+                         f"tensors and plain data ({_refusal_reason(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - a text or truncated file fails anywhere in the unpickler
+        raise BlcamError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
+                         f"{_first_line(exc) or 'corrupt'})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise BlcamError(f"{path}: not a BreastLesionCAM training checkpoint")
     return state
+
+
+def _refusal_reason(exc: Exception) -> str:
+    """The line of PyTorch's refusal that says *what* was refused. Its other lines advise
+    retrying with ``weights_only`` off, i.e. running the file's code: never passed on."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    named = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln or "unsupported" in ln]
+    reason = named[0].split(". ")[0].removeprefix("WeightsUnpickler error: ") if named else "unsupported object"
+    return reason if "weights_only" not in reason else "unsupported object"
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else ""
 
 
 class BackgroundWriter:

@@ -92,6 +92,17 @@ def random_params(seed: int, stream: int, epoch: int, indices: Sequence[int], pa
     return offsets, flips
 
 
+def batch_slices(n: int, size: int, merge_single: bool = False) -> list[slice]:
+    """Consecutive batches of ``size`` over ``n`` items. With ``merge_single`` a last batch of
+    one joins the previous batch: BatchNorm cannot train on a single sample whose last
+    feature map is 1×1×1 ("expected more than 1 value per channel"). Deterministic, and it
+    changes nothing for the sizes that worked before."""
+    starts = list(range(0, n, size))
+    if merge_single and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, starts[1:] + [n])]
+
+
 def crop_array(patch: np.ndarray, offset, flip, crop) -> np.ndarray:
     """One crop of a stored patch (numpy), flipped along k and/or i, contiguous."""
     k, j, i = (int(v) for v in offset)
@@ -208,29 +219,30 @@ class PatchSource:
         return bank
 
     def batches(self, order: Sequence[int], offsets: np.ndarray, flips: np.ndarray, batch_size: int,
-                crop=None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``(uint8 crops (B, k, j, i), labels (B,), rows (B,))`` on the device, in ``order``."""
+                crop=None, merge_single: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(uint8 crops (B, k, j, i), labels (B,), rows (B,))`` on the device, in ``order``
+        (``merge_single``: see :func:`batch_slices`; training sets it)."""
         order = np.asarray(order, np.int64)
         crop = self.crop if crop is None else tuple(int(v) for v in crop)
         max_offsets(self.patch, crop)
+        slices = batch_slices(len(order), batch_size, merge_single)
         if self.resident:
-            yield from self._resident_batches(order, offsets, flips, batch_size, crop)
+            yield from self._resident_batches(order, offsets, flips, slices, crop)
         else:
-            yield from self._loader_batches(order, offsets, flips, batch_size, crop)
+            yield from self._loader_batches(order, offsets, flips, slices, crop)
 
-    def _resident_batches(self, order, offsets, flips, batch_size, crop):
+    def _resident_batches(self, order, offsets, flips, slices, crop):
         rows_all = torch.as_tensor(order, device=self.device)
         off_all = torch.as_tensor(np.asarray(offsets, np.int64), device=self.device)
         flip_all = torch.as_tensor(np.asarray(flips, bool), device=self.device)
-        for start in range(0, len(order), batch_size):
-            sl = slice(start, start + batch_size)
+        for sl in slices:
             rows = rows_all[sl]
             cut = crop_gather if self.device.type == "cuda" else crop_slices
             yield cut(self.bank, rows, off_all[sl], flip_all[sl], crop), self.labels[rows], rows
 
-    def _loader_batches(self, order, offsets, flips, batch_size, crop):
+    def _loader_batches(self, order, offsets, flips, slices, crop):
         keys = [(int(r), *map(int, o), bool(f[0]), bool(f[1]), *crop) for r, o, f in zip(order, offsets, flips)]
-        self._keys.keys = [keys[s:s + batch_size] for s in range(0, len(keys), batch_size)]
+        self._keys.keys = [keys[sl] for sl in slices]
         for crops, rows in self._loader:
             rows = rows.to(self.device, non_blocking=True)
             yield crops.to(self.device, non_blocking=True), self.labels[rows], rows

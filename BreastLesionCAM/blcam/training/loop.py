@@ -24,13 +24,14 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from ..errors import BlcamError
-from ..io.atomic import remove_stale_temporaries, write_json_atomic
+from ..io.atomic import check_output_folder, make_folder, remove_stale_temporaries, write_json_atomic
 from ..metrics.classification import binary_summary
 from ..model import build_model, make_metadata, save_model
 from ..patches.dataset import PatchDataset, load_dataset
 from .checkpoint import LAST, BackgroundWriter, load_checkpoint, restore_rng, rng_state, save_checkpoint, snapshot
 from .config import TrainConfig
-from .data import STREAM_TRAIN, PatchSource, centre_offset, crop_ranges, max_offsets, random_params, to_network
+from .data import (STREAM_TRAIN, PatchSource, batch_slices, centre_offset, crop_ranges, max_offsets, random_params,
+                   to_network)
 from .distributed import DistContext, per_rank_batch, setup
 from .history import plot_curves, write_history
 from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
@@ -81,6 +82,7 @@ _OWN_FILES = {"config.json", "history.csv", "history.jsonl", "curves.png", MODEL
 
 
 def _claim_run_folder(out_dir: Path, resume: bool, ctx: DistContext) -> None:
+    check_output_folder(out_dir)
     has_ckpt = (out_dir / LAST).is_file()
     if resume and not has_ckpt:
         raise BlcamError(f"{out_dir}: no {LAST} to resume from; drop --resume to start a new run")
@@ -92,7 +94,7 @@ def _claim_run_folder(out_dir: Path, resume: bool, ctx: DistContext) -> None:
         if foreign:
             raise BlcamError(f"{out_dir}: folder is not empty ({', '.join(sorted(foreign)[:3])}); choose another --out")
     if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(out_dir, "--out")
         remove_stale_temporaries(out_dir)
     ctx.barrier()
 
@@ -181,9 +183,9 @@ class _Trainer:
                                        self.cfg.crop, self.cfg.flip_p, self.crop_ranges)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        n_batches = math.ceil(len(order) / self.batch)
+        n_batches = len(batch_slices(len(order), self.batch, merge_single=True))
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress)
-        for x, y, _ in self.train_src.batches(order, offsets, flips, self.batch):
+        for x, y, _ in self.train_src.batches(order, offsets, flips, self.batch, merge_single=True):
             with autocast_for(self.device, self.cfg.precision):
                 logits = self.model(to_network(x, self.cuda)).reshape(-1)
             loss = self.loss_fn(logits.float(), y)

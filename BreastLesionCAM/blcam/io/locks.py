@@ -47,7 +47,9 @@ _BINARY = getattr(os, "O_BINARY", 0)   # Windows: no newline translation in the 
 def holder_text() -> str:
     """Who holds the lock: one line a refused command can quote."""
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name or "python", *sys.argv[1:]])
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    name = f"python -m {program.parent.name}" if program.name == "__main__.py" else program.name
+    command = " ".join([name, *(shlex.quote(a) for a in sys.argv[1:])])
     return f"pid {os.getpid()} on {socket.gethostname()}, started {started}: {command}\n"
 
 

@@ -71,6 +71,57 @@ def test_lock_semantics_shared_readers_one_writer_and_no_leftovers(tmp_path):
             pass
 
 
+class _FakeMsvcrt:
+    """Windows byte-range locks, emulated in-process: each descriptor plays one process."""
+
+    LK_UNLCK, LK_NBLCK = 0, 2
+
+    def __init__(self):
+        self.owner: dict[tuple, int] = {}
+
+    def _keys(self, fd, nbytes):
+        st, pos = os.fstat(fd), os.lseek(fd, 0, os.SEEK_CUR)
+        return [(st.st_dev, st.st_ino, pos + n) for n in range(nbytes)]
+
+    def locking(self, fd, mode, nbytes):
+        keys = self._keys(fd, nbytes)
+        if mode == self.LK_UNLCK:
+            for k in keys:
+                self.owner.pop(k, None)
+        elif any(k in self.owner for k in keys):        # Windows: even the holder's own bytes
+            raise OSError(36, "Resource deadlock avoided")
+        else:
+            self.owner.update(dict.fromkeys(keys, fd))
+
+    def release_all(self, fd):
+        for k in [k for k, v in self.owner.items() if v == fd]:
+            del self.owner[k]
+
+
+def test_windows_fallback_gives_the_same_reader_writer_semantics(tmp_path, monkeypatch):
+    fake, real_close = _FakeMsvcrt(), os.close
+    monkeypatch.setitem(sys.modules, "fcntl", None)          # import fcntl → ImportError
+    monkeypatch.setitem(sys.modules, "msvcrt", fake)
+    monkeypatch.setattr(os, "close", lambda fd: (fake.release_all(fd), real_close(fd)))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with folder_lock(folder, shared=True), folder_lock(folder, shared=True):
+        with pytest.raises(FolderBusy, match=rf"pid {os.getpid()} on "):    # holder text stays readable
+            with folder_lock(folder):
+                pass
+    with folder_lock(folder):
+        with pytest.raises(FolderBusy):
+            with folder_lock(folder, shared=True):
+                pass
+        with pytest.raises(FolderBusy):
+            with folder_lock(folder):
+                pass
+    assert not (folder / LOCK_NAME).exists()                 # the last holder found itself alone
+    with folder_lock(folder):                                # everything was released
+        pass
+    assert fake.owner == {}
+
+
 def test_second_training_into_a_running_run_is_refused(tmp_path_factory, tmp_path):
     """While this process trains into RUN, ``blcam train --out RUN`` exits 2 naming it; RUN
     ends with exactly this run's history, checkpoint and model."""
@@ -302,4 +353,5 @@ def test_detect_rerun_skips_finished_volumes_and_redoes_changed_ones(tmp_path, c
     assert "skipped" not in err and all(_state(out, "abc")[n] != now[n] for n in "abc")
     with folder_lock(out):
         assert main(["detect", str(model), vols[0], "--out", str(out), "--device", "cpu"]) == 2
-    assert f"blcam detect: error: {out}: in use by another blcam command (pid {os.getpid()} on " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"blcam detect: error: {out}: in use by another blcam command (pid {os.getpid()} on " in err

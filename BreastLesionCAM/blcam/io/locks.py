@@ -41,6 +41,7 @@ from ..errors import BlcamError
 LOCK_NAME = ".blcam.lock"
 _WIN_WRITER = 1 << 20           # byte offsets of the Windows byte locks (past any holder text)
 _WIN_READERS = 256
+_WIN_READER_HELD: dict[int, int] = {}   # descriptor → the reader byte it holds (Windows)
 _BINARY = getattr(os, "O_BINARY", 0)   # Windows: no newline translation in the holder text
 
 
@@ -98,17 +99,22 @@ def _windows_lock(fd: int, shared: bool) -> bool:
         _windows_range(fd, _WIN_WRITER, 1, False)
         return False
     try:
-        return any(_windows_range(fd, _WIN_WRITER + 1 + n, 1, True) for n in range(_WIN_READERS))
+        for n in range(_WIN_READERS):
+            if _windows_range(fd, _WIN_WRITER + 1 + n, 1, True):
+                _WIN_READER_HELD[fd] = n
+                return True
+        return False
     finally:
         _windows_range(fd, _WIN_WRITER, 1, False)
 
 
 def _windows_upgrade(fd: int) -> bool:
     """A shared holder is alone if it can lock the writer byte and every other reader byte."""
+    mine = _WIN_READER_HELD.pop(fd, None)
     if not _windows_range(fd, _WIN_WRITER, 1, True):
         return False
-    others = [n for n in range(_WIN_READERS) if _windows_range(fd, _WIN_WRITER + 1 + n, 1, True)]
-    if len(others) == _WIN_READERS - 1:
+    others = [n for n in range(_WIN_READERS) if n != mine and _windows_range(fd, _WIN_WRITER + 1 + n, 1, True)]
+    if len(others) == _WIN_READERS - (mine is not None):
         return True
     for n in others:
         _windows_range(fd, _WIN_WRITER + 1 + n, 1, False)
@@ -196,7 +202,8 @@ def _acquire(path: Path, shared: bool, purpose: str) -> int | None:
         if same:
             _sign(fd)
             return fd
-        os.close(fd)                    # the holder we waited on deleted this file: lock the new one
+        _WIN_READER_HELD.pop(fd, None)
+        os.close(fd)                    # a finishing holder deleted this file: lock the new one
     raise BlcamError(f"{path}: the lock file keeps being replaced; is another program deleting it?")
 
 

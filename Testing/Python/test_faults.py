@@ -166,7 +166,7 @@ def test_resume_onto_another_dataset_is_refused_and_old_checkpoints_still_resume
     assert msg.startswith(f"{run / LAST}: the run was trained on the dataset {data.resolve()} (sha256 ")
     assert f"not on {other.resolve()} (sha256 " in msg
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir()} == before
-    # The same dataset moved elsewhere is the same dataset: its identity is its content.
+    # The checkpoint names the dataset by content hash (the path is kept for messages).
     state = load_checkpoint(run / LAST)
     assert state["dataset"]["path"] == str(data.resolve()) and len(state["dataset"]["sha256"]) == 64
 

@@ -49,6 +49,9 @@ def register(sub) -> None:
                    help=f"candidates per volume that get an overlay PNG (default: {d.overlays})")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help=f"windows per Grad-CAM batch for --method sliding (default: {d.batch_size})")
+    p.add_argument("--force", action="store_true",
+                   help="recompute every volume, even those an earlier run into --out finished from the same "
+                   "model, volume and settings (default: skip them)")
     p.add_argument("--progress-json", action="store_true",
                    help="print one JSON line per step on stdout (for the Slicer module) (default: off)")
     p.set_defaults(func=run)
@@ -58,7 +61,7 @@ def run(args) -> int:
     settings = DetectSettings(args.method, args.context, args.slab_step, args.top_k, args.min_score, args.nms_mm,
                               args.max_memory_gb, args.overlays, args.batch_size)
     summary = detect(args.model, args.inputs, args.out, settings, str(resolve_device(args.device)),
-                     progress=not args.progress_json, progress_json=args.progress_json)
+                     progress=not args.progress_json, progress_json=args.progress_json, force=args.force)
     if not args.progress_json:
         print(f"wrote {summary}")
     return 0

@@ -26,11 +26,13 @@ from ..errors import BlcamError
 from ..evaluation.table2 import resolve_model_path
 from ..intensity import count_non_finite, non_finite_warning, normalise_volume
 from ..io.atomic import check_output_folder, make_folder
+from ..io.locks import folder_lock
 from ..io.volume import Geometry, read_volume, write_volume
 from ..model import load_model, total_stride
 from .candidates import find_candidates
 from .outputs import write_candidates, write_summary
 from .overlays import candidate_figure, contact_sheet
+from .resume import FinishedVolumes
 
 METHODS = ("fast", "sliding")
 
@@ -180,8 +182,19 @@ def _emitter(stream, n: int, total: int, name: str):
 
 
 def detect(model_path, inputs, out_dir, settings: DetectSettings = DetectSettings(), device: str = "cpu",
-           progress: bool = True, progress_json: bool = False) -> Path:
-    """Detect lesions in every volume of ``inputs``; returns the ``detections.csv`` path."""
+           progress: bool = True, progress_json: bool = False, force: bool = False) -> Path:
+    """Detect lesions in every volume of ``inputs``; returns the ``detections.csv`` path.
+
+    Holds ``out_dir``'s folder lock (:mod:`blcam.io.locks`). Volumes an earlier run into
+    ``out_dir`` finished from the same model, volume and settings are skipped, their rows
+    reused (:mod:`.resume`); ``force`` recomputes them.
+    """
+    check_output_folder(out_dir)                      # before the lock, which would create the folder
+    with folder_lock(out_dir, purpose="writing detections there"):
+        return _detect_locked(model_path, inputs, out_dir, settings, device, progress, progress_json, force)
+
+
+def _detect_locked(model_path, inputs, out_dir, settings, device, progress, progress_json, force) -> Path:
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -191,8 +204,18 @@ def detect(model_path, inputs, out_dir, settings: DetectSettings = DetectSetting
     make_folder(out_dir, "--out")
     rows = []
     stream = sys.stdout if progress_json else None
-    for n, job in enumerate(tqdm(jobs, desc="detect", unit="vol", disable=not progress), 1):
+    finished = FinishedVolumes(out_dir, detector.model_path, settings, force)
+    bar = tqdm(jobs, desc="detect", unit="vol", disable=not progress)
+    for n, job in enumerate(bar, 1):
         emit = _emitter(stream, n, len(jobs), job.name)
-        rows.append(detector.run(job, out_dir, progress=progress, on_step=emit))
+        row = finished.finished_row(job)
+        if row is None:
+            row = detector.run(job, out_dir, progress=progress, on_step=emit)
+            finished.record(job, row)
+        else:
+            emit("skipped", 1, 1)
+            bar.set_postfix(skipped=finished.skipped)
+        rows.append(row)
         emit("done", 1, 1)
+    finished.report(len(jobs), progress)
     return write_summary(out_dir, rows)

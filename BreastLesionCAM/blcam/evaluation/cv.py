@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import BlcamError
 from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.locks import folder_lock
 from ..patches.dataset import load_dataset
 from ..training import TrainConfig, train_model
 from ..training.checkpoint import LAST
@@ -54,7 +55,13 @@ def cross_validate(dataset_root, out_dir, config: TrainConfig, folds: int | None
 
     ``folds`` must match the export (it is a check, not a choice: folds are fixed when the
     patches are exported). ``on_epoch(run_name, record)`` follows each training's epochs.
+    Holds ``out_dir``'s folder lock (each fold's run folder is locked by its training too).
     """
+    with folder_lock(out_dir, purpose="cross-validating there"):
+        return _cross_validate_locked(dataset_root, out_dir, config, folds, progress, on_epoch)
+
+
+def _cross_validate_locked(dataset_root, out_dir, config: TrainConfig, folds, progress, on_epoch) -> dict:
     out_dir = Path(out_dir)
     ds = load_dataset(dataset_root)
     n_folds = int(ds.info["settings"]["folds"])

@@ -21,7 +21,7 @@ import json
 import re
 import sys
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -34,7 +34,9 @@ from ..errors import BlcamError
 from ..intensity import NORMALISATION, count_non_finite, non_finite_warning, robust_range
 from ..io.atomic import (atomic_path, check_output_folder, make_folder, remove_stale_temporaries, write_json_atomic,
                          write_text_atomic)
+from ..io.locks import LOCK_NAME, folder_lock
 from ..io.volume import read_volume
+from ..workers import process_pool
 from .extract import box_start, extract_box, padded_fraction, random_centres
 from .splits import assign_splits, choose_folds
 
@@ -69,7 +71,17 @@ class PatchJob:
 
 def export_dataset(cohort_csv, out, settings: ExportSettings = ExportSettings(), jobs: int = 1,
                    progress: bool = True) -> Path:
-    """Export the patch dataset; returns the manifest path."""
+    """Export the patch dataset; returns the manifest path.
+
+    Holds ``out``'s folder lock throughout: a second export, or a training reading ``out``,
+    is refused while this one writes it (:mod:`blcam.io.locks`).
+    """
+    check_output_folder(out)                          # before the lock, which would create the folder
+    with folder_lock(out, purpose="exporting there"):
+        return _export_locked(cohort_csv, out, settings, jobs, progress)
+
+
+def _export_locked(cohort_csv, out, settings: ExportSettings, jobs: int, progress: bool) -> Path:
     out = Path(out)
     check_output_folder(out)
     cohort = read_cohort(cohort_csv)
@@ -88,7 +100,7 @@ def export_dataset(cohort_csv, out, settings: ExportSettings = ExportSettings(),
             records += _run_job(job, out, settings)
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with process_pool(jobs) as pool:
             futures = [pool.submit(_run_job, job, out, settings) for job in jobs_list]
             for fut in as_completed(futures):
                 records += fut.result()
@@ -126,7 +138,7 @@ def _claim_folder(out: Path, info: dict) -> None:
         if old.get("settings") != info["settings"] or old.get("cohort") != info["cohort"]:
             raise BlcamError(f"{out}: holds an export with other settings or cohort "
                              f"({old.get('settings')}); choose another --out or delete it")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise BlcamError(f"{out}: folder exists and is not a patch dataset; choose another --out")
     make_folder(out / "patches")
     write_json_atomic(meta, info)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from ..errors import BlcamError
 from ..io.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from ..io.points import write_markups
 from ..io.volume import write_volume
+from ..workers import process_pool
 from .geometry import random_geometry
 from .lesions import annotate
 from .volume import DEFAULT_SHAPE, DEFAULT_SPACING, simulate_volume
@@ -90,7 +91,7 @@ def make_cohort(out, patients: int = 20, seed: int = 0, jobs: int = 1, shape=DEF
                 results[p] = make_patient(p, **args)
                 bar.update(1)
         else:
-            with ProcessPoolExecutor(max_workers=min(int(jobs), int(patients))) as pool:
+            with process_pool(min(int(jobs), int(patients))) as pool:
                 futures = {pool.submit(make_patient, p, **args): p for p in range(int(patients))}
                 for future in as_completed(futures):
                     results[futures[future]] = future.result()

@@ -78,6 +78,12 @@ class DistContext:
             dist.destroy_process_group()
 
 
+def launched_as_main() -> bool:
+    """Rank 0 of a torchrun job, or a plain process: known before :func:`setup` joins the
+    group, so rank 0 alone can take the folder locks before any rank starts work."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup(device_name: str) -> tuple[DistContext, torch.device]:
     """Join the torchrun process group if ``WORLD_SIZE`` > 1; pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ..errors import BlcamError
 from ..io.atomic import check_output_folder, make_folder, remove_stale_temporaries, write_json_atomic
+from ..io.locks import LOCK_NAME, folder_lock
 from ..metrics.classification import binary_summary
 from ..model import build_model, make_metadata, save_model
 from ..patches.dataset import PatchDataset, load_dataset
@@ -32,9 +33,10 @@ from .checkpoint import LAST, BackgroundWriter, load_checkpoint, restore_rng, rn
 from .config import TrainConfig
 from .data import (STREAM_TRAIN, PatchSource, batch_slices, centre_offset, crop_ranges, max_offsets, random_params,
                    to_network)
-from .distributed import DistContext, per_rank_batch, setup
+from .distributed import DistContext, launched_as_main, per_rank_batch, setup
 from .history import plot_curves, write_history
 from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
+from .resume_guard import check_same_dataset, dataset_identity
 
 MODEL_FILE = "model.safetensors"
 
@@ -63,7 +65,18 @@ def train_model(dataset_root, out_dir, config: TrainConfig, progress: bool = Tru
     ``on_epoch(record)`` is called on rank 0 after each epoch with the history row plus
     ``epochs`` and ``eta_s``; returning ``False`` stops training after that epoch (its
     checkpoint is complete), as a kill would. ``resume=True`` continues from ``last.pt``.
+    Rank 0 holds the run folder's lock and a shared lock on the dataset throughout
+    (:mod:`blcam.io.locks`): a second training into ``out_dir`` or an export writing the
+    dataset is refused instead of mixing files.
     """
+    check_output_folder(out_dir)                      # before the lock, which would create the folder
+    main = launched_as_main()
+    with folder_lock(dataset_root, shared=True, purpose="training on it", enabled=main), \
+            folder_lock(out_dir, purpose="training into it", enabled=main):
+        return _train_locked(dataset_root, out_dir, config, progress, on_epoch, resume)
+
+
+def _train_locked(dataset_root, out_dir, config: TrainConfig, progress, on_epoch, resume: bool) -> Path:
     out_dir = Path(out_dir)
     ds = load_dataset(dataset_root)
     split_records(ds, config.fold)                    # bad input fails before anything is created
@@ -78,7 +91,7 @@ def train_model(dataset_root, out_dir, config: TrainConfig, progress: bool = Tru
 
 
 # What a run writes before its first checkpoint: a run killed that early may start over.
-_OWN_FILES = {"config.json", "history.csv", "history.jsonl", "curves.png", MODEL_FILE}
+_OWN_FILES = {"config.json", "history.csv", "history.jsonl", "curves.png", MODEL_FILE, LOCK_NAME}
 
 
 def _claim_run_folder(out_dir: Path, resume: bool, ctx: DistContext) -> None:
@@ -156,6 +169,7 @@ class _Trainer:
         self.best: dict = {"value": None, "loss": None, "epoch": None}
         self.start_epoch = 1
         self.writer = BackgroundWriter()
+        self.dataset_id = dataset_identity(ds.root)
 
     # -- resume --------------------------------------------------------------------------
     def _load(self) -> None:
@@ -165,6 +179,7 @@ class _Trainer:
         if diff:
             detail = ", ".join(f"{k}: {saved.to_dict()[k]} → {self.cfg.to_dict()[k]}" for k in diff)
             raise BlcamError(f"{self.out / LAST}: cannot resume with a different recipe ({detail})")
+        check_same_dataset(state.get("dataset"), self.dataset_id, self.out / LAST, warn=self.ctx.is_main)
         if state["world_size"] != self.ctx.world_size:
             raise BlcamError(f"{self.out / LAST}: run used {state['world_size']} process(es), now "
                              f"{self.ctx.world_size}; resume with the same number")
@@ -236,7 +251,8 @@ class _Trainer:
         state = snapshot({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()})
         meta = self._metadata(epoch)
         ckpt = {**state, "epoch": epoch, "config": self.cfg.to_dict(), "history": [dict(r) for r in self.history],
-                "best": dict(self.best), "rng": rng_state(), "world_size": self.ctx.world_size}
+                "best": dict(self.best), "rng": rng_state(), "world_size": self.ctx.world_size,
+                "dataset": self.dataset_id}
 
         def job():
             if is_best:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..evaluation import evaluate_model
-from ..evaluation.table2 import resolve_model_path
+from ..model import resolve_model_path
 from . import positive_int
 
 

@@ -13,6 +13,7 @@ import json
 import os
 
 from ..errors import BlcamError
+from ..recipes import RECIPES, recipe_config
 from ..training import TrainConfig, train_model
 from ..training.config import DEVICES, MONITORS, PRECISIONS, RESIDENT
 from ..training.history import clean_record
@@ -22,7 +23,11 @@ _D = TrainConfig()
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``train`` and ``cv`` (defaults: the paper's recipe)."""
+    """Options shared by ``train`` and ``cv`` (defaults: the recipe's, see :mod:`blcam.recipes`)."""
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="default",
+                   help="'default': crops inside the volume + point supervision of the lesion map (Detect points "
+                   "at lesions); 'paper': the paper's method exactly (padded crops, classification loss only). "
+                   "Options given explicitly override the recipe (default: default)")
     p.add_argument("--arch", choices=["resnet10", "resnet18"], default=_D.arch,
                    help=f"MONAI 3D ResNet depth (default: {_D.arch})")
     p.add_argument("--stem", choices=["paper", "fast"], default=_D.stem,
@@ -38,10 +43,16 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="random crop taken inside each stored patch, k j i (default: %s)" % " ".join(map(str, _D.crop)))
     p.add_argument("--flip-p", type=float, default=_D.flip_p,
                    help=f"probability of a flip along k and, independently, along i (default: {_D.flip_p})")
-    p.add_argument("--padded-crops", action="store_true",
+    p.add_argument("--padded-crops", action="store_true", default=None,
                    help="take crops anywhere in the patch, as the paper does, even where a patch reaches past "
-                   "its volume's border and is padded (default: crops stay inside the volume wherever the "
+                   "its volume's border and is padded (default recipe: crops stay inside the volume wherever the "
                    "patch allows; padding only occurs beside lesions, so it would leak the label)")
+    p.add_argument("--point-loss", type=float, default=None, metavar="W",
+                   help="weight of the point-supervision loss that teaches the local-logit map to peak on the "
+                   "clicked lesion centre; 0 turns it off (recipes: default %g, paper 0)"
+                   % _D.point_loss)
+    p.add_argument("--point-sigma", type=float, default=None, metavar="S",
+                   help=f"width of the point targets in feature spacings (default: {_D.point_sigma})")
     p.add_argument("--device", choices=DEVICES, default=_D.device,
                    help="where to train: auto picks cuda, then mps, then cpu (default: auto)")
     p.add_argument("--seed", type=int, default=_D.seed,
@@ -60,10 +71,14 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA; default: off)")
 
 
+RECIPE_OPTIONS = ("padded_crops", "point_loss", "point_sigma")   # None unless given: the recipe decides
+
+
 def config_from_args(args, fold=None) -> TrainConfig:
-    return TrainConfig(arch=args.arch, stem=args.stem, widen=args.width, epochs=args.epochs,
+    explicit = {k: getattr(args, k) for k in RECIPE_OPTIONS if getattr(args, k) is not None}
+    return recipe_config(args.recipe, **explicit, arch=args.arch, stem=args.stem, widen=args.width, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, crop=tuple(args.crop), flip_p=args.flip_p,
-                       padded_crops=args.padded_crops, fold=fold, device=args.device, seed=args.seed,
+                       fold=fold, device=args.device, seed=args.seed,
                        workers=args.workers, resident=args.resident, precision=args.precision, val_every=args.val_every,
                        monitor=args.monitor, compile=args.compile)
 

@@ -23,12 +23,11 @@ from ..cam.dense import CONTEXTS, DenseLesionMapper, default_slab_step
 from ..cam.sliding import sliding_lesion_map
 from ..cohort import read_cohort
 from ..errors import BlcamError
-from ..evaluation.table2 import resolve_model_path
 from ..intensity import count_non_finite, non_finite_warning, normalise_volume
 from ..io.atomic import check_output_folder, make_folder
 from ..io.locks import folder_lock
 from ..io.volume import Geometry, read_volume, write_volume
-from ..model import load_model, total_stride
+from ..model import load_model, model_stride, resolve_model_path
 from .candidates import find_candidates
 from .outputs import write_candidates, write_summary
 from .overlays import candidate_figure, contact_sheet
@@ -117,7 +116,7 @@ class Detector:
         self.model_path = resolve_model_path(model_path)
         self.model, self.meta = load_model(self.model_path, self.device)
         self.crop = tuple(self.meta["crop"])
-        self.stride = total_stride(self.meta["stem"])
+        self.stride = model_stride(self.meta)
         step = settings.slab_step or default_slab_step(self.crop, self.meta.get("patch"))
         self.mapper = (DenseLesionMapper(self.model, self.crop, self.device, settings.max_memory_gb,
                                          settings.context, step)

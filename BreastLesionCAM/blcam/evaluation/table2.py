@@ -19,28 +19,15 @@ from tqdm import tqdm
 from ..errors import BlcamError
 from ..io.atomic import write_json_atomic, write_text_atomic
 from ..metrics.classification import binary_summary
-from ..model import load_model
+from ..model import load_model, resolve_model_path
 from ..patches.dataset import PatchDataset, load_dataset
 from ..training.data import STREAM_EVAL, PatchSource, centre_offset, crop_ranges, random_params
 from ..training.distributed import resolve_device
-from ..training.loop import MODEL_FILE
 from ..training.predict import predict_logits, sigmoid
 from .report import markdown_table, plot_roc
 
 MODES = ("patch", "centre", "random")
 METRICS = ("auc", "accuracy", "sensitivity", "specificity")
-
-
-def resolve_model_path(run_or_model) -> Path:
-    """A run folder (→ its ``model.safetensors``) or a model file."""
-    path = Path(run_or_model)
-    if path.is_dir():
-        path = path / MODEL_FILE
-        if not path.is_file():
-            raise BlcamError(f"{run_or_model}: run folder has no {MODEL_FILE} (training not started or failed)")
-    elif not path.is_file():
-        raise BlcamError(f"{path}: no such run folder or model file")
-    return path
 
 
 def split_for_evaluation(ds: PatchDataset, split: str, meta: dict) -> list[dict]:

@@ -89,6 +89,14 @@ def load_dataset(root) -> PatchDataset:
     if not manifest.is_file():
         raise BlcamError(f"{root}: export did not finish (no manifest.csv); rerun 'blcam export' to resume")
     info = json.loads(meta.read_text(encoding="utf-8"))
+    records = read_manifest(manifest)
+    if not records:
+        raise BlcamError(f"{manifest}: no patches")
+    return PatchDataset(root, info, records)
+
+
+def read_manifest(manifest: Path) -> list[dict]:
+    """The typed rows of a ``manifest.csv`` (an export's, or a run's mined hard negatives)."""
     with manifest.open(newline="", encoding="utf-8") as fh:
         records = []
         for row_no, rec in enumerate(csv.DictReader(fh), 2):
@@ -102,6 +110,4 @@ def load_dataset(root) -> PatchDataset:
             except (KeyError, ValueError) as exc:
                 raise BlcamError(f"{manifest} row {row_no}: bad value ({exc})") from None
             records.append(rec)
-    if not records:
-        raise BlcamError(f"{manifest}: no patches")
-    return PatchDataset(root, info, records)
+    return records

@@ -97,18 +97,18 @@ def _export_locked(cohort_csv, out, settings: ExportSettings, jobs: int, progres
     bar = tqdm(total=len(jobs_list), desc="export", unit="vol", disable=not progress)
     if jobs <= 1:
         for job in jobs_list:
-            records += _run_job(job, out, settings)
+            records += cut_patches(job, out, settings)
             bar.update()
     else:
         with process_pool(jobs) as pool:
-            futures = [pool.submit(_run_job, job, out, settings) for job in jobs_list]
+            futures = [pool.submit(cut_patches, job, out, settings) for job in jobs_list]
             for fut in as_completed(futures):
                 records += fut.result()
                 bar.update()
     bar.close()
     records.sort(key=lambda r: (r["row"], r["kind"], r["patch_id"]))
     manifest = out / "manifest.csv"
-    write_text_atomic(manifest, _to_csv(records))
+    write_text_atomic(manifest, manifest_csv(records))
     return manifest
 
 
@@ -183,7 +183,7 @@ def _check_room_for_negatives(cohort: Cohort, r: CohortRow, patch) -> None:
                          "be mostly padding; export a smaller --patch or leave the volume out")
 
 
-def _run_job(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
+def cut_patches(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
     """Write the patches of one volume (skipping finished ones) and return their records.
 
     Patches keep the volume's own grey values (floats as float32): normalising is a lookup
@@ -230,7 +230,7 @@ def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings, lo: floa
             "padded_fraction": f"{padded:.6f}", "grey_low": repr(float(lo)), "grey_high": repr(float(hi))}
 
 
-def _to_csv(records: list[dict]) -> str:
+def manifest_csv(records: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()

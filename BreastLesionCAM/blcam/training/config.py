@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import BlcamError
-from ..model import ARCHS, STEMS
+from ..model import ARCHS, OUTPUT_STRIDES, STEMS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -35,6 +35,12 @@ class TrainConfig:
     crop: tuple[int, int, int] = (16, 160, 160)
     flip_p: float = 0.5           # per axis, along k (depth/slices) and i (horizontal)
     padded_crops: bool = False    # True: crops anywhere in the patch, padding included (the paper)
+    output_stride: int = 16       # 8: layer4 without its stride, a twice finer lesion map (model.py)
+    point_loss: float = 1.0       # weight of the point-supervision loss on the local-logit map (0: the paper)
+    hard_negatives: int = 0       # rounds of hard-negative mining during training (hard_negatives.py)
+    hard_negatives_per_volume: int = 4    # candidates mined per healthy training volume and round
+    hard_negatives_min_score: float = 0.5  # only candidates the network scores at least this high
+    point_sigma: float = 0.5      # width of the point targets, in feature spacings (point_supervision.py)
     fold: int | None = None       # None: train on all training folds, validate on the test split
     device: str = "auto"
     seed: int = 0
@@ -61,6 +67,15 @@ class TrainConfig:
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (len(self.crop) == 3 and min(self.crop) >= 1, f"--crop must be three positive sizes, got {self.crop}"),
             (0.0 <= self.flip_p <= 1.0, f"--flip-p must be in [0, 1], got {self.flip_p}"),
+            (self.output_stride in OUTPUT_STRIDES,
+             f"--output-stride {self.output_stride}: choose one of {', '.join(map(str, OUTPUT_STRIDES))}"),
+            (self.point_loss >= 0, f"--point-loss must be ≥ 0, got {self.point_loss}"),
+            (self.hard_negatives >= 0, f"--hard-negatives must be ≥ 0, got {self.hard_negatives}"),
+            (self.hard_negatives_per_volume >= 1,
+             f"--hard-negatives-per-volume must be at least 1, got {self.hard_negatives_per_volume}"),
+            (0.0 <= self.hard_negatives_min_score <= 1.0,
+             f"--hard-negatives-min-score must be in [0, 1], got {self.hard_negatives_min_score}"),
+            (self.point_sigma > 0, f"--point-sigma must be positive, got {self.point_sigma}"),
             (self.fold is None or self.fold >= 0, f"--fold must be ≥ 0, got {self.fold}"),
             (self.device in DEVICES, f"--device '{self.device}': choose one of {', '.join(DEVICES)}"),
             (self.workers >= 0, f"--workers must be ≥ 0, got {self.workers}"),

@@ -27,7 +27,7 @@ from ..errors import BlcamError
 from ..io.atomic import check_output_folder, make_folder, remove_stale_temporaries, write_json_atomic
 from ..io.locks import LOCK_NAME, folder_lock
 from ..metrics.classification import binary_summary
-from ..model import build_model, make_metadata, save_model
+from ..model import MODEL_FILE, build_model, make_metadata, save_model, total_stride
 from ..patches.dataset import PatchDataset, load_dataset
 from .checkpoint import LAST, BackgroundWriter, load_checkpoint, restore_rng, rng_state, save_checkpoint, snapshot
 from .config import TrainConfig
@@ -35,10 +35,11 @@ from .data import (STREAM_TRAIN, PatchSource, batch_slices, centre_offset, crop_
                    to_network)
 from .distributed import DistContext, launched_as_main, per_rank_batch, setup
 from .history import plot_curves, write_history
+from .hard_negatives import load_mined, mine, mined_manifest, mining_epochs
+from .point_supervision import LocalLogitNet, lesion_in_crop, point_sigma, point_targets
 from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
 from .resume_guard import check_same_dataset, dataset_identity
 
-MODEL_FILE = "model.safetensors"
 
 
 def split_records(ds: PatchDataset, fold: int | None) -> tuple[list[dict], list[dict], str]:
@@ -150,11 +151,15 @@ class _Trainer:
         if self.cuda:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(config.seed)
-        net = build_model(config.arch, config.stem, config.widen).to(device)
+        net = build_model(config.arch, config.stem, config.widen, config.output_stride).to(device)
         if self.cuda:
             net = net.to(memory_format=torch.channels_last_3d)
         self.net = net
-        self.model = torch.compile(net) if config.compile else net
+        # Point supervision needs the local-logit map; the paper's recipe runs the net as it is.
+        self.pointed = config.point_loss > 0
+        trained = LocalLogitNet(net) if self.pointed else net
+        self.stride = total_stride(config.stem, config.output_stride)
+        self.model = torch.compile(trained) if config.compile else trained
         if ctx.distributed:
             self.model = DistributedDataParallel(self.model, device_ids=[device.index] if self.cuda else None)
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -170,6 +175,25 @@ class _Trainer:
         self.start_epoch = 1
         self.writer = BackgroundWriter()
         self.dataset_id = dataset_identity(ds.root)
+        self.mine_at = mining_epochs(config.epochs, config.hard_negatives)
+        self.mined = 0
+
+    # -- hard-negative mining (hard_negatives.py) -----------------------------------------
+    def _mine(self, round_no: int) -> None:
+        """Mine one round (rank 0; a resumed run reloads a finished round) and train on it."""
+        if self.ctx.is_main and not mined_manifest(self.out, round_no).is_file():
+            c = self.cfg
+            mine(self.net, self.ds, self.train_recs, c.crop, self.device, self.out, round_no,
+                 c.hard_negatives_per_volume, c.hard_negatives_min_score, progress=self.progress)
+        self.ctx.barrier()
+        added = load_mined(self.out, round_no)
+        self.mined += len(added)
+        self.train_recs = self.train_recs + added
+        c = self.cfg
+        self.train_src = PatchSource(self.ds, self.train_recs, c.crop, self.device, c.resident, c.workers)
+        self.crop_ranges = None if c.padded_crops else crop_ranges(self.ds, self.train_recs, c.crop)
+        self.sampler = DistributedSampler(range(len(self.train_recs)), num_replicas=self.ctx.world_size,
+                                          rank=self.ctx.rank, shuffle=True, seed=c.seed, drop_last=False)
 
     # -- resume --------------------------------------------------------------------------
     def _load(self) -> None:
@@ -200,10 +224,17 @@ class _Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         n_batches = len(batch_slices(len(order), self.batch, merge_single=True))
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress)
-        for x, y, _ in self.train_src.batches(order, offsets, flips, self.batch, merge_single=True):
+        targets = self._point_targets(order, offsets, flips) if self.pointed else None
+        for x, y, rows in self.train_src.batches(order, offsets, flips, self.batch, merge_single=True):
             with autocast_for(self.device, self.cfg.precision):
-                logits = self.model(to_network(x, self.cuda)).reshape(-1)
-            loss = self.loss_fn(logits.float(), y)
+                out = self.model(to_network(x, self.cuda))
+            if self.pointed:
+                local = out.float()
+                logits = local.mean(dim=(1, 2, 3))
+                loss = self.loss_fn(logits, y) + self.cfg.point_loss * self.loss_fn(local, targets[rows])
+            else:
+                logits = out.reshape(-1)
+                loss = self.loss_fn(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -215,12 +246,24 @@ class _Trainer:
                                                     self.device)
         return total_loss / n, total_correct / n, int(n)
 
+    def _point_targets(self, order, offsets, flips) -> torch.Tensor:
+        """Point targets of this epoch's crops, indexed by patch row (a patch's crop and flips
+        depend only on seed, epoch and patch, so a row repeated by DDP padding agrees)."""
+        where = lesion_in_crop(self.ds.patch_size, self.cfg.crop, offsets, flips)
+        labels = np.array([self.train_recs[r]["label"] for r in order])
+        per_crop = point_targets(where, labels, self.cfg.crop, self.stride,
+                                 point_sigma(self.stride, self.cfg.point_sigma))
+        table = torch.zeros((len(self.train_recs), *per_crop.shape[1:]))
+        table[torch.as_tensor(order)] = per_crop
+        return table.to(self.device)
+
     def _validate(self) -> dict:
         """Centred crops of the held-out patches; scores gathered from every rank."""
         rows = list(range(self.ctx.rank, len(self.val_recs), self.ctx.world_size))
         offsets = np.tile(centre_offset(self.ds.patch_size, self.cfg.crop), (len(rows), 1))
         # Forward only: twice the training batch fits in the memory a training step needs.
-        logits = predict_logits(self.model, self.val_src, rows, offsets, 2 * self.batch,
+        classifier = self.net if self.pointed else self.model     # one logit per crop
+        logits = predict_logits(classifier, self.val_src, rows, offsets, 2 * self.batch,
                                 self.cfg.precision, self.cuda)
         parts = self.ctx.gather((rows, logits.tolist()))
         all_rows = np.concatenate([np.asarray(r, np.int64) for r, _ in parts])
@@ -235,9 +278,10 @@ class _Trainer:
         training = {**self.cfg.to_dict(), "dataset": str(self.ds.root.resolve()), "val_split": self.val_split,
                     "epoch": epoch, "monitor": self.cfg.monitor if self.val_src else None,
                     "best_value": self.best["value"], "best_epoch": self.best["epoch"],
-                    "world_size": self.ctx.world_size, "n_train": len(self.train_recs), "n_val": len(self.val_recs)}
+                    "world_size": self.ctx.world_size, "n_train": len(self.train_recs), "n_val": len(self.val_recs),
+                    "hard_negatives_mined": self.mined}
         return make_metadata(self.cfg.arch, self.cfg.stem, self.cfg.widen, self.cfg.crop,
-                             self.ds.patch_size, training=training)
+                             self.ds.patch_size, training=training, output_stride=self.cfg.output_stride)
 
     def _plot(self) -> None:
         plot_curves(self.out / "curves.png", self.history,
@@ -264,6 +308,9 @@ class _Trainer:
     def run(self, resume: bool) -> Path:
         if resume:
             self._load()
+        for round_no, at in enumerate(self.mine_at):
+            if at < self.start_epoch:              # mined before the checkpoint: reload (or redo) it
+                self._mine(round_no)
         if self.ctx.is_main:
             write_json_atomic(self.out / "config.json", {**self.cfg.to_dict(), "val_split": self.val_split,
                                                          "world_size": self.ctx.world_size})
@@ -303,6 +350,10 @@ class _Trainer:
                     if self.ctx.is_main:
                         self._plot()
                     break
+                if epoch in self.mine_at:
+                    self._mine(self.mine_at.index(epoch))
+                    # The best model is chosen among those trained on the final training set.
+                    self.best = {"value": None, "loss": None, "epoch": None}
         finally:
             bar.close()
             self.writer.close()

@@ -137,7 +137,7 @@ def test_evaluate_detection_cli_breakdown_calibration_and_pngs(tmp_path, capsys)
     assert b["unmatched"] == 0 and b["lesion_table"] == str(tmp_path / "lesions.csv")
     assert {k: (g["lesions"], g["pointing_game"]) for k, g in b["kind"].items()} == {"cyst": (1, 1.0),
                                                                                       "irregular": (1, 0.0)}
-    assert b["size"]["< 5 mm"]["froc_mean_sensitivity"] == 0.0 and b["size"]["≥ 10 mm"]["froc_mean_sensitivity"] == 1.0
+    assert [b["size"][g]["froc_mean_sensitivity"] for g in ("< 5 mm", "≥ 10 mm")] == [0.0, 1.0]
     cal = r["calibration"]                               # .8 hit, .6 miss, .4 miss
     assert cal["brier"] == pytest.approx((0.2**2 + 0.6**2 + 0.4**2) / 3) and cal["volume"]["n"] == 3
     md = out.with_suffix(".md").read_text(encoding="utf-8")
@@ -160,3 +160,42 @@ def test_evaluate_detection_cli_breakdown_calibration_and_pngs(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.csv row 3" in err[0] and "'three'" in err[0]
     assert not out.exists()
+
+
+def test_demo_report_shows_breakdown_calibration_and_hits_and_misses(tmp_path):
+    """The report's new sections, from a localisation result of the hand-built cohort (A hit, B missed)."""
+    from blcam.demo import DemoConfig
+    from blcam.demo.report import write_report
+    from blcam.evaluation.table2 import json_safe
+    from blcam.io.atomic import write_json_atomic
+
+    truths, dets = _cohort()
+    loc = evaluate_localisation(truths, dets, hit_mm=5.0)
+    a, b = truths[0].centres_lps[0], truths[1].centres_lps[0]
+    table = [_row("A", a, "cyst", 12.0), _row("B", b, "irregular", 4.0)]
+    loc["breakdown"] = breakdown(truths, dets, loc["per_lesion"], table, {"kind", "diameter_mm"}, 5.0)
+    loc["calibration"] = calibration(truths, dets, 5.0)
+    det = tmp_path / "detections"
+    paths = {"evaluation": tmp_path / "evaluation" / "table2.json", "localisation": det / "localisation.json",
+             "run": tmp_path / "run", "detections": det}
+    write_json_atomic(paths["localisation"], json_safe(loc))
+    mode = {"input": "16×32×48", "auc": 0.9, "accuracy": 0.8, "sensitivity": 0.7, "specificity": 0.9}
+    write_json_atomic(paths["evaluation"], {"n": 12, "modes": {m: mode for m in ("patch", "centre", "random")}})
+    (det / "detections.csv").write_text("name,volume,label,volume_score\n" + "".join(
+        f"{n},/data/{n},{'healthy' if n == 'C' else 'lesion'},{d.volume_score}\n" for n, d in zip("ABC", dets)),
+        encoding="utf-8")
+    for n in "ABC":
+        (det / f"{n}_contact.png").write_bytes(b"png")
+    (det / "localisation_calibration.png").write_bytes(b"png")
+    write_report(tmp_path, paths, DemoConfig(), {})
+
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    for piece in ("## Localisation per lesion kind", "| cyst | 1 | 1.000 |", "| irregular | 1 | 0.000 |",
+                  "## Localisation per lesion size (diameter)", "| < 5 mm | 1 |", "## Calibration of the scores",
+                  "| candidate score vs hits a lesion | 7 |", "localisation_calibration.png",
+                  "**A, all lesions hit: lesion 1 (cyst, 12.0 mm) hit, peak", "**B, a lesion missed: lesion 1 "
+                  "(irregular, 4.0 mm) missed, nearest peak 17.7 mm away**", "## Table 2", "## Overlays"):
+        assert piece in md, piece
+    assert "froc_by_kind" not in md                       # not written, so not shown
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "Hits and misses" in page and "detections/B_contact.png" in page and "Calibration of the scores" in page

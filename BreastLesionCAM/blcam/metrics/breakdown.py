@@ -68,7 +68,10 @@ def find_lesion_table(cohort_csv) -> Path | None:
 
 
 def read_lesion_table(path) -> tuple[list[TableLesion], set[str]]:
-    """Rows and the optional columns present (``kind``, ``diameter_mm``); bad input → BlcamError naming file and row."""
+    """Rows and the optional columns present (``kind``, ``diameter_mm``).
+
+    Bad input (missing columns, text for numbers) → BlcamError naming the file and row.
+    """
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:

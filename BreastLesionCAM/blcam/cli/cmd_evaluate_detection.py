@@ -1,4 +1,5 @@
-"""``blcam evaluate-detection DETECTIONS COHORT.csv``: pointing game, distance, FROC, volume AUC."""
+"""``blcam evaluate-detection DETECTIONS COHORT.csv``: pointing game, distance, FROC, volume AUC,
+per-kind and per-size breakdown (lesion table) and calibration of the scores."""
 
 from __future__ import annotations
 

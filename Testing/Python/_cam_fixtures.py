@@ -11,9 +11,12 @@ an exact identity that holds for any weights.
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import torch
 
+from blcam.io.atomic import write_json_atomic
 from blcam.model import build_model, make_metadata, save_model
 
 
@@ -79,3 +82,19 @@ def save_test_model(path, model, crop=(16, 48, 48), patch=(24, 72, 72)):
     """Write ``model`` as a model file the CLI can load."""
     save_model(path, model, make_metadata("resnet10", "paper", model.conv1.out_channels / 64, crop, patch))
     return path
+
+
+def write_detect_folder(det, volumes) -> None:
+    """A minimal ``blcam detect`` output folder, without running a model: ``volumes`` holds
+    ``(name, volume path, LPS points, scores)``; the volume score is the best candidate's."""
+    rows = []
+    for name, volume, points, scores in volumes:
+        cands = [{"label": f"lesion-{n + 1}", "score": s, "x": p[0], "y": p[1], "z": p[2]}
+                 for n, (p, s) in enumerate(zip(points, scores))]
+        write_json_atomic(det / f"{name}_candidates.json", {"candidates": cands})
+        rows.append({"name": name, "volume": str(volume), "volume_score": max(scores, default=0.0),
+                     "candidates_json": f"{name}_candidates.json"})
+    with (det / "detections.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -30,6 +30,13 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     held_out = (out / "held_out_cohort.csv").read_text(encoding="utf-8").splitlines()
     assert loc["volumes"] == len(held_out) - 1 and loc["lesions"] >= 1
     assert 0.0 <= loc["pointing_game"] <= 1.0
+    # The phantom's lesions.csv is passed: every annotated lesion matches its row (kind, size).
+    assert loc["breakdown"]["unmatched"] == 0 and "unknown" not in loc["breakdown"]["kind"]
+    assert sum(g["lesions"] for g in loc["breakdown"]["size"].values()) == loc["lesions"]
+    assert loc["calibration"]["volume"]["n"] == loc["volumes"]
+    for piece in ("Localisation per lesion kind", "Calibration of the scores", "localisation_calibration.png",
+                  "localisation_froc_by_kind.png", "Hits and misses"):
+        assert piece in page, piece
     timings = json.loads((out / "timings.json").read_text(encoding="utf-8"))
     assert set(timings) == {"phantom", "export", "train", "evaluate", "detect", "metrics", "report"}
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
-from _cam_fixtures import blob_volume
+from _cam_fixtures import blob_volume, write_detect_folder
 
 from blcam.cli import main
-from blcam.io.atomic import write_json_atomic
 from blcam.io.points import write_markups
 from blcam.io.volume import Geometry, write_volume
 from blcam.metrics.localisation import FROC_RATES, VolumeDetections, VolumeTruth, evaluate_localisation
@@ -77,17 +75,8 @@ def test_evaluate_detection_cli_reads_a_detect_folder(tmp_path):
     with (tmp_path / "cohort.csv").open("w") as fh:
         fh.write("patient,volume,label,annotation\np1,v1.nrrd,lesion,v1.mrk.json\np2,v2.nrrd,healthy,\n")
     det = tmp_path / "det"
-    rows = []
-    for name, points, scores in [("v1", [_lps((11, 20, 20))], [0.8]), ("v2", [_lps((3, 3, 3))], [0.4])]:
-        cands = [{"label": f"lesion-{n + 1}", "score": s, "x": p[0], "y": p[1], "z": p[2]}
-                 for n, (p, s) in enumerate(zip(points, scores))]
-        write_json_atomic(det / f"{name}_candidates.json", {"candidates": cands})
-        rows.append({"name": name, "volume": str(tmp_path / f"{name}.nrrd"), "volume_score": max(scores),
-                     "candidates_json": f"{name}_candidates.json"})
-    with (det / "detections.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_detect_folder(det, [("v1", tmp_path / "v1.nrrd", [_lps((11, 20, 20))], [0.8]),
+                              ("v2", tmp_path / "v2.nrrd", [_lps((3, 3, 3))], [0.4])])
     out = tmp_path / "loc.json"
     assert main(["evaluate-detection", str(det), str(tmp_path / "cohort.csv"), "--masks",
                  str(tmp_path / "masks"), "--out", str(out)]) == 0

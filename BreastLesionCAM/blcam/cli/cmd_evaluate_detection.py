@@ -1,18 +1,21 @@
-"""``blcam evaluate-detection DETECTIONS COHORT.csv``: pointing game, distance, FROC, volume AUC."""
+"""``blcam evaluate-detection DETECTIONS COHORT.csv``: pointing game, distance, FROC, volume AUC,
+per-kind and per-size breakdown (lesion table) and calibration of the scores."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..detect.scoring import evaluate_detection
+from ..detect.scoring import evaluate_detection, figure_paths
 
 
 def register(sub) -> None:
     p = sub.add_parser("evaluate-detection", help="localisation metrics of a 'blcam detect' output folder",
                        description="Score the candidates of a 'blcam detect' folder against the cohort's lesion "
                        "centres (and masks where known): pointing game, peak-to-centre distance, FROC (sensitivity "
-                       "at 0.125-8 false positives per volume) and volume-level AUC. Only the cohort's volumes "
-                       "that were detected are scored.")
+                       "at 0.125-8 false positives per volume), volume-level AUC and the calibration of the scores "
+                       "(reliability diagram, ECE, Brier). With a lesion table (kind, diameter) the metrics are "
+                       "also given per lesion kind and size. Only the cohort's volumes that were detected are "
+                       "scored.")
     p.add_argument("detections", help="output folder of 'blcam detect' (holds detections.csv)")
     p.add_argument("cohort", help="cohort CSV with the lesion annotations (optional 'mask' column)")
     p.add_argument("--masks", default=None, metavar="DIR",
@@ -20,15 +23,31 @@ def register(sub) -> None:
                    "(default: the cohort's 'mask' column, else centres only)")
     p.add_argument("--hit-mm", type=float, default=10.0,
                    help="without a mask, a candidate within this distance of a centre hits the lesion (default: 10)")
+    p.add_argument("--lesions", default=None, metavar="CSV",
+                   help="lesion table for the per-kind and per-size breakdown: columns volume (the volume file's "
+                   "stem), x,y,z (LPS mm), optional kind and diameter_mm (default: lesions.csv beside the "
+                   "cohort CSV if it has them, as 'blcam phantom' writes)")
     p.add_argument("--out", default=None, metavar="metrics.json",
-                   help="JSON to write; .md and _froc.png go beside it (default: DETECTIONS/localisation.json)")
+                   help="JSON to write; .md, _froc.png, _calibration.png and (with kinds) _froc_by_kind.png "
+                   "go beside it (default: DETECTIONS/localisation.json)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     out = Path(args.out) if args.out else Path(args.detections) / "localisation.json"
-    r = evaluate_detection(args.detections, args.cohort, out, args.masks, args.hit_mm)
+    r = evaluate_detection(args.detections, args.cohort, out, args.masks, args.hit_mm, args.lesions)
     print(f"pointing game {r['pointing_game']:.3f}, median distance {r['distance_mm_median']:.2f} mm, "
           f"FROC mean sensitivity {r['froc']['mean_sensitivity']:.3f}, volume AUC {r['volume_auc']:.3f}")
-    print(f"wrote {out}")
+    cal = r["calibration"]
+    print(f"calibration: candidates ECE {cal['ece']:.3f}, Brier {cal['brier']:.3f}; "
+          f"volumes ECE {cal['volume']['ece']:.3f}, Brier {cal['volume']['brier']:.3f}")
+    if "breakdown" in r:
+        b = r["breakdown"]
+        groups = "; ".join(f"{name} {len(b[name])} groups" for name in ("kind", "size") if name in b)
+        print(f"breakdown from {b['lesion_table']}: {groups or 'no kind or diameter_mm column'}; "
+              f"{b['unmatched']} of {r['lesions']} lesions unmatched (group 'unknown')")
+    print(f"wrote {out} and {out.with_suffix('.md').name}")
+    for path in figure_paths(out).values():
+        if path.is_file():
+            print(f"wrote {path}")
     return 0

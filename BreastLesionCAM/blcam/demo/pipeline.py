@@ -1,7 +1,8 @@
 """``blcam demo``: the whole main job on the embedded phantom, end to end, on a laptop CPU.
 
 phantom cohort → patch export → training (paper recipe, scaled down) → Table 2 on the held-out
-patches → Detect on the held-out *volumes* → localisation metrics → report (``index.html`` and
+patches → Detect on the held-out *volumes* → localisation metrics (with the phantom's
+``lesions.csv``: per lesion kind and size; calibration of the scores) → report (``index.html`` and
 ``report.md``). The default configuration is sized to finish in well under 15 minutes on a
 2-core CPU: volumes at 0.5 mm isotropic spacing (the phantom's default is ABUS-like 1.0 ×
 0.15 × 0.2 mm), a half-width ResNet-10 with the paper's stem (finest CAM) and 16×32×48
@@ -73,9 +74,15 @@ class DemoConfig:
                 "export": ["patch", "negatives_per_volume", "test_fraction", "seed"],
                 "train": ["arch", "stem", "widen", "crop", "epochs", "batch_size", "lr", "seed"],
                 "evaluate": [], "detect": ["top_k", "nms_mm", "overlays"], "metrics": [], "report": []}[step]
-        return {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keys}
+        part = {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keys}
+        if step in STEP_VERSIONS:
+            part["version"] = STEP_VERSIONS[step]
+        return part
 
 
+# A step whose output changed (metrics 2: breakdown per kind and size, calibration) reruns
+# in an existing demo folder, and so does every step after it.
+STEP_VERSIONS = {"metrics": 2}
 STEPS = ("phantom", "export", "train", "evaluate", "detect", "metrics", "report")
 
 
@@ -180,11 +187,13 @@ def run_demo(out, config: DemoConfig = DemoConfig(), progress: bool = True) -> P
     step(5, "detect", "Detect on the held-out volumes (heatmaps, candidates, overlays)", run_detect)
 
     def metrics():
+        # The phantom's lesions.csv gives each lesion's kind and diameter: metrics per kind and size.
         r = evaluate_detection(paths["detections"], paths["test_cohort"], paths["localisation"],
-                               out / "phantom" / "masks")
+                               out / "phantom" / "masks", lesions=out / "phantom" / "lesions.csv")
         print(f"      pointing game {r['pointing_game']:.3f}, median distance {r['distance_mm_median']:.2f} mm, "
               f"FROC {r['froc']['mean_sensitivity']:.3f}, volume AUC {r['volume_auc']:.3f}", flush=True)
-    step(6, "metrics", "localisation metrics (pointing game, distance, FROC, volume AUC)", metrics)
+    step(6, "metrics", "localisation metrics (pointing game, distance, FROC, volume AUC, per kind and size, "
+         "calibration)", metrics)
 
     index = out / "index.html"
     step(7, "report", "report", lambda: write_report(out, paths, config, timings))

@@ -4,7 +4,11 @@ Written twice from the same content: ``index.html`` (opens in any browser, image
 relative path so the folder can be moved or zipped) and ``report.md`` (renders on GitHub
 and in editors). The overlay pictures are the contact sheets of the held-out lesion volumes
 the model scored highest and lowest, and of the healthy volumes it scored highest (its
-most convincing false alarms): the cases worth looking at.
+most convincing false alarms): the cases worth looking at. Where the localisation result
+has them, the per-kind and per-size tables, the calibration of the scores (reliability
+diagram) and contact sheets of lesion volumes whose lesions were all hit and of volumes
+with a missed lesion (captioned with each lesion's kind, size and distance) follow: the
+misses say which lesions the detector cannot yet find.
 """
 
 from __future__ import annotations
@@ -15,21 +19,24 @@ import json
 import math
 from pathlib import Path
 
+from ..detect.scoring import figure_paths
 from ..io.atomic import write_text_atomic
+from ..metrics.breakdown import breakdown_tables, fmt, md_table
+from ..metrics.calibration import calibration_table
 from ..metrics.localisation import FROC_RATES
 
 MODES = (("patch", "full patch"), ("centre", "centred crop"), ("random", "random crop"))
 METRICS = (("auc", "AUC"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"), ("specificity", "specificity"))
 
 
-def _f(value, digits: int = 3) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+def _detections(det_dir: Path) -> list[dict]:
+    with (det_dir / "detections.csv").open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 def _pick_overlays(det_dir: Path) -> list[tuple[str, str]]:
     """``(caption, png)`` contact sheets: best and worst lesion volumes, most suspicious healthy ones."""
-    with (det_dir / "detections.csv").open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = _detections(det_dir)
     lesion = sorted((r for r in rows if r["label"] == "lesion"), key=lambda r: -float(r["volume_score"]))
     healthy = sorted((r for r in rows if r["label"] == "healthy"), key=lambda r: -float(r["volume_score"]))
     chosen = [("lesion volume, highest score", r) for r in lesion[:2]]
@@ -39,28 +46,54 @@ def _pick_overlays(det_dir: Path) -> list[tuple[str, str]]:
              f"{det_dir.name}/{r['name']}_contact.png") for cap, r in chosen]
 
 
+def _lesion_caption(row: dict) -> str:
+    """``lesion 2 (cyst, 7.5 mm) missed, nearest peak 23.0 mm away``: what one per-lesion row says."""
+    what = ", ".join(x for x in (row.get("kind") if row.get("kind") != "unknown" else None,
+                                 f"{row['diameter_mm']:.1f} mm" if row.get("diameter_mm") else None) if x)
+    dist = row.get("distance_mm")
+    where = "no candidate" if dist is None or not math.isfinite(dist) else \
+        f"peak {dist:.1f} mm from the centre" if row["hit"] else f"nearest peak {dist:.1f} mm away"
+    return f"lesion {row['lesion']}{f' ({what})' if what else ''} {'hit' if row['hit'] else 'missed'}, {where}"
+
+
+def _hits_and_misses(det_dir: Path, loc: dict, n: int = 2) -> list[tuple[str, str]]:
+    """``(caption, png)`` contact sheets of up to ``n`` lesion volumes whose lesions were all hit
+    and ``n`` with a missed lesion, from the localisation result's per-lesion rows."""
+    names = {Path(r["volume"]).name: r["name"] for r in _detections(det_dir)}
+    volumes: dict[str, list[dict]] = {}
+    for row in loc.get("per_lesion", []):
+        volumes.setdefault(row["volume"], []).append(row)
+    picked = {True: [], False: []}
+    for volume, rows in volumes.items():
+        name = names.get(volume)
+        group = picked[all(r["hit"] for r in rows)]
+        if name and len(group) < n and (det_dir / f"{name}_contact.png").is_file():
+            title = "all lesions hit" if all(r["hit"] for r in rows) else "a lesion missed"
+            group.append((f"{name}, {title}: " + "; ".join(_lesion_caption(r) for r in rows),
+                          f"{det_dir.name}/{name}_contact.png"))
+    return picked[True] + picked[False]
+
+
 def _tables(evaluation: dict, loc: dict) -> dict[str, list[list[str]]]:
     """Header + rows of the report's tables, shared by the HTML and Markdown renderings."""
     modes = evaluation["modes"]
     sizes = {m: modes[m]["input"] for m, _ in MODES}
     table2 = [["metric"] + [f"{name} ({sizes[m]})" for m, name in MODES]]
-    table2 += [[label] + [_f(modes[m].get(key), 4) for m, _ in MODES] for key, label in METRICS]
+    table2 += [[label] + [fmt(modes[m].get(key), 4) for m, _ in MODES] for key, label in METRICS]
     f = loc["froc"]
     off = loc.get("offset_kji_voxels_mean")
     local = [["metric", "value"],
-             ["pointing game", _f(loc["pointing_game"])],
+             ["pointing game", fmt(loc["pointing_game"])],
              ["peak-to-centre distance, median (mean)",
-              f"{_f(loc['distance_mm_median'], 2)} mm ({_f(loc['distance_mm_mean'], 2)} mm)"],
-             ["FROC mean sensitivity, 0.125–8 FP/volume", _f(f["mean_sensitivity"])],
-             ["volume-level AUC (highest candidate)", _f(loc["volume_auc"])],
+              f"{fmt(loc['distance_mm_median'], 2)} mm ({fmt(loc['distance_mm_mean'], 2)} mm)"],
+             ["FROC mean sensitivity, 0.125–8 FP/volume", fmt(f["mean_sensitivity"])],
+             ["volume-level AUC (highest candidate)", fmt(loc["volume_auc"])],
              ["mean offset of hits, voxels (k, j, i)", "–" if off is None else ", ".join(f"{v:+.1f}" for v in off)]]
-    froc = [["FP per volume"] + [f"{r:g}" for r in FROC_RATES], ["sensitivity"] + [_f(s) for s in f["sensitivity"]]]
-    return {"table2": table2, "localisation": local, "froc": froc}
-
-
-def _md_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+    froc = [["FP per volume"] + [f"{r:g}" for r in FROC_RATES], ["sensitivity"] + [fmt(s) for s in f["sensitivity"]]]
+    tables = {"table2": table2, "localisation": local, "froc": froc, **breakdown_tables(loc)}
+    if loc.get("calibration"):
+        tables["calibration"] = calibration_table(loc["calibration"])
+    return tables
 
 
 def _html_table(rows: list[list[str]]) -> str:
@@ -69,17 +102,26 @@ def _html_table(rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+_BREAKDOWN_TEXT = ("Kind and diameter from the phantom's lesions.csv; FROC per group counts only that "
+                   "group's lesions (false positives are shared by all groups).")
+
+
 def write_report(out: Path, paths: dict, config, timings: dict) -> Path:
     """Write ``index.html`` and ``report.md`` under ``out``; returns the HTML path."""
     evaluation = json.loads(paths["evaluation"].read_text(encoding="utf-8"))
     loc = json.loads(paths["localisation"].read_text(encoding="utf-8"))
     tables = _tables(evaluation, loc)
     rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
+    loc_figures = figure_paths(paths["localisation"])
     figures = [("Training curves (loss, accuracy, validation AUC per epoch)", rel(paths["run"] / "curves.png")),
                ("ROC of the held-out patches, three input modes", rel(paths["evaluation"].with_name("table2_roc.png"))),
-               ("FROC of Detect on the held-out volumes",
-                rel(paths["localisation"].with_name("localisation_froc.png")))]
+               ("FROC of Detect on the held-out volumes", rel(loc_figures["froc"]))]
+    figures += [(caption, rel(loc_figures[key])) for key, caption in (
+        ("froc_by_kind", "FROC per lesion kind (false positives shared)"),
+        ("calibration", "Calibration: candidate scores vs hitting a lesion, volume scores vs lesion volume "
+                        "(10 score bins, counts over the points)")) if loc_figures[key].is_file()]
     overlays = _pick_overlays(paths["detections"])
+    hits_misses = _hits_and_misses(paths["detections"], loc)
     c = config
     setup = (f"{c.patients} phantom patients ({'×'.join(map(str, c.shape))} voxels, "
              f"{'×'.join(map(str, c.spacing))} mm), {'×'.join(map(str, c.patch))} patches, "
@@ -93,7 +135,13 @@ def write_report(out: Path, paths: dict, config, timings: dict) -> Path:
                  "A candidate hits a lesion when it lies inside the lesion's mask. Pointing game: the "
                  "volume's best candidate(s) inside the lesion; FROC: sensitivity at the ABUS challenge's "
                  "false-positive rates."),
-                ("FROC points", "froc", "")]
+                ("FROC points", "froc", ""),
+                ("Localisation per lesion kind", "kind", _BREAKDOWN_TEXT),
+                ("Localisation per lesion size (diameter)", "size", _BREAKDOWN_TEXT),
+                ("Calibration of the scores", "calibration",
+                 "Are the scores probabilities? ECE: count-weighted mean |mean score − observed fraction| "
+                 "over 10 score bins; Brier: mean squared error of the score as a probability.")]
+    sections = [s for s in sections if s[1] in tables]
 
     md = ["# BreastLesionCAM demo", "", setup, "", f"Time per step: {took}.", ""]
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>BreastLesionCAM demo</title>",
@@ -103,10 +151,14 @@ def write_report(out: Path, paths: dict, config, timings: dict) -> Path:
             "<h1>BreastLesionCAM demo</h1>", f"<p>{html.escape(setup)}</p>",
             f"<p>Time per step: {html.escape(took)}.</p>"]
     for title, key, text in sections:
-        md += [f"## {title}", "", text, "", _md_table(tables[key]), ""]
+        md += [f"## {title}", "", text, "", md_table(tables[key]), ""]
         page += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>", _html_table(tables[key])]
     for heading, items in (("Curves", figures), ("Overlays (0.3 heatmap + 0.7 image, candidates circled, "
-                                                 "annotated centres as red dots)", overlays)):
+                                                 "annotated centres as red dots)", overlays),
+                           ("Hits and misses (lesion volumes whose lesions were all found, and ones with a miss)",
+                            hits_misses)):
+        if not items:
+            continue
         md += [f"## {heading}", ""]
         page.append(f"<h2>{html.escape(heading)}</h2>")
         for caption, src in items:

@@ -3,7 +3,8 @@
 ``pipeline`` (``detect``: volumes or cohorts in, outputs per volume plus ``detections.csv``),
 ``candidates`` (peaks, NMS in mm, calibrated scores, half-maximum sizes), ``outputs`` (NRRD,
 ``.mrk.json``, CSV/JSON), ``overlays`` (the paper's blend, contact sheets), ``scoring``
-(``blcam evaluate-detection``: pointing game, distance, FROC, volume AUC).
+(``blcam evaluate-detection``: pointing game, distance, FROC, volume AUC, per-kind and per-size
+breakdown, score calibration).
 """
 
 from .candidates import Candidate, find_candidates

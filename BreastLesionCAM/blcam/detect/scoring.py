@@ -6,6 +6,11 @@ that cohort's annotations without any renaming. Lesion masks, where they exist, 
 ``mask`` column of the cohort CSV or from a folder holding a label map with each volume's
 file name (the phantom's ``masks/``); without a mask a lesion is hit within ``hit_mm`` of
 its annotated centre.
+
+Where a lesion table gives each lesion's kind and diameter (``--lesions``, or the phantom's
+``lesions.csv`` beside the cohort CSV), the metrics are also broken down per kind and size
+(:mod:`blcam.metrics.breakdown`); the candidate and volume scores' calibration is measured
+in every case (:mod:`blcam.metrics.calibration`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from ..errors import BlcamError
 from ..evaluation.table2 import json_safe
 from ..io.atomic import write_json_atomic, write_text_atomic
 from ..io.volume import read_volume
+from ..metrics.breakdown import (breakdown, breakdown_tables, find_lesion_table, md_table, plot_froc_by_group,
+                                 read_lesion_table)
+from ..metrics.calibration import bins_table, calibration, calibration_table, plot_calibration
 from ..metrics.localisation import (FROC_RATES, VolumeDetections, VolumeTruth, evaluate_localisation,
                                     plot_froc)
 
@@ -108,7 +116,25 @@ def markdown_report(result: dict, title: str) -> str:
              "| FP per volume | " + " | ".join(f"{r:g}" for r in FROC_RATES) + " |",
              "| --- |" + " --- |" * len(FROC_RATES),
              "| sensitivity | " + " | ".join(f"{s:.3f}" for s in f["sensitivity"]) + " |", ""]
+    tables = breakdown_tables(result)
+    if tables:
+        b = result["breakdown"]
+        lines += ["## Per lesion kind and size", "",
+                  f"From {b['lesion_table']}; {b['unmatched']} of {result['lesions']} lesions had no row there "
+                  "('unknown'). FROC per group counts that group's lesions only; false positives are shared.", ""]
+        lines += [part for rows in tables.values() for part in (md_table(rows), "")]
+    cal = result["calibration"]
+    lines += ["## Calibration of the scores", "",
+              "ECE: count-weighted mean |mean score − observed fraction| over 10 equal-width score bins; "
+              "Brier: mean squared error of the score as a probability.", "",
+              md_table(calibration_table(cal)), "", md_table(bins_table(cal)), ""]
     return "\n".join(lines)
+
+
+def figure_paths(out) -> dict[str, Path]:
+    """The PNGs :func:`evaluate_detection` writes beside ``out`` (the by-kind FROC only when kinds exist)."""
+    out = Path(out)
+    return {name: out.with_name(f"{out.stem}_{name}.png") for name in ("froc", "froc_by_kind", "calibration")}
 
 
 def _offset(result: dict) -> str:
@@ -116,20 +142,29 @@ def _offset(result: dict) -> str:
     return "–" if off is None else ", ".join(f"{v:+.1f}" for v in off)
 
 
-def evaluate_detection(det_dir, cohort_csv, out=None, masks_dir=None, hit_mm: float = 10.0) -> dict:
-    """Localisation metrics of a detection folder; with ``out`` (.json) also ``.md`` and ``_froc.png``."""
+def evaluate_detection(det_dir, cohort_csv, out=None, masks_dir=None, hit_mm: float = 10.0, lesions=None) -> dict:
+    """Localisation metrics of a detection folder; with ``out`` (.json) also ``.md`` and the PNGs of
+    :func:`figure_paths`. ``lesions``: a lesion table (kind, diameter) for the breakdown; by
+    default ``lesions.csv`` beside the cohort CSV, if it has the columns."""
     if not hit_mm > 0:
         raise BlcamError(f"--hit-mm must be positive, got {hit_mm}")
     if masks_dir is not None and not Path(masks_dir).is_dir():
         raise BlcamError(f"--masks {masks_dir}: no such folder (give the folder of lesion label maps, "
                          "or leave --masks out to score by centres)")
+    table_path = Path(lesions) if lesions is not None else find_lesion_table(cohort_csv)
+    table = read_lesion_table(table_path) if table_path is not None else None
     dets = load_detections(det_dir)
     truths = load_truths(cohort_csv, masks_dir, hit_mm, only=set(dets))
     if not truths:
         raise BlcamError(f"{det_dir}: none of its volumes is in {cohort_csv}")
-    result = evaluate_localisation([t for _, t in truths], [dets[k] for k, _ in truths], hit_mm)
+    truth_list, det_list = [t for _, t in truths], [dets[k] for k, _ in truths]
+    result = evaluate_localisation(truth_list, det_list, hit_mm)
     result.update({"detections": str(det_dir), "cohort": str(cohort_csv),
                    "masks": sum(t.mask is not None for _, t in truths)})
+    if table is not None:
+        result["breakdown"] = {"lesion_table": str(table_path),
+                               **breakdown(truth_list, det_list, result["per_lesion"], *table, hit_mm)}
+    result["calibration"] = calibration(truth_list, det_list, hit_mm)
     if out is not None:
         out = Path(out)
         if out.suffix != ".json":
@@ -137,6 +172,13 @@ def evaluate_detection(det_dir, cohort_csv, out=None, masks_dir=None, hit_mm: fl
         title = f"Localisation on {Path(det_dir).name}"
         write_json_atomic(out, json_safe(result))
         write_text_atomic(out.with_suffix(".md"), markdown_report(result, title))
-        plot_froc(out.with_name(out.stem + "_froc.png"), result)
+        figures = figure_paths(out)
+        plot_froc(figures["froc"], result)
+        plot_calibration(figures["calibration"], result["calibration"])
+        kinds = result.get("breakdown", {}).get("kind")
+        if kinds:
+            plot_froc_by_group(figures["froc_by_kind"], kinds, f"FROC per lesion kind, {Path(det_dir).name}")
+        else:  # a by-kind plot from an earlier run with a lesion table would no longer match the JSON
+            figures["froc_by_kind"].unlink(missing_ok=True)
     return result
 

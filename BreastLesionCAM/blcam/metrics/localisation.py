@@ -115,19 +115,28 @@ def pointing(truth: VolumeTruth, det: VolumeDetections, hit_mm: float) -> list[d
 
 
 def froc(truths: list[VolumeTruth], dets: list[VolumeDetections], hit_mm: float,
-         rates=FROC_RATES) -> dict:
-    """FROC curve and the sensitivities at ``rates`` false positives per volume (module doc)."""
-    events = []  # (score, volume index, lesions the candidate hits)
-    n_lesions = sum(len(t.centres_lps) for t in truths)
+         rates=FROC_RATES, include: set[tuple[int, int]] | None = None) -> dict:
+    """FROC curve and the sensitivities at ``rates`` false positives per volume (module doc).
+
+    ``include``, a set of ``(volume index, lesion index)`` pairs, restricts the lesions that
+    count to one group (a lesion kind, a size bin): a candidate that hits only lesions outside
+    the group is neither a true nor a false positive for it (it found *a* lesion, just not one
+    this curve is about), while a candidate that hits no lesion is a false positive for every
+    group, so the groups' curves share one false-positive axis and can be compared.
+    """
+    events = []  # (score, volume index, counted lesions the candidate hits, hits any lesion)
+    n_lesions = sum(len(t.centres_lps) for t in truths) if include is None else len(include)
     for v, (t, d) in enumerate(zip(truths, dets)):
         hits = hit_matrix(d.points_lps, t, hit_mm)
-        events += [(float(score), v, tuple(np.flatnonzero(hits[m]))) for m, score in enumerate(d.scores)]
+        for m, score in enumerate(d.scores):
+            counted = tuple(int(h) for h in np.flatnonzero(hits[m]) if include is None or (v, int(h)) in include)
+            events.append((float(score), v, counted, bool(hits[m].any())))
     events.sort(key=lambda e: -e[0])
     found, fp, curve = set(), 0, [(0.0, 0.0, float("inf"))]
-    for n, (score, v, hit) in enumerate(events):
-        if hit:
-            found.update((v, h) for h in hit)
-        else:
+    for n, (score, v, counted, hit_any) in enumerate(events):
+        if counted:
+            found.update((v, h) for h in counted)
+        elif not hit_any:
             fp += 1
         if n + 1 == len(events) or events[n + 1][0] < score:  # ties enter together
             curve.append((fp / max(len(truths), 1), len(found) / max(n_lesions, 1), score))
@@ -169,20 +178,8 @@ def _mean_offset(per_lesion: list[dict]) -> list[float] | None:
     return [float(v) for v in np.mean(offsets, axis=0)] if offsets else None
 
 
-def plot_froc(path, result: dict, title: str = "") -> None:
-    """FROC curve (log false positives per volume) with the challenge's seven points marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io.atomic import atomic_path
-
-    f = result["froc"]
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    fps = np.maximum(np.asarray(f["curve_fp_per_volume"]), FROC_RATES[0] / 2)
-    ax.step(fps, f["curve_sensitivity"], where="post", color="tab:blue", label="FROC")
-    ax.plot(f["rates"], f["sensitivity"], "o", color="tab:red",
-            label=f"mean sensitivity {f['mean_sensitivity']:.3f}")
+def froc_axes(ax) -> None:
+    """The FROC plots' common frame: log₂ false positives per volume, the seven rates marked."""
     ax.set_xscale("log", base=2)
     ax.set_xlim(FROC_RATES[0] / 2, 16)
     ax.set_ylim(0, 1.02)
@@ -190,10 +187,39 @@ def plot_froc(path, result: dict, title: str = "") -> None:
     ax.set_xlabel("false positives per volume")
     ax.set_ylabel("lesion sensitivity")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title or f"{f['lesions']} lesions in {f['volumes']} volumes; pointing game "
-                 f"{result['pointing_game']:.2f}", fontsize=9)
+
+
+def froc_step(ax, f: dict, **style) -> None:
+    """One FROC curve; zero false positives drawn at the left edge (a log axis has no 0)."""
+    fps = np.maximum(np.asarray(f["curve_fp_per_volume"]), FROC_RATES[0] / 2)
+    ax.step(fps, f["curve_sensitivity"], where="post", **style)
+
+
+def save_figure(fig, path) -> None:
+    """Write a matplotlib figure as PNG atomically and release it."""
+    import matplotlib.pyplot as plt
+
+    from ..io.atomic import atomic_path
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def plot_froc(path, result: dict, title: str = "") -> None:
+    """FROC curve (log false positives per volume) with the challenge's seven points marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = result["froc"]
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    froc_step(ax, f, color="tab:blue", label="FROC")
+    ax.plot(f["rates"], f["sensitivity"], "o", color="tab:red",
+            label=f"mean sensitivity {f['mean_sensitivity']:.3f}")
+    froc_axes(ax)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or f"{f['lesions']} lesions in {f['volumes']} volumes; pointing game "
+                 f"{result['pointing_game']:.2f}", fontsize=9)
+    save_figure(fig, path)

@@ -79,7 +79,8 @@ def run_recipe(name, base: TrainConfig, det_changes: dict, c: DemoConfig, paths:
     settings = replace(DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, overlays=0), **det_changes)
     detect(run, [paths["test_cohort"]], det_dir, settings, device, progress=False)
     seconds["detect"] = time.perf_counter() - t
-    loc = evaluate_detection(det_dir, paths["test_cohort"], out / f"localisation-{name}.json", paths["masks"])
+    loc = evaluate_detection(det_dir, paths["test_cohort"], out / f"localisation-{name}.json", paths["masks"],
+                             lesions=paths["lesions"])
     return {"recipe": name, "auc_patch": table2["modes"]["patch"]["auc"], "auc_centre": table2["modes"]["centre"]["auc"],
             "auc_random": table2["modes"]["random"]["auc"], "pointing": loc["pointing_game"],
             "distance_mm": loc["distance_mm_median"], "froc": loc["froc"]["mean_sensitivity"],
@@ -107,7 +108,8 @@ def main(argv=None) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     paths = {"cohort": out / "phantom" / "cohort.csv", "patches": out / "patches",
-             "test_cohort": out / "held_out_cohort.csv", "masks": out / "phantom" / "masks"}
+             "test_cohort": out / "held_out_cohort.csv", "masks": out / "phantom" / "masks",
+             "lesions": out / "phantom" / "lesions.csv"}
     seconds = {}
     t = time.perf_counter()
     if not paths["cohort"].is_file():

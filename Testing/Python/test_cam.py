@@ -240,3 +240,21 @@ def test_memory_budget_is_planned_and_enforced():
     assert all(c > 0 for c in cells) and cells[0] >= 4_000_000
     with pytest.raises(BlcamError, match="max-memory-gb"):
         DenseLesionMapper(model, (16, 160, 160), "cpu", max_memory_gb=4).plan((354, 682, 865))
+
+
+def test_the_finer_map_and_the_papers_map_agree_on_the_hot_spot():
+    """Output stride 8 (layer4 without its stride, dilated) maps twice as finely, same detector."""
+    paper = dark_blob_model(spread=True)
+    fine = build_model("resnet10", "paper", 0.25, output_stride=8).eval()
+    fine.load_state_dict(paper.state_dict())
+    lesion = (24, 44, 52)
+    stored = normalise_volume(blob_volume((48, 96, 112), [lesion], radius_vox=9, seed=5))
+    crop = (16, 48, 48)
+    coarse_map = DenseLesionMapper(paper, crop, context="volume")(stored)
+    fine_map = DenseLesionMapper(fine, crop, context="volume")(stored)
+    assert coarse_map.stride == (16, 16, 16) and fine_map.stride == (8, 8, 8)
+    assert all(f == 2 * c or f == 2 * c - 1 for f, c in zip(fine_map.logit.shape, coarse_map.logit.shape))
+    hot = [m.feature_to_index(np.unravel_index(np.argmax(m.logit), m.logit.shape)) for m in (coarse_map, fine_map)]
+    assert np.linalg.norm(hot[0] - hot[1]) <= 16                   # within one coarse feature
+    assert np.linalg.norm(hot[1] - lesion) <= np.linalg.norm(hot[0] - lesion) + 1e-9   # the finer one is nearer
+    assert np.linalg.norm(hot[1] - lesion) <= 8

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..cam.dense import CONTEXTS
 from ..detect.pipeline import METHODS, DetectSettings, detect
+from ..detect.refine import MODES as REFINE_MODES
 from ..training.distributed import resolve_device
 from . import positive_int
 
@@ -49,6 +50,13 @@ def register(sub) -> None:
                    help=f"candidates per volume that get an overlay PNG (default: {d.overlays})")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help=f"windows per Grad-CAM batch for --method sliding (default: {d.batch_size})")
+    p.add_argument("--refine", type=int, default=d.refine, metavar="N",
+                   help="move the N best candidates of each volume to where the network itself answers best, "
+                   "searched at a few voxels' spacing (0: off; timed separately in detections.csv) "
+                   f"(default: {d.refine})")
+    p.add_argument("--refine-mode", choices=REFINE_MODES, default=None,
+                   help="what refinement maximises: 'local' = the point-supervised local logit, 'crop' = the "
+                   "classifier's crop logit (default: local for point-supervised models, else crop)")
     p.add_argument("--force", action="store_true",
                    help="recompute every volume, even those an earlier run into --out finished from the same "
                    "model, volume and settings (default: skip them)")
@@ -58,8 +66,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    settings = DetectSettings(args.method, args.context, args.slab_step, args.top_k, args.min_score, args.nms_mm,
-                              args.max_memory_gb, args.overlays, args.batch_size)
+    settings = DetectSettings(method=args.method, context=args.context, slab_step=args.slab_step, top_k=args.top_k,
+                              min_score=args.min_score, nms_mm=args.nms_mm, max_memory_gb=args.max_memory_gb,
+                              overlays=args.overlays, batch_size=args.batch_size, refine=args.refine,
+                              refine_mode=args.refine_mode)
     summary = detect(args.model, args.inputs, args.out, settings, str(resolve_device(args.device)),
                      progress=not args.progress_json, progress_json=args.progress_json, force=args.force)
     if not args.progress_json:

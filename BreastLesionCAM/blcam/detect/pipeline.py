@@ -28,7 +28,9 @@ from ..io.atomic import check_output_folder, make_folder
 from ..io.locks import folder_lock
 from ..io.volume import Geometry, read_volume, write_volume
 from ..model import load_model, model_stride, resolve_model_path
-from .candidates import find_candidates
+from .candidates import find_candidates, half_max_extent
+from .refine import MODES as REFINE_MODES
+from .refine import CandidateRefiner, default_mode
 from .outputs import write_candidates, write_summary
 from .overlays import candidate_figure, contact_sheet
 from .resume import FinishedVolumes
@@ -47,6 +49,8 @@ class DetectSettings:
     max_memory_gb: float = 8.0
     overlays: int = 3           # candidates that get their own overlay PNG
     batch_size: int = 1         # sliding method: windows per Grad-CAM batch
+    refine: int = 3             # best candidates moved to where the network answers best (refine.py); 0: off
+    refine_mode: str | None = None  # 'local' / 'crop' (None: local for point-supervised models, else crop)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -61,6 +65,10 @@ class DetectSettings:
             raise BlcamError(f"--overlays must be ≥ 0, got {self.overlays}")
         if not self.max_memory_gb > 0:
             raise BlcamError(f"--max-memory-gb must be positive, got {self.max_memory_gb}")
+        if self.refine < 0:
+            raise BlcamError(f"--refine must be ≥ 0, got {self.refine}")
+        if self.refine_mode not in (None, *REFINE_MODES):
+            raise BlcamError(f"--refine-mode '{self.refine_mode}': choose one of {', '.join(REFINE_MODES)}")
 
 
 @dataclass
@@ -117,6 +125,7 @@ class Detector:
         self.model, self.meta = load_model(self.model_path, self.device)
         self.crop = tuple(self.meta["crop"])
         self.stride = model_stride(self.meta)
+        self.refiner = None
         step = settings.slab_step or default_slab_step(self.crop, self.meta.get("patch"))
         self.mapper = (DenseLesionMapper(self.model, self.crop, self.device, settings.max_memory_gb,
                                          settings.context, step)
@@ -140,6 +149,8 @@ class Detector:
         del raw
         lmap = self.lesion_map(stored, progress, on_step)
         candidates, volume_score = find_candidates(lmap, geometry, s.top_k, s.min_score, s.nms_mm)
+        map_s = time.perf_counter() - start
+        refine_s = self._refine(stored, lmap, geometry, candidates, on_step)
         heat_path = out_dir / f"{job.name}_heatmap.nrrd"
         write_volume(heat_path, lmap.heatmap, geometry)
         info = {"volume": str(job.path), "name": job.name, "model": str(self.model_path), "method": s.method,
@@ -151,8 +162,26 @@ class Detector:
         self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
         return {"name": job.name, "volume": str(job.path), "patient": job.patient, "label": job.label,
                 "volume_score": round(volume_score, 6), "candidates": len(candidates), "method": s.method,
-                "seconds": round(time.perf_counter() - start, 2), "heatmap": heat_path.name,
+                "seconds": round(time.perf_counter() - start, 2), "map_seconds": round(map_s, 2),
+                "refine_seconds": round(refine_s, 2), "heatmap": heat_path.name,
                 "candidates_json": paths["json"].name, "non_finite_voxels": bad}
+
+    def _refine(self, stored, lmap, geometry: Geometry, candidates, on_step) -> float:
+        """Move the best ``settings.refine`` candidates (:mod:`.refine`); returns the seconds spent."""
+        start = time.perf_counter()
+        todo = candidates[: self.settings.refine] if self.settings.method == "fast" else []
+        if todo and self.refiner is None:
+            mode = self.settings.refine_mode or default_mode(self.meta)
+            self.refiner = CandidateRefiner(self.model, self.crop, self.stride, self.device, mode)
+        spacing_kji = tuple(reversed(geometry.spacing))
+        for n, cand in enumerate(todo):
+            if on_step is not None:
+                on_step("refine", n, len(todo))
+            pos, _ = self.refiner(stored, cand.index_kji)
+            cand.index_kji = tuple(float(v) for v in pos)
+            cand.lps = tuple(float(v) for v in geometry.index_to_lps(pos[::-1]))
+            cand.size_mm_ijk = half_max_extent(lmap.heatmap, cand.index_kji, lmap.crop, spacing_kji)
+        return time.perf_counter() - start
 
     def _pictures(self, job, out_dir, stored, heat, geometry: Geometry, candidates, volume_score) -> None:
         spacing_kji = tuple(reversed(geometry.spacing))
@@ -167,7 +196,7 @@ class Detector:
 def _emitter(stream, n: int, total: int, name: str):
     """A step callback writing one flushed JSON line per step (for the Slicer module)."""
     steps = {"stem+layer1": (0.0, 0.7), "layer2": (0.7, 0.1), "layers3-4": (0.8, 0.1),
-             "slabs": (0.0, 0.9), "sliding": (0.0, 0.9), "pictures": (0.9, 0.1)}
+             "slabs": (0.0, 0.9), "sliding": (0.0, 0.9), "refine": (0.85, 0.05), "pictures": (0.9, 0.1)}
 
     def emit(step: str, done: int, of: int) -> None:
         if stream is None:

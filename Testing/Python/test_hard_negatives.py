@@ -18,7 +18,7 @@ def test_mining_epochs_leave_training_after_each_round():
     assert mining_epochs(40, 0) == []
     assert mining_epochs(40, 1) == [20]
     assert mining_epochs(12, 2) == [4, 8]
-    assert mining_epochs(1, 1) == [1]
+    assert mining_epochs(1, 1) == [] and mining_epochs(2, 1) == [1]
 
 
 def test_mined_negatives_come_only_from_training_patients_healthy_volumes(tmp_path_factory, tmp_path):

@@ -1,19 +1,18 @@
 """``blcam demo``: the whole main job on the embedded phantom, end to end, on a laptop CPU.
 
-phantom cohort → patch export → training (paper recipe, scaled down) → Table 2 on the held-out
-patches → Detect on the held-out *volumes* → localisation metrics (with the phantom's
+phantom cohort → patch export → training (the default recipe, scaled down) → Table 2 on the
+held-out patches → Detect on the held-out *volumes* → localisation metrics (with the phantom's
 ``lesions.csv``: per lesion kind and size; calibration of the scores) → report (``index.html`` and
-``report.md``). The default configuration is sized to finish in well under 15 minutes on a
-2-core CPU: volumes at 0.5 mm isotropic spacing (the phantom's default is ABUS-like 1.0 ×
-0.15 × 0.2 mm), a half-width ResNet-10 with the paper's stem (finest CAM) and 16×32×48
-crops in 20×40×56 patches. Patches only a little larger than the crop also keep the
-padding small: a lesion patch that reaches past a small volume's border is padded while
-negatives are drawn inside their volumes (75 of 89 lesion patches were padded with 24×72×72
-patches in 48×96×96 volumes). Training keeps its crops inside the volume's part of each
-patch (:func:`blcam.training.data.crop_ranges`), so the padding cannot teach "padding means
-lesion"; before it did, this demo's detector fired along the skin line. Everything else is
-the paper's recipe: lesion-centred patches, random crops and flips, Adam at 1e-3, batch 14,
-BCE.
+``report.md``). The default configuration is sized to finish in under 15 minutes on a 2-core
+CPU: volumes at 0.5 mm isotropic spacing (the phantom's default is ABUS-like 1.0 × 0.15 ×
+0.2 mm), a half-width ResNet-10 with the paper's stem (finest map) and 16×32×48 crops in
+28×64×96 patches. The patches have the paper's proportions (28/16 slices; in-plane the crop
+is half the patch, as 160 of 280), so a lesion lands anywhere within ±6 slices and ±16/±24
+voxels of a crop's centre: point supervision (:mod:`blcam.training.point_supervision`) then
+has something to teach, and slabs every 12 slices keep Detect fast. Crops stay inside the
+volume's part of each patch (:func:`blcam.training.data.crop_ranges`), so padding beside
+border lesions cannot teach "padding means lesion". ``recipe="paper"`` trains the paper's
+method exactly instead.
 
 Each step records its completion in ``demo_state.json`` with the configuration it ran with,
 so an interrupted demo resumes where it stopped and a changed configuration redoes only the
@@ -37,7 +36,8 @@ from ..evaluation import evaluate_model
 from ..io.atomic import write_json_atomic, write_text_atomic
 from ..patches.export import ExportSettings, export_dataset
 from ..phantom import make_cohort
-from ..training import TrainConfig, train_model
+from ..recipes import recipe_config
+from ..training import train_model
 from ..training.distributed import resolve_device
 from .report import write_report
 
@@ -51,14 +51,16 @@ class DemoConfig:
     shape: tuple = (48, 96, 160)
     spacing: tuple = (0.5, 0.5, 0.5)
     lesion_fraction: float = 0.6
-    patch: tuple = (20, 40, 56)
-    negatives_per_volume: int = 4
+    patch: tuple = (28, 64, 96)
+    negatives_per_volume: int = 8
     test_fraction: float = 0.3
     arch: str = "resnet10"
     stem: str = "paper"
     widen: float = 0.5
     crop: tuple = (16, 32, 48)
-    epochs: int = 12
+    epochs: int = 40
+    recipe: str = "default"
+    hard_negatives: int = 1
     batch_size: int = 14
     lr: float = 1e-3
     device: str = "auto"
@@ -66,14 +68,16 @@ class DemoConfig:
     top_k: int = 10
     nms_mm: float = 10.0
     overlays: int = 1
+    refine: int = 3
 
     def part(self, step: str) -> dict:
         """The settings a step depends on (a change redoes that step and the ones after it)."""
         d = asdict(self)
         keys = {"phantom": ["patients", "seed", "shape", "spacing", "lesion_fraction"],
                 "export": ["patch", "negatives_per_volume", "test_fraction", "seed"],
-                "train": ["arch", "stem", "widen", "crop", "epochs", "batch_size", "lr", "seed"],
-                "evaluate": [], "detect": ["top_k", "nms_mm", "overlays"], "metrics": [], "report": []}[step]
+                "train": ["arch", "stem", "widen", "crop", "epochs", "batch_size", "lr", "seed", "recipe",
+                          "hard_negatives"],
+                "evaluate": [], "detect": ["top_k", "nms_mm", "overlays", "refine"], "metrics": [], "report": []}[step]
         part = {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keys}
         if step in STEP_VERSIONS:
             part["version"] = STEP_VERSIONS[step]
@@ -171,10 +175,13 @@ def run_demo(out, config: DemoConfig = DemoConfig(), progress: bool = True) -> P
     def train():
         if paths["run"].exists():
             shutil.rmtree(paths["run"])
-        cfg = TrainConfig(arch=c.arch, stem=c.stem, widen=c.widen, epochs=c.epochs, batch_size=c.batch_size,
-                          lr=c.lr, crop=tuple(c.crop), device=device, seed=c.seed, workers=0)
+        extra = {"hard_negatives": c.hard_negatives} if c.recipe == "default" else {}
+        cfg = recipe_config(c.recipe, arch=c.arch, stem=c.stem, widen=c.widen, epochs=c.epochs,
+                            batch_size=c.batch_size, lr=c.lr, crop=tuple(c.crop), device=device, seed=c.seed,
+                            workers=0, **extra)
         train_model(paths["patches"], paths["run"], cfg, progress=progress)
-    step(3, "train", f"train {c.arch} (stem {c.stem}, width {c.widen}) for {c.epochs} epochs on {device}", train)
+    step(3, "train", f"train {c.arch} (stem {c.stem}, width {c.widen}, recipe {c.recipe}) for {c.epochs} epochs "
+         f"on {device}", train)
 
     step(4, "evaluate", "Table 2 on the held-out patches",
          lambda: evaluate_model(paths["run"], paths["patches"], "test", paths["evaluation"], device,
@@ -183,7 +190,8 @@ def run_demo(out, config: DemoConfig = DemoConfig(), progress: bool = True) -> P
     def run_detect():
         held_out_cohort(paths["cohort"], paths["patches"] / "manifest.csv", paths["test_cohort"])
         detect(paths["run"], [paths["test_cohort"]], paths["detections"],
-               DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, overlays=c.overlays), device, progress=progress)
+               DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, overlays=c.overlays, refine=c.refine), device,
+               progress=progress)
     step(5, "detect", "Detect on the held-out volumes (heatmaps, candidates, overlays)", run_detect)
 
     def metrics():

@@ -13,16 +13,14 @@ grid:
   the lesion (positives were lesion-centred crops). A crop centred at ``p`` gives it
   (mode ``"crop"``).
 
-Either value is sampled along each axis at ``p`` and ``p ± h`` (one batch of crops), the
-vertex of the parabola through the three moves ``p`` (at most ``h``), and the search repeats
-with ``h`` halved: a handful of crop-sized forward passes per candidate, listed separately
-in Detect's timings. Crops are cut with zero padding (the stored value of padding) where they
+Either value is sampled at ``p`` and ``p ± h`` along each axis (one batch of six crops); the
+vertices of the three parabolas move ``p`` (at most ``h`` per axis) if the network's value
+there is higher, and the search repeats with ``h`` halved: 15 crop-sized forward passes per
+candidate for two rounds, listed separately in Detect's timings. Crops are cut with zero padding (the stored value of padding) where they
 reach past the volume, as training crops near the border were.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -82,20 +80,16 @@ class CandidateRefiner:
         h = self.first.copy()
         best = float(self._values(stored, p[None])[0])
         for _ in range(self.steps):
-            for axis in range(3):
-                if h[axis] < 0.5:
-                    continue
-                step = np.zeros(3)
-                step[axis] = h[axis]
-                fm, fp = self._values(stored, np.stack([p - step, p + step]))
-                curv = fm - 2 * best + fp
-                t = 0.5 * (fm - fp) / curv if curv < 0 else (1.0 if fp > fm else -1.0)
-                t = float(np.clip(t, -1.0, 1.0))
-                if not math.isfinite(t) or t == 0.0:
-                    continue
-                moved = np.clip(p + t * step, 0, shape)
-                value = float(self._values(stored, moved[None])[0])
-                if value > best:
-                    p, best = moved, value
+            steps = np.diag(h)
+            around = self._values(stored, np.concatenate([p - steps, p + steps]))   # one batch of 6
+            fm, fp = around[:3], around[3:]
+            curv = fm - 2 * best + fp
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(curv < 0, 0.5 * (fm - fp) / curv, np.sign(fp - fm))
+            t = np.clip(np.nan_to_num(t), -1.0, 1.0)
+            moved = np.clip(p + t * h, 0, shape)
+            value = float(self._values(stored, moved[None])[0])
+            if value > best:                        # keep the move only where the network agrees
+                p, best = moved, value
             h = h / 2
         return p, best

@@ -37,8 +37,9 @@ FOLDER = "hard_negatives"
 
 def mining_epochs(epochs: int, rounds: int) -> list[int]:
     """The epochs after which to mine: ``rounds`` evenly spaced ones, the last well before the
-    end so the network trains on what it mined (e.g. 40 epochs, 1 round: after epoch 20)."""
-    return sorted({max(1, round(epochs * r / (rounds + 1))) for r in range(1, rounds + 1)}) if rounds else []
+    end so the network trains on what it mined (e.g. 40 epochs, 1 round: after epoch 20); none
+    after the last epoch, where nothing would train on them."""
+    return sorted({e for r in range(1, rounds + 1) if (e := max(1, round(epochs * r / (rounds + 1)))) < epochs})
 
 
 def mined_manifest(run_dir: Path, round_no: int) -> Path:

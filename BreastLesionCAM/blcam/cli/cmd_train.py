@@ -13,6 +13,7 @@ import json
 import os
 
 from ..errors import BlcamError
+from ..model import OUTPUT_STRIDES
 from ..recipes import RECIPES, recipe_config
 from ..training import TrainConfig, train_model
 from ..training.config import DEVICES, MONITORS, PRECISIONS, RESIDENT
@@ -51,6 +52,17 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="weight of the point-supervision loss that teaches the local-logit map to peak on the "
                    "clicked lesion centre; 0 turns it off (recipes: default %g, paper 0)"
                    % _D.point_loss)
+    p.add_argument("--hard-negatives", type=int, default=None, metavar="ROUNDS",
+                   help="rounds of hard-negative mining: Detect on the training patients' healthy volumes, their "
+                   "strongest false alarms become negatives (recipes: default %d, paper 0)" % _D.hard_negatives)
+    p.add_argument("--hard-negatives-per-volume", type=positive_int, default=_D.hard_negatives_per_volume,
+                   metavar="K", help=f"candidates mined per volume and round (default: {_D.hard_negatives_per_volume})")
+    p.add_argument("--hard-negatives-min-score", type=float, default=_D.hard_negatives_min_score, metavar="P",
+                   help="mine only candidates the network scores at least this probable "
+                   f"(default: {_D.hard_negatives_min_score})")
+    p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, default=None,
+                   help="input voxels per lesion-map voxel: 16 = MONAI's network (the paper); 8 = layer4 without "
+                   f"its stride, a twice finer map for ~25%% more compute (default: {_D.output_stride})")
     p.add_argument("--point-sigma", type=float, default=None, metavar="S",
                    help=f"width of the point targets in feature spacings (default: {_D.point_sigma})")
     p.add_argument("--device", choices=DEVICES, default=_D.device,
@@ -71,14 +83,15 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA; default: off)")
 
 
-RECIPE_OPTIONS = ("padded_crops", "point_loss", "point_sigma")   # None unless given: the recipe decides
+RECIPE_OPTIONS = ("padded_crops", "point_loss", "point_sigma", "hard_negatives", "output_stride")   # None unless given: the recipe decides
 
 
 def config_from_args(args, fold=None) -> TrainConfig:
     explicit = {k: getattr(args, k) for k in RECIPE_OPTIONS if getattr(args, k) is not None}
     return recipe_config(args.recipe, **explicit, arch=args.arch, stem=args.stem, widen=args.width, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, crop=tuple(args.crop), flip_p=args.flip_p,
-                       fold=fold, device=args.device, seed=args.seed,
+                       fold=fold, hard_negatives_per_volume=args.hard_negatives_per_volume,
+                       hard_negatives_min_score=args.hard_negatives_min_score, device=args.device, seed=args.seed,
                        workers=args.workers, resident=args.resident, precision=args.precision, val_every=args.val_every,
                        monitor=args.monitor, compile=args.compile)
 

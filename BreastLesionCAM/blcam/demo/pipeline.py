@@ -60,7 +60,7 @@ class DemoConfig:
     crop: tuple = (16, 32, 48)
     epochs: int = 40
     recipe: str = "default"
-    hard_negatives: int = 1
+    hard_negatives: int = 0       # mining rounds (an option: it did not win on the validation cohort)
     batch_size: int = 14
     lr: float = 1e-3
     device: str = "auto"

@@ -3,13 +3,14 @@
 # one device call (at most 10 minutes; the device budget is 15 minutes in all):
 #
 #   bench/gpu_acceptance.sh benches  [OUT]   # bench/train.py (paper + fast stem) and bench/detect.py
-#   bench/gpu_acceptance.sh protocol [OUT]   # phantom (>= 120 patients) -> export -> train (the
-#                                            # paper's recipe) -> Table 2 -> Detect on the held-out
-#                                            # volumes -> pointing game, FROC, volume AUC
+#   bench/gpu_acceptance.sh protocol [OUT]   # phantom (>= 120 patients) -> export -> train (RECIPE)
+#                                            # -> Table 2 -> Detect on the held-out volumes ->
+#                                            # pointing game, FROC, volume AUC
 #
 # OUT (default: $OUT, else gpu-acceptance) receives the JSON/Markdown/PNG results and a log;
 # copy the figures into bench/RESULTS.md. Knobs (environment): PATIENTS (120), EPOCHS (250),
-# STEM (paper; 'fast' trains ~3x faster), DEVICE (cuda), WORK (scratch folder, default /tmp).
+# STEM (paper; 'fast' trains ~3x faster), RECIPE (default; 'paper' = the paper's method, its
+# map unrefined), DEVICE (cuda), WORK (scratch folder, default /tmp).
 # SMOKE=1 runs both stages at toy sizes on the CPU in a few minutes: check the script with it
 # before spending device time.
 set -euo pipefail
@@ -19,6 +20,8 @@ OUT="$(mkdir -p "${2:-${OUT:-gpu-acceptance}}" && cd "${2:-${OUT:-gpu-acceptance
 WORK="${WORK:-/tmp/blcam-gpu-acceptance}"
 PY="${PYTHON:-python}"
 JOBS="$(nproc)"
+RECIPE="${RECIPE:-default}"
+REFINE=(); [ "$RECIPE" = paper ] && REFINE=(--refine 0)
 export BLCAM_BENCH_WORK="$WORK/bench"
 
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -49,12 +52,14 @@ protocol)
     W="$WORK/protocol"
     run blcam phantom "$W/phantom" --patients "$PATIENTS" --jobs "$JOBS" --no-progress "${PHANTOM[@]}"
     run blcam export "$W/phantom/cohort.csv" --out "$W/patches" --jobs "$JOBS" "${EXPORT[@]}"
-    run blcam train "$W/patches" --out "$W/run" --stem "$STEM" --epochs "$EPOCHS" --device "$DEVICE" "${TRAIN[@]}"
+    run blcam train "$W/patches" --out "$W/run" --recipe "$RECIPE" --stem "$STEM" --epochs "$EPOCHS" \
+        --device "$DEVICE" "${TRAIN[@]}"
     cp "$W/run/curves.png" "$W/run/history.csv" "$OUT/"
     run blcam evaluate "$W/run" "$W/patches" --device "$DEVICE" --out "$OUT/table2.json"
     "$PY" -c "import sys; from pathlib import Path; from blcam.demo.pipeline import held_out_cohort; \
 held_out_cohort(*map(Path, sys.argv[1:]))" "$W/phantom/cohort.csv" "$W/patches/manifest.csv" "$W/held_out.csv"
-    run blcam detect "$W/run/model.safetensors" "$W/held_out.csv" --out "$W/detections" --device "$DEVICE"
+    run blcam detect "$W/run/model.safetensors" "$W/held_out.csv" --out "$W/detections" --device "$DEVICE" \
+        "${REFINE[@]}"
     run blcam evaluate-detection "$W/detections" "$W/held_out.csv" --masks "$W/phantom/masks" \
         --out "$OUT/localisation.json"
     ;;

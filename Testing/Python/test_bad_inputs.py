@@ -168,8 +168,10 @@ def _evaluate_detection(tmp, world, faults, row=None, masks=None) -> Spec:
     det = tmp / "det"
     det.mkdir()
     (det / "v_candidates.json").write_text(json.dumps({"candidates": []}), encoding="utf-8")
-    good = f"v,{world.volume},,,0.5,0,fast,1,v_heatmap.nrrd,v_candidates.json,0"
     from blcam.detect.outputs import SUMMARY_COLUMNS
+    cells = {"name": "v", "volume": world.volume, "volume_score": 0.5, "candidates": 0, "method": "fast",
+             "seconds": 1, "heatmap": "v_heatmap.nrrd", "candidates_json": "v_candidates.json", "non_finite_voxels": 0}
+    good = ",".join(str(cells.get(c, "")) for c in SUMMARY_COLUMNS)   # a valid row, whatever the columns
     header = ",".join(SUMMARY_COLUMNS)
     (det / "detections.csv").write_text("\n".join([header, good, *([row] if row else [])]) + "\n", encoding="utf-8")
     csv = write_cohort_csv(tmp / "c.csv", [("P", str(world.volume), "healthy", "")])

@@ -41,7 +41,6 @@ from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
 from .resume_guard import check_same_dataset, dataset_identity
 
 
-
 def split_records(ds: PatchDataset, fold: int | None) -> tuple[list[dict], list[dict], str]:
     """(training records, held-out records, name of the held-out split) for ``fold``."""
     if fold is None:
@@ -164,12 +163,9 @@ class _Trainer:
             self.model = DistributedDataParallel(self.model, device_ids=[device.index] if self.cuda else None)
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
         self.loss_fn = torch.nn.BCEWithLogitsLoss()
-        self.train_src = PatchSource(ds, self.train_recs, config.crop, device, config.resident, config.workers)
+        self._set_training_records(self.train_recs)
         self.val_src = (PatchSource(ds, self.val_recs, config.crop, device, config.resident, config.workers)
                         if self.val_recs else None)
-        self.crop_ranges = None if config.padded_crops else crop_ranges(ds, self.train_recs, config.crop)
-        self.sampler = DistributedSampler(range(len(self.train_recs)), num_replicas=ctx.world_size,
-                                          rank=ctx.rank, shuffle=True, seed=config.seed, drop_last=False)
         self.history: list[dict] = []
         self.best: dict = {"value": None, "loss": None, "epoch": None}
         self.start_epoch = 1
@@ -188,12 +184,16 @@ class _Trainer:
         self.ctx.barrier()
         added = load_mined(self.out, round_no)
         self.mined += len(added)
-        self.train_recs = self.train_recs + added
-        c = self.cfg
-        self.train_src = PatchSource(self.ds, self.train_recs, c.crop, self.device, c.resident, c.workers)
-        self.crop_ranges = None if c.padded_crops else crop_ranges(self.ds, self.train_recs, c.crop)
-        self.sampler = DistributedSampler(range(len(self.train_recs)), num_replicas=self.ctx.world_size,
-                                          rank=self.ctx.rank, shuffle=True, seed=c.seed, drop_last=False)
+        self._set_training_records(self.train_recs + added)
+
+    def _set_training_records(self, records: list[dict]) -> None:
+        """The patches trained on, their crop ranges and the sampler over them."""
+        c, ctx = self.cfg, self.ctx
+        self.train_recs = records
+        self.train_src = PatchSource(self.ds, records, c.crop, self.device, c.resident, c.workers)
+        self.crop_ranges = None if c.padded_crops else crop_ranges(self.ds, records, c.crop)
+        self.sampler = DistributedSampler(range(len(records)), num_replicas=ctx.world_size, rank=ctx.rank,
+                                          shuffle=True, seed=c.seed, drop_last=False)
 
     # -- resume --------------------------------------------------------------------------
     def _load(self) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _training_fixtures import blob_dataset, tiny_config  # noqa: F401  (one_thread is autouse)
-from _training_fixtures import one_thread  # noqa: F401
+from _training_fixtures import blob_dataset, tiny_config
+from _training_fixtures import one_thread  # noqa: F401  (autouse: one torch thread per test)
 
 from blcam.model import build_model, read_metadata
 from blcam.patches.dataset import load_dataset

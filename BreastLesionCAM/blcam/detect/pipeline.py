@@ -29,10 +29,10 @@ from ..io.locks import folder_lock
 from ..io.volume import Geometry, read_volume, write_volume
 from ..model import load_model, model_stride, resolve_model_path
 from .candidates import find_candidates, half_max_extent
-from .refine import MODES as REFINE_MODES
-from .refine import CandidateRefiner, default_mode
 from .outputs import write_candidates, write_summary
 from .overlays import candidate_figure, contact_sheet
+from .refine import MODES as REFINE_MODES
+from .refine import CandidateRefiner, default_mode
 from .resume import FinishedVolumes
 
 METHODS = ("fast", "sliding")

@@ -34,8 +34,8 @@ from .config import TrainConfig
 from .data import (STREAM_TRAIN, PatchSource, batch_slices, centre_offset, crop_ranges, max_offsets, random_params,
                    to_network)
 from .distributed import DistContext, launched_as_main, per_rank_batch, setup
-from .history import plot_curves, write_history
 from .hard_negatives import load_mined, mine, mined_manifest, mining_epochs
+from .history import plot_curves, write_history
 from .point_supervision import LocalLogitNet, lesion_in_crop, point_sigma, point_targets
 from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
 from .resume_guard import check_same_dataset, dataset_identity

@@ -55,14 +55,14 @@ def load_mined(run_dir: Path, round_no: int) -> list[dict]:
     return read_manifest(path)
 
 
-def training_healthy_rows(ds: PatchDataset, train_recs: list[dict]):
-    """Cohort rows of the healthy patients whose patches are training records (and their folds)."""
+def training_healthy_rows(ds: PatchDataset, train_recs: list[dict]) -> list[tuple]:
+    """``(cohort row, fold)`` of every volume of the healthy patients whose patches are training records."""
     folds = {r["patient"]: r["fold"] for r in train_recs if r["patient_class"] == "healthy"}
     cohort_csv = Path(ds.info["cohort"])
     if not cohort_csv.is_file():
         raise BlcamError(f"{ds.root}/dataset.json: its cohort {cohort_csv} is gone; hard-negative mining reads "
                          "the training volumes from it")
-    return [(r, folds[r.patient]) for r in read_cohort(cohort_csv).rows if r.patient in folds], folds
+    return [(r, folds[r.patient]) for r in read_cohort(cohort_csv).rows if r.patient in folds]
 
 
 def mine(net: torch.nn.Module, ds: PatchDataset, train_recs: list[dict], crop, device, run_dir: Path,
@@ -73,7 +73,7 @@ def mine(net: torch.nn.Module, ds: PatchDataset, train_recs: list[dict], crop, d
     """
     from tqdm import tqdm
 
-    rows, _ = training_healthy_rows(ds, train_recs)
+    rows = training_healthy_rows(ds, train_recs)
     out = Path(run_dir) / FOLDER
     settings = ExportSettings(patch=tuple(ds.patch_size))
     patch = np.asarray(ds.patch_size, int)

@@ -19,6 +19,7 @@ The CPU setting (the demo's sizes, ≥ 150 patients, a seed other than the demo'
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -66,7 +67,6 @@ def parse_variant(text: str) -> tuple[str, dict, dict]:
 
 
 def _summary(det_dir: Path) -> list[dict]:
-    import csv
     with (det_dir / "detections.csv").open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 

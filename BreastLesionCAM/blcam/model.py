@@ -72,7 +72,7 @@ def total_stride(stem: str, output_stride: int = 16) -> tuple[int, int, int]:
     """Input voxels per feature-map voxel of the last block (k, j, i)."""
     s = STEMS[stem]["conv1_t_stride"]
     s = (s, s, s) if isinstance(s, int) else tuple(s)
-    return tuple(output_stride * v for v in s)  # max-pool ×2, layers 2–4 ×2 each, times the stem stride
+    return tuple(output_stride * v for v in s)  # max-pool and layers 2–4 (16, or 8 without layer4's), × the stem
 
 
 def model_stride(meta: dict) -> tuple[int, int, int]:

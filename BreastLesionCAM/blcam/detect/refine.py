@@ -16,8 +16,9 @@ grid:
 Either value is sampled at ``p`` and ``p ± h`` along each axis (one batch of six crops); the
 vertices of the three parabolas move ``p`` (at most ``h`` per axis) if the network's value
 there is higher, and the search repeats with ``h`` halved: 15 crop-sized forward passes per
-candidate for two rounds, listed separately in Detect's timings. Crops are cut with zero padding (the stored value of padding) where they
-reach past the volume, as training crops near the border were.
+candidate for two rounds, listed separately in Detect's timings. Crops are cut with zero
+padding (the stored value of padding) where they reach past the volume, as training crops
+near the border were.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from ..intensity import network_input
+from ..patches.extract import extract_box
 from ..training.point_supervision import LocalLogitNet, feature_positions
 
 MODES = ("local", "crop")
@@ -36,18 +38,6 @@ def default_mode(meta: dict) -> str:
     return "local" if float(meta.get("training", {}).get("point_loss", 0) or 0) > 0 else "crop"
 
 
-def _cut(stored: np.ndarray, start, size) -> np.ndarray:
-    """A box of ``stored`` starting at ``start`` (may reach outside: zero padding)."""
-    out = np.zeros(size, stored.dtype)
-    lo = np.maximum(start, 0)
-    hi = np.minimum(np.asarray(start) + size, stored.shape)
-    if np.all(hi > lo):
-        src = tuple(slice(a, b) for a, b in zip(lo, hi))
-        dst = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))
-        out[dst] = stored[src]
-    return out
-
-
 class CandidateRefiner:
     """Moves candidate positions ``(k, j, i)`` (voxels) to where the network answers best."""
 
@@ -56,17 +46,17 @@ class CandidateRefiner:
         self.mode, self.steps, self.device = mode, steps, torch.device(device)
         self.net = (LocalLogitNet(model) if mode == "local" else model).eval()
         positions = feature_positions(crop, stride)
-        # The feature voxel nearest the crop centre, and where it sits in the crop (local mode).
+        # The feature voxel nearest the crop centre (local mode); ``anchor`` is where in the crop
+        # the queried position goes: that feature voxel, or the crop's centre (crop mode).
         self.centre_feature = tuple(int(np.argmin(np.abs(p - (n - 1) / 2))) for p, n in zip(positions, crop))
-        self.anchor = np.array([p[f] for p, f in zip(positions, self.centre_feature)])
-        if mode == "crop":
-            self.anchor = (self.crop - 1) / 2
+        self.anchor = (np.array([p[f] for p, f in zip(positions, self.centre_feature)]) if mode == "local"
+                       else (self.crop - 1) / 2)
         # First step: a quarter of the feature spacing (at least one voxel), halved each round.
         self.first = np.maximum(np.asarray(stride, float) / 4, 1.0)
 
     def _values(self, stored: np.ndarray, points: np.ndarray) -> np.ndarray:
         starts = np.floor(points - self.anchor + 0.5).astype(int)
-        batch = np.stack([_cut(stored, s, self.crop) for s in starts])
+        batch = np.stack([extract_box(stored, s, self.crop)[0] for s in starts])
         x = network_input(torch.from_numpy(batch).to(self.device).float())[:, None]
         with torch.inference_mode():
             out = self.net(x)

@@ -43,10 +43,17 @@ def extract_box(volume: np.ndarray, start, size, pad_value=0) -> tuple[np.ndarra
     return out, padded_fraction(start, size, volume.shape)
 
 
-def random_centres(shape, size, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` random box centres (``(k, j, i)``) keeping the box inside the volume where it fits."""
+def centre_range(shape, size) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest box centre (inclusive, per axis) that keep the box inside the volume
+    where it fits; along an axis where it does not, the volume's centre."""
     shape = np.asarray(shape, int)
     size = np.asarray(size, int)
     lo = np.where(shape >= size, size // 2, shape // 2)
     hi = np.where(shape >= size, shape - (size - size // 2), shape // 2)
+    return lo, hi
+
+
+def random_centres(shape, size, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` random box centres (``(k, j, i)``) keeping the box inside the volume where it fits."""
+    lo, hi = centre_range(shape, size)
     return np.stack([rng.integers(a, b + 1, size=count) for a, b in zip(lo, hi)], axis=1)

@@ -31,6 +31,7 @@ from ..io.atomic import write_text_atomic
 from ..io.volume import read_volume
 from ..patches.dataset import PatchDataset, read_manifest
 from ..patches.export import ExportSettings, PatchJob, cut_patches, manifest_csv
+from ..patches.extract import centre_range
 
 FOLDER = "hard_negatives"
 
@@ -76,7 +77,6 @@ def mine(net: torch.nn.Module, ds: PatchDataset, train_recs: list[dict], crop, d
     rows = training_healthy_rows(ds, train_recs)
     out = Path(run_dir) / FOLDER
     settings = ExportSettings(patch=tuple(ds.patch_size))
-    patch = np.asarray(ds.patch_size, int)
     net.eval()
     try:
         mapper = DenseLesionMapper(net, crop, device, context="slab",
@@ -89,9 +89,7 @@ def mine(net: torch.nn.Module, ds: PatchDataset, train_recs: list[dict], crop, d
             cands, _ = find_candidates(mapper(stored), geometry, per_volume, min_score, nms_mm)
             if not cands:
                 continue
-            shape = np.asarray(stored.shape, int)
-            lo = np.where(shape >= patch, patch // 2, shape // 2)          # boxes inside the volume,
-            hi = np.where(shape >= patch, shape - (patch - patch // 2), shape // 2)   # as export's negatives
+            lo, hi = centre_range(stored.shape, ds.patch_size)          # boxes inside the volume, as export's negatives
             centres = np.clip(np.floor(np.array([c.index_kji for c in cands]) + 0.5).astype(int), lo, hi)
             stem = f"{r.patient}_{Path(r.volume_rel).name.split('.')[0]}_r{r.row}"
             job = PatchJob(r, [f"{stem}_hn{round_no}-{n:02d}" for n in range(len(centres))], centres,

@@ -226,7 +226,6 @@ def _detect_locked(model_path, inputs, out_dir, settings, device, progress, prog
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    check_output_folder(out_dir)
     jobs = collect_jobs(inputs)
     detector = Detector(model_path, settings, device)
     make_folder(out_dir, "--out")

@@ -83,7 +83,6 @@ def export_dataset(cohort_csv, out, settings: ExportSettings = ExportSettings(),
 
 def _export_locked(cohort_csv, out, settings: ExportSettings, jobs: int, progress: bool) -> Path:
     out = Path(out)
-    check_output_folder(out)
     cohort = read_cohort(cohort_csv)
     require_both_classes(cohort)
     _check_settings(settings)

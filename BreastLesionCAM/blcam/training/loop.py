@@ -95,7 +95,6 @@ _OWN_FILES = {"config.json", "history.csv", "history.jsonl", "curves.png", MODEL
 
 
 def _claim_run_folder(out_dir: Path, resume: bool, ctx: DistContext) -> None:
-    check_output_folder(out_dir)
     has_ckpt = (out_dir / LAST).is_file()
     if resume and not has_ckpt:
         raise BlcamError(f"{out_dir}: no {LAST} to resume from; drop --resume to start a new run")

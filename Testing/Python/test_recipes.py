@@ -19,6 +19,8 @@ def _config(*extra):
 def test_the_paper_recipe_is_the_papers_method():
     paper = _config("--recipe", "paper")
     assert paper.padded_crops and paper.point_loss == 0 and paper.hard_negatives == 0 and paper.output_stride == 16
+    assert paper.positive_fraction is None                  # every exported patch once per epoch
+    assert paper.resolved_monitor() == "last"               # the 250th epoch, as published
     assert (paper.arch, paper.crop, paper.batch_size, paper.lr, paper.epochs) == ("resnet18", (16, 160, 160), 14,
                                                                                  1e-3, 250)
 
@@ -32,3 +34,7 @@ def test_the_default_recipe_is_trainconfigs_defaults_and_options_override_a_reci
     assert all(getattr(TrainConfig(), k) != v for k, v in RECIPES["paper"].items())
     with pytest.raises(BlcamError, match="recipe"):
         recipe_config("fancy")
+    assert _config("--positive-fraction", "as-exported").positive_fraction is None
+    assert _config("--recipe", "paper", "--positive-fraction", "0.3").positive_fraction == 0.3
+    with pytest.raises(BlcamError, match="positive-fraction"):
+        _config("--positive-fraction", "1.5")

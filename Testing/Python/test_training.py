@@ -132,3 +132,28 @@ def test_on_epoch_returning_false_stops_after_a_complete_epoch(tmp_path_factory,
     assert [r["epoch"] for r in seen] == [1] and seen[0]["epochs"] == 3 and seen[0]["eta_s"] >= 0
     assert model.is_file() and load_checkpoint(tmp_path / "run" / LAST)["epoch"] == 1
     assert len((tmp_path / "run" / "history.jsonl").read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_without_a_fold_the_test_split_never_picks_the_model(tmp_path_factory, tmp_path):
+    """The held-out split of a run without --fold is the test split: its AUC is recorded for
+    the curves, but the saved model is the last epoch, and asking to select on it is refused
+    (by the library and by the CLI, before anything is written)."""
+    import pytest
+    from safetensors.torch import load_file
+    from blcam.errors import BlcamError
+    from blcam.training import train_model
+    data = blob_dataset(tmp_path_factory)
+    run = tmp_path / "run"
+    train_model(data, run, tiny_config(fold=None, epochs=3), progress=False)
+    meta = read_metadata(run / "model.safetensors")["training"]
+    assert meta["val_split"] == "test" and meta["monitor"] == "last" and meta["best_epoch"] == 3
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(r["val_auc"] is not None for r in rows)            # still measured, for the curves
+    saved, last = load_file(run / "model.safetensors"), load_checkpoint(run / LAST)["model"]
+    assert all(torch.equal(saved[k], last[k]) for k in saved)     # the last epoch's weights
+    with pytest.raises(BlcamError, match="test split"):
+        train_model(data, tmp_path / "picked", tiny_config(fold=None, monitor="val_auc"), progress=False)
+    cli = subprocess.run([sys.executable, "-m", "blcam", "train", str(data), "--out", str(tmp_path / "cli"),
+                          "--monitor", "val_auc", "--epochs", "1"], capture_output=True, text=True,
+                         env={**os.environ, **SUBPROCESS_ENV, "PYTHONPATH": str(ROOT / "BreastLesionCAM")})
+    assert cli.returncode == 2 and "--fold" in cli.stderr and not (tmp_path / "cli").exists()

@@ -63,6 +63,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, default=None,
                    help="input voxels per lesion-map voxel: 16 = MONAI's network (the paper); 8 = layer4 without "
                    f"its stride, a twice finer map for ~25%% more compute (default: {_D.output_stride})")
+    p.add_argument("--positive-fraction", type=_fraction_or_as_exported, default=None, metavar="F",
+                   help="share of each epoch's crops drawn from lesion patches (repeated, each with its own "
+                   "crop), the rest from a random subset of the healthy ones; 'as-exported' trains on every "
+                   "patch once, as the paper does (recipes: default %g, paper as-exported)" % _D.positive_fraction)
     p.add_argument("--point-sigma", type=float, default=None, metavar="S",
                    help=f"width of the point targets in feature spacings (default: {_D.point_sigma})")
     p.add_argument("--device", choices=DEVICES, default=_D.device,
@@ -79,15 +83,31 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=positive_int, default=_D.val_every,
                    help=f"validate every N epochs, and after the last (default: {_D.val_every})")
     p.add_argument("--monitor", choices=MONITORS, default=_D.monitor,
-                   help=f"held-out metric that picks the best model (default: {_D.monitor})")
+                   help="which epoch becomes model.safetensors: 'auto' (default) picks the best val_auc "
+                        "with --fold K and keeps the last epoch otherwise (the held-out patches "
+                        "are then the test split, never used to choose); 'last'; or a metric, "
+                        "which needs --fold")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA; default: off)")
 
 
-RECIPE_OPTIONS = ("padded_crops", "point_loss", "point_sigma", "hard_negatives", "output_stride")   # None unless given: the recipe decides
+# None unless given: the recipe decides.
+RECIPE_OPTIONS = ("padded_crops", "point_loss", "point_sigma", "hard_negatives", "output_stride", "positive_fraction")
+AS_EXPORTED = "as-exported"
+
+
+def _fraction_or_as_exported(text: str):
+    if text == AS_EXPORTED:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.5, or '{AS_EXPORTED}', got {text!r}")
 
 
 def config_from_args(args, fold=None) -> TrainConfig:
     explicit = {k: getattr(args, k) for k in RECIPE_OPTIONS if getattr(args, k) is not None}
+    if explicit.get("positive_fraction") == AS_EXPORTED:
+        explicit["positive_fraction"] = None
     return recipe_config(args.recipe, **explicit, arch=args.arch, stem=args.stem, widen=args.width, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, crop=tuple(args.crop), flip_p=args.flip_p,
                        fold=fold, hard_negatives_per_volume=args.hard_negatives_per_volume,
@@ -99,7 +119,7 @@ def config_from_args(args, fold=None) -> TrainConfig:
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the 3D ResNet patch classifier",
                        description="Train on random crops (with flips) of the exported patches; validate on "
-                       "the centred crops of held-out patches; write model.safetensors (best), last.pt "
+                       "the centred crops of held-out patches; write model.safetensors (see --monitor), last.pt "
                        "(resumable), history.csv/.jsonl and curves.png into RUN. Runs unchanged under "
                        "torchrun --nproc_per_node N (see training/README.md).")
     p.add_argument("patches", help="patch dataset folder written by 'blcam export'")
@@ -123,6 +143,7 @@ def emit(event: str, **fields) -> None:
 def run(args) -> int:
     try:
         config = config_from_args(args, fold=args.fold)
+        config.resolved_monitor()          # refuse selection on the test split before any work
         on_epoch = (lambda rec: emit("epoch", **rec)) if args.progress_json else None
         model = train_model(args.patches, args.out, config, progress=True, on_epoch=on_epoch, resume=args.resume)
     except BlcamError as exc:

@@ -15,11 +15,16 @@ from ..model import ARCHS, OUTPUT_STRIDES, STEMS
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 RESIDENT = ("auto", "on", "off")
-MONITORS = ("val_auc", "val_loss", "val_acc")
+MONITORS = ("auto", "last", "val_auc", "val_loss", "val_acc")
+# What "auto" means: pick the best epoch on a validation fold, but never on the test split.
+SELECTING_MONITORS = ("val_auc", "val_loss", "val_acc")
 
 # Fields that may differ between a run and its resumption (they do not change the result,
 # or only extend it); everything else must match the checkpoint exactly.
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "resident", "progress_every_s", "compile")
+
+# How runs recorded before a field was added trained (positive_fraction: every patch once).
+PRE_FIELD_VALUES = {"positive_fraction": None}
 
 
 @dataclass
@@ -41,6 +46,7 @@ class TrainConfig:
     hard_negatives_per_volume: int = 4    # candidates mined per healthy training volume and round
     hard_negatives_min_score: float = 0.5  # only candidates the network scores at least this high
     point_sigma: float = 0.5      # width of the point targets, in feature spacings (point_supervision.py)
+    positive_fraction: float | None = 0.5  # share of lesion patches per epoch; None: as exported (sampling.py)
     fold: int | None = None       # None: train on all training folds, validate on the test split
     device: str = "auto"
     seed: int = 0
@@ -48,7 +54,7 @@ class TrainConfig:
     resident: str = "auto"        # hold all patches on the training device ('auto': if they fit)
     precision: str = "auto"       # 'auto': bf16 autocast on CUDA, fp32 elsewhere
     val_every: int = 1
-    monitor: str = "val_auc"      # validation metric that picks the best model
+    monitor: str = "auto"         # picks model.safetensors' epoch: see resolved_monitor()
     compile: bool = False         # torch.compile the network (CUDA; a few % faster after warm-up)
     progress_every_s: float = 30.0  # curves.png is redrawn at most this often (and at the end)
 
@@ -76,6 +82,8 @@ class TrainConfig:
             (0.0 <= self.hard_negatives_min_score <= 1.0,
              f"--hard-negatives-min-score must be in [0, 1], got {self.hard_negatives_min_score}"),
             (self.point_sigma > 0, f"--point-sigma must be positive, got {self.point_sigma}"),
+            (self.positive_fraction is None or 0.0 < self.positive_fraction < 1.0,
+             f"--positive-fraction must be in (0, 1) or 'as-exported', got {self.positive_fraction}"),
             (self.fold is None or self.fold >= 0, f"--fold must be ≥ 0, got {self.fold}"),
             (self.device in DEVICES, f"--device '{self.device}': choose one of {', '.join(DEVICES)}"),
             (self.workers >= 0, f"--workers must be ≥ 0, got {self.workers}"),
@@ -88,6 +96,23 @@ class TrainConfig:
             if not ok:
                 raise BlcamError(message)
 
+    def resolved_monitor(self) -> str:
+        """The rule that picks the saved model's epoch, never one that looks at the test split.
+
+        With ``--fold K`` the held-out patches are fold K of the training patients, a
+        validation set: ``auto`` picks the epoch with the best ``val_auc`` there. Without a
+        fold the held-out patches are the *test* split; picking an epoch by its test AUC would
+        choose the model on the test set and make every test figure optimistic, so ``auto``
+        keeps the last epoch (the paper's 250th) and an explicit metric is refused.
+        """
+        if self.fold is None:
+            if self.monitor in SELECTING_MONITORS:
+                raise BlcamError(f"--monitor {self.monitor}: without --fold the held-out patches are the "
+                                 "test split, and choosing the model's epoch on them would tune on the "
+                                 "test set; use --fold K to select on a validation fold, or --monitor last")
+            return "last"
+        return "val_auc" if self.monitor == "auto" else self.monitor
+
     def to_dict(self) -> dict:
         """Plain JSON/``weights_only``-safe types (lists, not tuples)."""
         d = asdict(self)
@@ -98,6 +123,8 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Rebuild from :meth:`to_dict` output; unknown keys (newer versions) are ignored."""
         names = {f.name for f in fields(cls)}
+        # Runs from before a field existed trained as that field's neutral value says.
+        d = {**PRE_FIELD_VALUES, **d}
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def recipe_differences(self, other: "TrainConfig") -> list[str]:

@@ -78,14 +78,18 @@ def crop_ranges(dataset: PatchDataset, records: Sequence[dict], crop) -> np.ndar
 
 
 def random_params(seed: int, stream: int, epoch: int, indices: Sequence[int], patch, crop,
-                  flip_p: float, ranges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-patch ``(offsets (n, 3), flips (n, 2) over k and i)``: crop starts uniform within
-    ``ranges[idx]`` (:func:`crop_ranges`), or anywhere in the patch without ``ranges``."""
+                  flip_p: float, ranges: np.ndarray | None = None,
+                  repeats: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-draw ``(offsets (n, 3), flips (n, 2) over k and i)``: crop starts uniform within
+    ``ranges[idx]`` (:func:`crop_ranges`), or anywhere in the patch without ``ranges``.
+    ``repeats[n]``: how often ``indices[n]`` was drawn before in this epoch
+    (:mod:`.sampling`); each repeat gets its own crop, the first one the crop it always had."""
     top = max_offsets(patch, crop)
     offsets = np.zeros((len(indices), 3), np.int64)
     flips = np.zeros((len(indices), 2), bool)
     for row, idx in enumerate(indices):
-        rng = np.random.default_rng([seed, stream, epoch, int(idx)])
+        again = 0 if repeats is None else int(repeats[row])
+        rng = np.random.default_rng([seed, stream, epoch, int(idx)] + ([again] if again else []))
         lo, hi = (ranges[int(idx)] if ranges is not None else (np.zeros(3, np.int64), top))
         offsets[row] = rng.integers(lo, hi + 1)
         flips[row] = rng.random(2) < flip_p

@@ -3,7 +3,8 @@
 One epoch = every training patch once, as a random crop with random flips (parameters
 from :mod:`.data`, a pure function of seed, epoch and patch), BCE on one logit, Adam.
 After each epoch (or every ``val_every``) the held-out patches are scored on their centred
-crops; the best model by ``monitor`` is written to ``model.safetensors`` and the full
+crops; the epoch that ``monitor`` picks (the best on a validation fold, the last when the
+held-out patches are the test split) is written to ``model.safetensors`` and the full
 state to ``last.pt`` for ``--resume``. On CUDA: bf16 autocast, channels_last_3d, cuDNN
 autotuning and patches held in GPU memory when they fit. On CPU: deterministic algorithms,
 so a run and its resumption give bit-identical weights.
@@ -20,7 +21,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from ..errors import BlcamError
@@ -39,6 +39,7 @@ from .history import plot_curves, write_history
 from .point_supervision import LocalLogitNet, lesion_in_crop, point_sigma, point_targets
 from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
 from .resume_guard import check_same_dataset, dataset_identity
+from .sampling import epoch_order
 
 
 def split_records(ds: PatchDataset, fold: int | None) -> tuple[list[dict], list[dict], str]:
@@ -144,6 +145,7 @@ class _Trainer:
         self.ds, self.out, self.cfg, self.ctx, self.device = ds, out_dir, config, ctx, device
         self.progress, self.on_epoch = progress and ctx.is_main, on_epoch
         self.train_recs, self.val_recs, self.val_split = split_records(ds, config.fold)
+        self.monitor = config.resolved_monitor()
         self.batch = per_rank_batch(config.batch_size, ctx.world_size)
         self.cuda = device.type == "cuda"
         if self.cuda:
@@ -186,13 +188,12 @@ class _Trainer:
         self._set_training_records(self.train_recs + added)
 
     def _set_training_records(self, records: list[dict]) -> None:
-        """The patches trained on, their crop ranges and the sampler over them."""
+        """The patches trained on and their crop ranges (the epoch's draws: :mod:`.sampling`)."""
         c, ctx = self.cfg, self.ctx
         self.train_recs = records
         self.train_src = PatchSource(self.ds, records, c.crop, self.device, c.resident, c.workers)
         self.crop_ranges = None if c.padded_crops else crop_ranges(self.ds, records, c.crop)
-        self.sampler = DistributedSampler(range(len(records)), num_replicas=ctx.world_size, rank=ctx.rank,
-                                          shuffle=True, seed=c.seed, drop_last=False)
+        self.train_labels = [int(r["label"]) for r in records]
 
     # -- resume --------------------------------------------------------------------------
     def _load(self) -> None:
@@ -215,22 +216,25 @@ class _Trainer:
     # -- one epoch -----------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> tuple[float, float, int]:
         self.model.train()
-        self.sampler.set_epoch(epoch)
-        order = list(self.sampler)
-        offsets, flips = random_params(self.cfg.seed, STREAM_TRAIN, epoch, order, self.ds.patch_size,
-                                       self.cfg.crop, self.cfg.flip_p, self.crop_ranges)
+        c = self.cfg
+        order, repeats = epoch_order(self.train_labels, epoch, c.seed, self.ctx.rank, self.ctx.world_size,
+                                     c.positive_fraction)
+        offsets, flips = random_params(c.seed, STREAM_TRAIN, epoch, order, self.ds.patch_size,
+                                       c.crop, c.flip_p, self.crop_ranges, repeats)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         n_batches = len(batch_slices(len(order), self.batch, merge_single=True))
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress)
         targets = self._point_targets(order, offsets, flips) if self.pointed else None
+        slices = iter(batch_slices(len(order), self.batch, merge_single=True))
         for x, y, rows in self.train_src.batches(order, offsets, flips, self.batch, merge_single=True):
+            drawn = next(slices)
             with autocast_for(self.device, self.cfg.precision):
                 out = self.model(to_network(x, self.cuda))
             if self.pointed:
                 local = out.float()
                 logits = local.mean(dim=(1, 2, 3))
-                loss = self.loss_fn(logits, y) + self.cfg.point_loss * self.loss_fn(local, targets[rows])
+                loss = self.loss_fn(logits, y) + self.cfg.point_loss * self.loss_fn(local, targets[drawn])
             else:
                 logits = out.reshape(-1)
                 loss = self.loss_fn(logits.float(), y)
@@ -246,15 +250,11 @@ class _Trainer:
         return total_loss / n, total_correct / n, int(n)
 
     def _point_targets(self, order, offsets, flips) -> torch.Tensor:
-        """Point targets of this epoch's crops, indexed by patch row (a patch's crop and flips
-        depend only on seed, epoch and patch, so a row repeated by DDP padding agrees)."""
+        """Point targets of this epoch's draws, in draw order (batches come in that order)."""
         where = lesion_in_crop(self.ds.patch_size, self.cfg.crop, offsets, flips)
         labels = np.array([self.train_recs[r]["label"] for r in order])
-        per_crop = point_targets(where, labels, self.cfg.crop, self.stride,
-                                 point_sigma(self.stride, self.cfg.point_sigma))
-        table = torch.zeros((len(self.train_recs), *per_crop.shape[1:]))
-        table[torch.as_tensor(order)] = per_crop
-        return table.to(self.device)
+        return point_targets(where, labels, self.cfg.crop, self.stride,
+                             point_sigma(self.stride, self.cfg.point_sigma)).to(self.device)
 
     def _validate(self) -> dict:
         """Centred crops of the held-out patches; scores gathered from every rank."""
@@ -275,7 +275,7 @@ class _Trainer:
     # -- outputs (rank 0) ----------------------------------------------------------------
     def _metadata(self, epoch: int) -> dict:
         training = {**self.cfg.to_dict(), "dataset": str(self.ds.root.resolve()), "val_split": self.val_split,
-                    "epoch": epoch, "monitor": self.cfg.monitor if self.val_src else None,
+                    "epoch": epoch, "monitor": self.monitor if self.val_src else None,
                     "best_value": self.best["value"], "best_epoch": self.best["epoch"],
                     "world_size": self.ctx.world_size, "n_train": len(self.train_recs), "n_val": len(self.val_recs),
                     "hard_negatives_mined": self.mined}
@@ -329,9 +329,10 @@ class _Trainer:
                        "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(spent[-1], 4),
                        "samples_per_s": round(n / train_s, 2)}
                 self.history.append(row)
-                is_best = self.val_src is None or (validate and _better(val, self.best, self.cfg.monitor))
+                is_best = (self.val_src is None or self.monitor == "last"
+                           or (validate and _better(val, self.best, self.monitor)))
                 if is_best:
-                    self.best = {"value": val[self.cfg.monitor], "loss": val["val_loss"], "epoch": epoch}
+                    self.best = {"value": val.get(self.monitor), "loss": val["val_loss"], "epoch": epoch}
                 stop = False
                 if self.ctx.is_main:
                     now = time.perf_counter()

@@ -38,3 +38,15 @@ def test_the_default_recipe_is_trainconfigs_defaults_and_options_override_a_reci
     assert _config("--recipe", "paper", "--positive-fraction", "0.3").positive_fraction == 0.3
     with pytest.raises(BlcamError, match="positive-fraction"):
         _config("--positive-fraction", "1.5")
+
+
+def test_learning_rate_schedules_and_runs_recorded_before_them():
+    cosine = TrainConfig(epochs=40, lr=1e-3)
+    rates = [cosine.epoch_lr(e) for e in range(1, 41)]
+    assert rates[0] == 1e-3 and all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 1e-5
+    assert all(recipe_config("paper", epochs=40).epoch_lr(e) == 1e-3 for e in (1, 20, 40))
+    # A config saved before these fields existed trained every patch once at a constant rate.
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("lr_schedule", "positive_fraction")}
+    restored = TrainConfig.from_dict(old)
+    assert restored.lr_schedule == "constant" and restored.positive_fraction is None
+    assert _config("--lr-schedule", "constant").lr_schedule == "constant"

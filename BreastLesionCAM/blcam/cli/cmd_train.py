@@ -16,7 +16,7 @@ from ..errors import BlcamError
 from ..model import OUTPUT_STRIDES
 from ..recipes import RECIPES, recipe_config
 from ..training import TrainConfig, train_model
-from ..training.config import DEVICES, MONITORS, PRECISIONS, RESIDENT
+from ..training.config import DEVICES, LR_SCHEDULES, MONITORS, PRECISIONS, RESIDENT
 from ..training.history import clean_record
 from . import positive_int
 
@@ -40,6 +40,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=_D.batch_size,
                    help=f"patches per optimizer step, over all processes (default: {_D.batch_size})")
     p.add_argument("--lr", type=float, default=_D.lr, help=f"Adam learning rate (default: {_D.lr:g})")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                   help="'cosine': anneal the rate to zero over the epochs; 'constant': the paper's "
+                   f"(recipes: default {_D.lr_schedule}, paper constant)")
     p.add_argument("--crop", type=positive_int, nargs=3, default=list(_D.crop), metavar=("K", "J", "I"),
                    help="random crop taken inside each stored patch, k j i (default: %s)" % " ".join(map(str, _D.crop)))
     p.add_argument("--flip-p", type=float, default=_D.flip_p,
@@ -91,7 +94,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 # None unless given: the recipe decides.
-RECIPE_OPTIONS = ("padded_crops", "point_loss", "point_sigma", "hard_negatives", "output_stride", "positive_fraction")
+RECIPE_OPTIONS = ("padded_crops", "point_loss", "point_sigma", "hard_negatives", "output_stride", "positive_fraction",
+                  "lr_schedule")
 AS_EXPORTED = "as-exported"
 
 

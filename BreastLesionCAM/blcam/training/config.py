@@ -7,6 +7,7 @@ different recipe (which would silently produce a model nobody asked for).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import BlcamError
@@ -15,16 +16,17 @@ from ..model import ARCHS, OUTPUT_STRIDES, STEMS
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 RESIDENT = ("auto", "on", "off")
+LR_SCHEDULES = ("constant", "cosine")
 MONITORS = ("auto", "last", "val_auc", "val_loss", "val_acc")
-# What "auto" means: pick the best epoch on a validation fold, but never on the test split.
+# The metrics that pick an epoch on a validation fold (never on the test split: "auto").
 SELECTING_MONITORS = ("val_auc", "val_loss", "val_acc")
 
 # Fields that may differ between a run and its resumption (they do not change the result,
 # or only extend it); everything else must match the checkpoint exactly.
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "resident", "progress_every_s", "compile")
 
-# How runs recorded before a field was added trained (positive_fraction: every patch once).
-PRE_FIELD_VALUES = {"positive_fraction": None}
+# How runs recorded before a field existed trained (every patch once, a constant rate).
+PRE_FIELD_VALUES = {"positive_fraction": None, "lr_schedule": "constant"}
 
 
 @dataclass
@@ -37,6 +39,7 @@ class TrainConfig:
     epochs: int = 250
     batch_size: int = 14          # global: split evenly across DDP processes
     lr: float = 1e-3
+    lr_schedule: str = "cosine"   # 'constant': the paper's Adam at lr throughout (epoch_lr())
     crop: tuple[int, int, int] = (16, 160, 160)
     flip_p: float = 0.5           # per axis, along k (depth/slices) and i (horizontal)
     padded_crops: bool = False    # True: crops anywhere in the patch, padding included (the paper)
@@ -71,6 +74,8 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.lr_schedule in LR_SCHEDULES,
+             f"--lr-schedule '{self.lr_schedule}': choose one of {', '.join(LR_SCHEDULES)}"),
             (len(self.crop) == 3 and min(self.crop) >= 1, f"--crop must be three positive sizes, got {self.crop}"),
             (0.0 <= self.flip_p <= 1.0, f"--flip-p must be in [0, 1], got {self.flip_p}"),
             (self.output_stride in OUTPUT_STRIDES,
@@ -95,6 +100,19 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise BlcamError(message)
+
+    def epoch_lr(self, epoch: int) -> float:
+        """Learning rate of ``epoch`` (1-based): constant (the paper), or cosine-annealed.
+
+        Cosine annealing takes the rate from ``lr`` down towards zero over ``epochs``, one
+        step per epoch. With a constant rate the last epoch's weights still jump from batch to
+        batch, and the model is the last epoch (:meth:`resolved_monitor`), so a short CPU
+        run ends on whatever batch came last; annealing lets it settle. A pure function of the
+        epoch, so ``--resume`` continues on the same curve (``--epochs`` stretches it).
+        """
+        if self.lr_schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
 
     def resolved_monitor(self) -> str:
         """The rule that picks the saved model's epoch, never one that looks at the test split.

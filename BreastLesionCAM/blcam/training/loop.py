@@ -216,6 +216,8 @@ class _Trainer:
     # -- one epoch -----------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> tuple[float, float, int]:
         self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.epoch_lr(epoch)
         c = self.cfg
         order, repeats = epoch_order(self.train_labels, epoch, c.seed, self.ctx.rank, self.ctx.world_size,
                                      c.positive_fraction)

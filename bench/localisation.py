@@ -102,7 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=DemoConfig.epochs)
     p.add_argument("--patch", type=int, nargs=3, default=list(DemoConfig.patch), metavar=("K", "J", "I"))
     p.add_argument("--negatives-per-volume", type=int, default=DemoConfig.negatives_per_volume)
-    p.add_argument("--recipes", nargs="+", default=["default", "paper"], choices=sorted(RECIPES))
+    p.add_argument("--recipes", nargs="*", default=["default", "paper"], choices=sorted(RECIPES),
+                   help="recipe rows (none: only the --variant rows)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...")
     p.add_argument("--out", type=Path, required=True, help="work folder (kept: rerun to reuse its stages)")
     p.add_argument("--json", type=Path, help="write the table here as JSON")

@@ -9,6 +9,7 @@ run code; and everything needed to rebuild the network comes from the record.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -137,9 +138,21 @@ def check_metadata(path, meta) -> None:
         if not (isinstance(size, list) and len(size) == 3
                 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
             raise BlcamError(f"{path}: model metadata '{key}' is {size!r}; expected three positive integers (k j i)")
+    spacing = meta.get("spacing")
+    if spacing is not None and not (isinstance(spacing, list) and len(spacing) == 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in spacing)):
+        raise BlcamError(f"{path}: model metadata 'spacing' is {spacing!r}; expected null (the volumes' own "
+                         "voxels) or three positive sizes in mm (i j k)")
     if meta.get("output_stride", 16) not in OUTPUT_STRIDES:
         raise BlcamError(f"{path}: model metadata 'output_stride' is {meta.get('output_stride')!r}; "
                          f"expected one of {', '.join(map(str, OUTPUT_STRIDES))}")
+
+
+def model_spacing(meta: dict) -> tuple[float, float, float] | None:
+    """The voxel size (mm, ``i, j, k``) the model was trained at; None: each volume's own
+    voxels (exports without ``--spacing``, and every model from before spacings existed)."""
+    spacing = meta.get("spacing")
+    return None if spacing is None else tuple(float(v) for v in spacing)
 
 
 def load_model(path, device: str | torch.device = "cpu") -> tuple[ResNet, dict]:

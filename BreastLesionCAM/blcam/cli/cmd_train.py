@@ -13,6 +13,7 @@ import json
 import os
 
 from ..errors import BlcamError
+from ..io.resample import mm_to_voxels
 from ..model import OUTPUT_STRIDES
 from ..recipes import RECIPES, recipe_config
 from ..training import TrainConfig, train_model
@@ -45,6 +46,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    f"(recipes: default {_D.lr_schedule}, paper constant)")
     p.add_argument("--crop", type=positive_int, nargs=3, default=list(_D.crop), metavar=("K", "J", "I"),
                    help="random crop taken inside each stored patch, k j i (default: %s)" % " ".join(map(str, _D.crop)))
+    p.add_argument("--crop-mm", type=float, nargs=3, default=None, metavar=("K", "J", "I"),
+                   help="crop size in mm instead of voxels (k j i); the dataset must be exported with --spacing")
     p.add_argument("--flip-p", type=float, default=_D.flip_p,
                    help=f"probability of a flip along k and, independently, along i (default: {_D.flip_p})")
     p.add_argument("--padded-crops", action="store_true", default=None,
@@ -108,12 +111,23 @@ def _fraction_or_as_exported(text: str):
         raise argparse.ArgumentTypeError(f"expected a fraction such as 0.5, or '{AS_EXPORTED}', got {text!r}")
 
 
+def _crop_from_mm(args) -> tuple[int, int, int]:
+    """``--crop-mm`` in voxels at the dataset's spacing (recorded by ``export --spacing``)."""
+    from ..patches.dataset import load_dataset
+    spacing = load_dataset(args.patches).spacing
+    if spacing is None:
+        raise BlcamError(f"--crop-mm: {args.patches} was exported at each volume's own voxel size; give --crop "
+                         "in voxels, or export with --spacing")
+    return mm_to_voxels(args.crop_mm, spacing, "--crop-mm")
+
+
 def config_from_args(args, fold=None) -> TrainConfig:
     explicit = {k: getattr(args, k) for k in RECIPE_OPTIONS if getattr(args, k) is not None}
     if explicit.get("positive_fraction") == AS_EXPORTED:
         explicit["positive_fraction"] = None
+    crop = tuple(args.crop) if getattr(args, "crop_mm", None) is None else _crop_from_mm(args)
     return recipe_config(args.recipe, **explicit, arch=args.arch, stem=args.stem, widen=args.width, epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, crop=tuple(args.crop), flip_p=args.flip_p,
+                       batch_size=args.batch_size, lr=args.lr, crop=crop, flip_p=args.flip_p,
                        fold=fold, hard_negatives_per_volume=args.hard_negatives_per_volume,
                        hard_negatives_min_score=args.hard_negatives_min_score, device=args.device, seed=args.seed,
                        workers=args.workers, resident=args.resident, precision=args.precision, val_every=args.val_every,

@@ -20,7 +20,8 @@ from .candidates import Candidate
 CANDIDATE_COLUMNS = ["label", "score", "crop_logit", "local_logit", "x", "y", "z", "i", "j", "k",
                      "size_i_mm", "size_j_mm", "size_k_mm"]
 SUMMARY_COLUMNS = ["name", "volume", "patient", "label", "volume_score", "candidates", "method",
-                   "seconds", "map_seconds", "refine_seconds", "heatmap", "candidates_json", "non_finite_voxels"]
+                   "seconds", "map_seconds", "refine_seconds",
+                   "resample_seconds", "heatmap", "candidates_json", "non_finite_voxels"]
 
 
 def candidate_rows(candidates: list[Candidate]) -> list[dict]:

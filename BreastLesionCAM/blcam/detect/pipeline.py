@@ -27,7 +27,8 @@ from ..intensity import count_non_finite, non_finite_warning, normalise_volume
 from ..io.atomic import check_output_folder, make_folder
 from ..io.locks import folder_lock
 from ..io.volume import Geometry, read_volume, write_volume
-from ..model import load_model, model_stride, resolve_model_path
+from ..io.resample import grid_at_spacing, resample
+from ..model import load_model, model_spacing, model_stride, resolve_model_path
 from .candidates import find_candidates, half_max_extent
 from .outputs import write_candidates, write_summary
 from .overlays import candidate_figure, contact_sheet
@@ -125,6 +126,7 @@ class Detector:
         self.model, self.meta = load_model(self.model_path, self.device)
         self.crop = tuple(self.meta["crop"])
         self.stride = model_stride(self.meta)
+        self.spacing = model_spacing(self.meta)
         self.refiner = None
         step = settings.slab_step or default_slab_step(self.crop, self.meta.get("patch"))
         self.mapper = (DenseLesionMapper(self.model, self.crop, self.device, settings.max_memory_gb,
@@ -141,28 +143,42 @@ class Detector:
         """Process one volume; returns its ``detections.csv`` row."""
         s = self.settings
         start = time.perf_counter()
-        raw, geometry = read_volume(job.path)
+        raw, native = read_volume(job.path)
         bad = count_non_finite(raw)
         if bad:
             print(f"blcam detect: {non_finite_warning(job.path, bad, raw.size)}", file=sys.stderr)
+        # The model's grid (io/resample.py): candidates are found there, in LPS mm, and only
+        # the heatmap goes back onto the input's own grid.
+        geometry = native if self.spacing is None else grid_at_spacing(native, self.spacing)
+        t = time.perf_counter()
+        raw = resample(raw, native, geometry, fill=float(np.nanmin(raw)))
+        resample_s = time.perf_counter() - t
         stored = normalise_volume(raw, job.path)
         del raw
         lmap = self.lesion_map(stored, progress, on_step)
         candidates, volume_score = find_candidates(lmap, geometry, s.top_k, s.min_score, s.nms_mm)
-        map_s = time.perf_counter() - start
+        map_s = time.perf_counter() - start        # read, resample and map, as before spacings
         refine_s = self._refine(stored, lmap, geometry, candidates, on_step)
         heat_path = out_dir / f"{job.name}_heatmap.nrrd"
-        write_volume(heat_path, lmap.heatmap, geometry)
+        t = time.perf_counter()
+        heat = resample(lmap.heatmap, geometry, native)
+        resample_s += time.perf_counter() - t
+        write_volume(heat_path, heat, native)
+        del heat
         info = {"volume": str(job.path), "name": job.name, "model": str(self.model_path), "method": s.method,
                 "volume_score": round(volume_score, 6), "cam_max": lmap.cam_max, "stride": list(lmap.stride),
-                "crop": list(lmap.crop), "settings": asdict(s), "coordinate_system": "LPS", "non_finite_voxels": bad}
-        paths = write_candidates(out_dir, job.name, candidates, info)
+                "crop": list(lmap.crop), "settings": asdict(s), "coordinate_system": "LPS", "non_finite_voxels": bad,
+                "model_spacing": None if self.spacing is None else list(self.spacing)}
         if on_step is not None:
             on_step("pictures", 0, 1)
         self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
+        for cand in candidates if geometry != native else []:   # files index the input's own voxels
+            cand.index_kji = tuple(float(v) for v in native.lps_to_index(cand.lps)[::-1])
+        paths = write_candidates(out_dir, job.name, candidates, info)
         return {"name": job.name, "volume": str(job.path), "patient": job.patient, "label": job.label,
                 "volume_score": round(volume_score, 6), "candidates": len(candidates), "method": s.method,
-                "seconds": round(time.perf_counter() - start, 2), "map_seconds": round(map_s, 2),
+                "seconds": round(time.perf_counter() - start, 2), "resample_seconds": round(resample_s, 2),
+                "map_seconds": round(map_s, 2),
                 "refine_seconds": round(refine_s, 2), "heatmap": heat_path.name,
                 "candidates_json": paths["json"].name, "non_finite_voxels": bad}
 

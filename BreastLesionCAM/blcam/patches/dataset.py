@@ -35,6 +35,13 @@ class PatchDataset:
     def patch_size(self) -> tuple[int, int, int]:
         return tuple(self.info["settings"]["patch"])
 
+    @property
+    def spacing(self) -> tuple[float, float, float] | None:
+        """The voxel size (mm, ``i, j, k``) the patches were resampled to; None: each
+        volume's own (exports without ``--spacing``, and all exports from before it)."""
+        spacing = self.info["settings"].get("spacing")
+        return None if spacing is None else tuple(float(v) for v in spacing)
+
     def select(self, split: str | None = None, folds=None, exclude_folds=None) -> list[dict]:
         """Records of one split and/or of (or outside) some folds."""
         out = self.records

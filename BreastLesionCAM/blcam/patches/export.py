@@ -35,7 +35,8 @@ from ..intensity import NORMALISATION, count_non_finite, non_finite_warning, rob
 from ..io.atomic import (atomic_path, check_output_folder, make_folder, remove_stale_temporaries, write_json_atomic,
                          write_text_atomic)
 from ..io.locks import LOCK_NAME, folder_lock
-from ..io.volume import read_volume
+from ..io.resample import check_spacing, grid_at_spacing, resample
+from ..io.volume import Geometry, read_volume
 from ..workers import process_pool
 from .extract import box_start, extract_box, padded_fraction, random_centres
 from .splits import assign_splits, choose_folds
@@ -46,6 +47,9 @@ MANIFEST_COLUMNS = ["patch_id", "file", "label", "kind", "patient", "patient_cla
                     "grey_low", "grey_high", "non_finite_voxels"]
 
 
+PRE_SPACING = {"spacing": None}
+
+
 @dataclass(frozen=True)
 class ExportSettings:
     patch: tuple[int, int, int] = (28, 280, 280)
@@ -53,6 +57,12 @@ class ExportSettings:
     test_fraction: float = 0.3
     folds: int | None = None      # None: 5, or fewer if a class has fewer training patients
     seed: int = 0
+    spacing: tuple[float, float, float] | None = None   # mm (i j k) to resample to; None: native
+
+    def grid(self, geometry: Geometry) -> Geometry:
+        """Where a volume's patches are cut: its own grid, or the training spacing's
+        (:func:`blcam.io.resample.grid_at_spacing`: same field of view, points unmoved)."""
+        return geometry if self.spacing is None else grid_at_spacing(geometry, self.spacing)
 
 
 @dataclass
@@ -67,6 +77,10 @@ class PatchJob:
     split: str
     fold: int
     patient_class: str
+    grid: Geometry | None = None  # where the indices live (None: the volume's own grid)
+
+    def target(self) -> Geometry:
+        return self.row.geometry if self.grid is None else self.grid
 
 
 def export_dataset(cohort_csv, out, settings: ExportSettings = ExportSettings(), jobs: int = 1,
@@ -118,11 +132,14 @@ def _check_settings(s: ExportSettings) -> None:
         raise BlcamError(f"--negatives-per-volume must be ≥ 0, got {s.negatives_per_volume}")
     if not 0 <= s.test_fraction < 1:
         raise BlcamError(f"--test-fraction must be in [0, 1), got {s.test_fraction}")
+    if s.spacing is not None:
+        check_spacing(s.spacing)
 
 
 def _dataset_info(cohort: Cohort, s: ExportSettings) -> dict:
     return {"format": "blcam-patches-v1", "blcam_version": __version__, "cohort": str(cohort.path.resolve()),
-            "settings": json.loads(json.dumps(asdict(s))),  # tuples → lists, as read back "axes": "k,j,i", "centre_in_patch": [n // 2 for n in s.patch],
+            "settings": json.loads(json.dumps(asdict(s))),  # tuples → lists, as read back
+            "axes": "k,j,i", "centre_in_patch": [n // 2 for n in s.patch], "spacing_axes": "i,j,k",
             "normalisation": NORMALISATION}
 
 
@@ -134,7 +151,8 @@ def _claim_folder(out: Path, info: dict) -> None:
             old = json.loads(meta.read_text(encoding="utf-8"))
         except ValueError:
             raise BlcamError(f"{meta}: unreadable; remove the folder or choose another --out") from None
-        if old.get("settings") != info["settings"] or old.get("cohort") != info["cohort"]:
+        settings = {**PRE_SPACING, **(old.get("settings") or {})}   # exports from before spacings
+        if settings != info["settings"] or old.get("cohort") != info["cohort"]:
             raise BlcamError(f"{out}: holds an export with other settings or cohort "
                              f"({old.get('settings')}); choose another --out or delete it")
     elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
@@ -158,28 +176,30 @@ def _plan(cohort: Cohort, s: ExportSettings) -> list[PatchJob]:
         if stems[stem] > 1:
             stem = f"{stem}_r{r.row}"
         split, fold = splits[r.patient]
+        grid = s.grid(r.geometry)
         if r.label == "lesion":
-            centres = box_start(r.geometry.lps_to_index(r.centres_lps)[:, ::-1], s.patch) + np.asarray(s.patch) // 2
+            centres = box_start(grid.lps_to_index(r.centres_lps)[:, ::-1], s.patch) + np.asarray(s.patch) // 2
             plans.append(PatchJob(r, [f"{stem}_les{n:02d}" for n in range(len(centres))], centres,
-                                  r.centres_lps, "lesion", split, fold, classes[r.patient]))
+                                  r.centres_lps, "lesion", split, fold, classes[r.patient], grid))
         elif classes[r.patient] == "healthy" and s.negatives_per_volume > 0:
-            _check_room_for_negatives(cohort, r, s.patch)
+            _check_room_for_negatives(cohort, r, grid, s.patch)
             rng = np.random.default_rng([s.seed, zlib.crc32(r.volume_rel.encode())])
-            centres = random_centres(r.geometry.shape, s.patch, s.negatives_per_volume, rng)
-            points = r.geometry.index_to_lps(centres[:, ::-1])
+            centres = random_centres(grid.shape, s.patch, s.negatives_per_volume, rng)
+            points = grid.index_to_lps(centres[:, ::-1])
             plans.append(PatchJob(r, [f"{stem}_neg{n:02d}" for n in range(len(centres))], centres,
-                                  points, "negative", split, fold, classes[r.patient]))
+                                  points, "negative", split, fold, classes[r.patient], grid))
     return plans
 
 
-def _check_room_for_negatives(cohort: Cohort, r: CohortRow, patch) -> None:
+def _check_room_for_negatives(cohort: Cohort, r: CohortRow, grid: Geometry, patch) -> None:
     """Negatives must lie inside their volume (padding only ever occurs beside lesions, or
     it would become a label cue); a healthy volume smaller than the patch cannot give one."""
-    shape = tuple(int(v) for v in r.geometry.shape)
+    shape = tuple(int(v) for v in grid.shape)
     if any(n < p for n, p in zip(shape, patch)):
+        at = "" if grid == r.geometry else f" at the export's spacing {' x '.join(f'{v:g}' for v in grid.spacing)} mm"
         raise BlcamError(f"{cohort.path} row {r.row}: healthy volume '{r.volume_rel}' is {' '.join(map(str, shape))} "
-                         f"voxels (k j i), smaller than the patch {' '.join(map(str, patch))}, so its negatives would "
-                         "be mostly padding; export a smaller --patch or leave the volume out")
+                         f"voxels (k j i){at}, smaller than the patch {' '.join(map(str, patch))}, so its negatives "
+                         "would be mostly padding; export a smaller --patch or leave the volume out")
 
 
 def cut_patches(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
@@ -195,9 +215,10 @@ def cut_patches(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
     starts = [c - np.asarray(s.patch) // 2 for c in job.centres_kji]
     todo = [n for n, f in enumerate(files) if not f.exists()]
     if todo or not sidecar.exists():
-        volume, _ = read_volume(job.row.volume)
+        volume, native = read_volume(job.row.volume)
         if np.issubdtype(volume.dtype, np.floating) or volume.dtype.itemsize > 2:
             volume = volume.astype(np.float32, copy=False)
+        volume = resample(volume, native, job.target(), fill=float(np.nanmin(volume)))
         bad = count_non_finite(volume)
         lo, hi = robust_range(volume, f"{job.row.volume} (cohort row {job.row.row})")
         write_json_atomic(sidecar, {"grey_low": lo, "grey_high": hi, "non_finite": bad})
@@ -210,14 +231,14 @@ def cut_patches(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
         grey = json.loads(sidecar.read_text(encoding="utf-8"))
         lo, hi, bad = grey["grey_low"], grey["grey_high"], grey.get("non_finite", 0)
     if bad:
-        print(f"blcam export: {non_finite_warning(job.row.volume_rel, bad, int(np.prod(job.row.geometry.shape)))}",
+        print(f"blcam export: {non_finite_warning(job.row.volume_rel, bad, int(np.prod(job.target().shape)))}",
               file=sys.stderr)
     return [{**_record(job, n, files[n].relative_to(out), starts[n], s, lo, hi), "non_finite_voxels": bad}
             for n in range(len(files))]
 
 
 def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings, lo: float, hi: float) -> dict:
-    shape = job.row.geometry.shape
+    shape = job.target().shape
     padded = padded_fraction(start, s.patch, shape)
     c, p = job.centres_kji[n], job.points_lps[n]
     return {"patch_id": job.ids[n], "file": rel.as_posix(), "label": int(job.kind == "lesion"), "kind": job.kind,

@@ -28,6 +28,7 @@ from ..detect.candidates import find_candidates
 from ..errors import BlcamError
 from ..intensity import normalise_volume
 from ..io.atomic import write_text_atomic
+from ..io.resample import resample
 from ..io.volume import read_volume
 from ..patches.dataset import PatchDataset, read_manifest
 from ..patches.export import ExportSettings, PatchJob, cut_patches, manifest_csv
@@ -76,15 +77,16 @@ def mine(net: torch.nn.Module, ds: PatchDataset, train_recs: list[dict], crop, d
 
     rows = training_healthy_rows(ds, train_recs)
     out = Path(run_dir) / FOLDER
-    settings = ExportSettings(patch=tuple(ds.patch_size))
+    settings = ExportSettings(patch=tuple(ds.patch_size), spacing=ds.spacing)
     net.eval()
     try:
         mapper = DenseLesionMapper(net, crop, device, context="slab",
                                    slab_step=default_slab_step(crop, ds.patch_size))
         records: list[dict] = []
         for r, fold in tqdm(rows, desc=f"mine round {round_no}", unit="vol", leave=False, disable=not progress):
-            raw, geometry = read_volume(r.volume)
-            stored = normalise_volume(raw, r.volume_rel)
+            raw, native = read_volume(r.volume)
+            geometry = settings.grid(native)                              # the dataset's spacing
+            stored = normalise_volume(resample(raw, native, geometry, fill=float(np.nanmin(raw))), r.volume_rel)
             del raw
             cands, _ = find_candidates(mapper(stored), geometry, per_volume, min_score, nms_mm)
             if not cands:
@@ -94,7 +96,7 @@ def mine(net: torch.nn.Module, ds: PatchDataset, train_recs: list[dict], crop, d
             stem = f"{r.patient}_{Path(r.volume_rel).name.split('.')[0]}_r{r.row}"
             job = PatchJob(r, [f"{stem}_hn{round_no}-{n:02d}" for n in range(len(centres))], centres,
                            geometry.index_to_lps(centres[:, ::-1].astype(float)), "hard_negative", "train", fold,
-                           "healthy")
+                           "healthy", geometry)
             records += cut_patches(job, out, settings)
     finally:
         net.train()

@@ -282,7 +282,8 @@ class _Trainer:
                     "world_size": self.ctx.world_size, "n_train": len(self.train_recs), "n_val": len(self.val_recs),
                     "hard_negatives_mined": self.mined}
         return make_metadata(self.cfg.arch, self.cfg.stem, self.cfg.widen, self.cfg.crop,
-                             self.ds.patch_size, training=training, output_stride=self.cfg.output_stride)
+                             self.ds.patch_size, training=training, output_stride=self.cfg.output_stride,
+                             spacing=None if self.ds.spacing is None else list(self.ds.spacing))
 
     def _plot(self) -> None:
         plot_curves(self.out / "curves.png", self.history,

@@ -1,0 +1,111 @@
+"""Resampling between a volume's own grid and the model's grid, in slabs, in millimetres.
+
+A network learns lesions at the scale its training voxels had. ABUS scanners write strongly
+anisotropic voxels that differ between vendors (TDSC-ABUS 2023: about 0.2 × 0.073 × 0.476
+mm), so a model trained in voxels sees another scanner's lesions at the wrong size. Export
+therefore resamples every volume to one *training spacing*, and Detect resamples each input
+to the model's spacing, maps it there, and resamples the heatmap back onto the input's exact
+grid (size, spacing, origin, direction), so the overlay lines up in Slicer.
+
+The model grid keeps the input's origin corner and direction (the same tissue, voxel axes
+still along the scanner's axes), so physical points never move: a point's LPS coordinates
+are the same on either grid, and only its continuous index changes. SimpleITK does the
+interpolation (linear for images and heatmaps), slab by slab along k, so that a large
+volume never needs more than one full-resolution float copy at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import BlcamError
+from .volume import Geometry
+
+SAME_SPACING_RTOL = 1e-4          # spacings this close are one grid: no resampling at all
+SLAB_VOXELS = 32 * 1024 * 1024    # output voxels per resampling slab (128 MB of float32)
+
+
+def check_spacing(spacing, what: str = "--spacing") -> tuple[float, float, float]:
+    """Three positive, finite millimetre values (``i, j, k``), or a clear error."""
+    values = tuple(float(v) for v in spacing)
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise BlcamError(f"{what} must be three positive sizes in mm (i j k), got {' '.join(map(str, spacing))}")
+    return values
+
+
+def mm_to_voxels(size_mm_kji, spacing_ijk, what: str) -> tuple[int, int, int]:
+    """A size in mm (``k, j, i``, as patches and crops are given) → voxels at ``spacing_ijk``
+    (rounded, at least one)."""
+    sizes = [float(v) for v in size_mm_kji]
+    if len(sizes) != 3 or not all(math.isfinite(v) and v > 0 for v in sizes):
+        raise BlcamError(f"{what} must be three positive sizes in mm (k j i), got {' '.join(map(str, size_mm_kji))}")
+    return tuple(max(1, int(round(mm / sp))) for mm, sp in zip(sizes, reversed(tuple(spacing_ijk))))
+
+
+def same_spacing(a, b) -> bool:
+    return a is None or b is None or np.allclose(a, b, rtol=SAME_SPACING_RTOL, atol=0.0)
+
+
+def grid_at_spacing(geometry: Geometry, spacing) -> Geometry:
+    """The grid with ``spacing`` (mm, ``i, j, k``) that covers ``geometry``'s field of view.
+
+    Same direction, same outer corner of the field of view (the corner of voxel 0), and as
+    many voxels as fit the extent (rounded, at least one), so a round trip lands on the
+    original grid. A spacing equal to the volume's returns the volume's own grid.
+    """
+    spacing = check_spacing(spacing)
+    if same_spacing(geometry.spacing, spacing):
+        return geometry
+    old, new = np.asarray(geometry.spacing, float), np.asarray(spacing, float)
+    size = tuple(max(1, int(round(n * o / s))) for n, o, s in zip(geometry.size, old, new))
+    direction = np.asarray(geometry.direction, float).reshape(3, 3)
+    corner = np.asarray(geometry.origin, float) - direction @ (old / 2)
+    origin = corner + direction @ (new / 2)
+    return Geometry(size, tuple(float(v) for v in new), tuple(float(v) for v in origin), geometry.direction)
+
+
+def _image(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+    return geometry.apply_to(sitk.GetImageFromArray(array, isVector=False))
+
+
+def resample(array: np.ndarray, geometry: Geometry, target: Geometry, fill: float = 0.0) -> np.ndarray:
+    """``array`` (``(k, j, i)`` on ``geometry``) linearly resampled onto ``target``.
+
+    Returns the input itself (no copy) when the grids are the same. Points of ``target``
+    outside ``geometry``'s field of view get ``fill``. Integer volumes stay integer (rounded:
+    B-mode grey levels are 8-bit, and patches cut from them stay a quarter the size of
+    float ones); anything else becomes float32. The output is built slab by slab
+    (:data:`SLAB_VOXELS`), so the working set beyond the output is one slab.
+    """
+    if target == geometry:
+        return array
+    if tuple(array.shape) != geometry.shape:
+        raise ValueError(f"array shape {array.shape} does not match its geometry {geometry.shape}")
+    source = _image(np.ascontiguousarray(array), geometry)
+    integer = np.issubdtype(array.dtype, np.integer)
+    out = np.empty(target.shape, array.dtype if integer else np.float32)
+    nk = target.shape[0]
+    per_slice = int(np.prod(target.shape[1:]))
+    step = max(1, SLAB_VOXELS // max(per_slice, 1))
+    direction = np.asarray(target.direction, float).reshape(3, 3)
+    f = sitk.ResampleImageFilter()
+    f.SetInterpolator(sitk.sitkLinear)
+    f.SetDefaultPixelValue(float(fill))
+    f.SetOutputPixelType(sitk.sitkFloat32)
+    f.SetOutputDirection(target.direction)
+    f.SetOutputSpacing(target.spacing)
+    for k0 in range(0, nk, step):
+        k1 = min(nk, k0 + step)
+        origin = np.asarray(target.origin, float) + direction[:, 2] * target.spacing[2] * k0
+        f.SetOutputOrigin(tuple(float(v) for v in origin))
+        f.SetSize((target.size[0], target.size[1], k1 - k0))
+        image = f.Execute(source)                  # held: the view below reads its buffer
+        slab = sitk.GetArrayViewFromImage(image)
+        if integer:
+            info = np.iinfo(array.dtype)
+            slab = np.clip(np.rint(slab), info.min, info.max)
+        out[k0:k1] = slab
+    return out

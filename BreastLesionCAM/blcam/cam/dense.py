@@ -114,7 +114,8 @@ class DenseLesionMapper:
 
     def __init__(self, model: nn.Module, crop, device: str | torch.device = "cpu",
                  max_memory_gb: float = 8.0, context: str = "slab", slab_step: int | None = None,
-                 dtype: torch.dtype = torch.float32, store: torch.dtype | None = torch.bfloat16):
+                 dtype: torch.dtype = torch.float32, store: torch.dtype | None = torch.bfloat16,
+                 cpu_bf16: bool = False, channels_last: bool = True):
         if context not in CONTEXTS:
             raise BlcamError(f"unknown context '{context}'; choose one of {', '.join(CONTEXTS)}")
         if slab_step is not None and not 1 <= slab_step <= crop[0]:
@@ -125,7 +126,11 @@ class DenseLesionMapper:
             raise BlcamError("the fast path needs a network ending in pooling + one linear unit")
         self.device = torch.device(device)
         self.dtype = dtype
-        self.autocast = self.device.type == "cuda" and dtype == torch.float32
+        # bf16 autocast: always on CUDA; on the CPU only when asked (bench/cpu_speed.py measures
+        # whether it pays on a given CPU). channels_last: oneDNN's native layout (measured there too).
+        self.autocast = dtype == torch.float32 and (self.device.type == "cuda" or
+                                                    (cpu_bf16 and self.device.type == "cpu"))
+        self.layout = torch.channels_last_3d if channels_last else torch.contiguous_format
         model = model.eval()
         stem = nn.Sequential(model.conv1, model.bn1, model.act,
                              *([] if model.no_max_pool else [model.maxpool]), model.layer1)
@@ -139,7 +144,7 @@ class DenseLesionMapper:
             out_channels = [m for m in part.modules() if isinstance(m, nn.Conv3d)][-1].out_channels
             if keep is None:        # the last stage ends in the local logit, kept at full precision
                 net, out_channels, keep = nn.Sequential(net, _linear_as_conv(model.fc)), 1, dtype
-            net = net.to(self.device, dtype, memory_format=torch.channels_last_3d).eval()
+            net = net.to(self.device, dtype, memory_format=self.layout).eval()
             self.stages.append(_Stage(name, net, geometry, out_channels, keep))
         self.stride = tuple(math.prod(s.geometry.stride[a] for s in self.stages) for a in range(3))
         self.bias = float(model.fc.bias.detach().reshape(-1)[0])
@@ -186,8 +191,8 @@ class DenseLesionMapper:
 
     # ------------------------------------------------------------------ the pass
     def _forward(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=self.autocast):
-            return net(x.contiguous(memory_format=torch.channels_last_3d))
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+            return net(x.contiguous(memory_format=self.layout))
 
     def logit_grid(self, stored_uint8: np.ndarray, progress: bool = False, on_step=None,
                    resident_voxels: int | None = None) -> np.ndarray:

@@ -13,14 +13,19 @@ Python API::
     rng = np.random.default_rng(0)
     image, mask, lesions = make_volume(rng, (24, 96, 96), lesions=["cyst"])
     make_cohort("out", patients=10, seed=0, jobs=4)
+    abus = PRESETS["abus"]        # a real scan's size, oblique and flipped
+    make_cohort("big", patients=1, shape=abus.shape, spacing=abus.spacing,
+                direction=abus.direction)
 """
 
 from .cohort_writer import make_cohort
+from .geometry import ABUS_DIRECTION
 from .lesions import KINDS, MIMICS, Lesion, annotate
+from .presets import PRESETS, Preset
 from .speckle import Transducer, envelope, form_bmode
 from .volume import (DEFAULT_SHAPE, DEFAULT_SPACING, LesionSpec, PhantomVolume, make_volume,
                      simulate_volume)
 
 __all__ = ["make_cohort", "make_volume", "simulate_volume", "LesionSpec", "PhantomVolume",
            "Lesion", "annotate", "KINDS", "MIMICS", "Transducer", "envelope", "form_bmode",
-           "DEFAULT_SHAPE", "DEFAULT_SPACING"]
+           "DEFAULT_SHAPE", "DEFAULT_SPACING", "ABUS_DIRECTION", "PRESETS", "Preset"]

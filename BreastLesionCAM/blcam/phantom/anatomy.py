@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .fields import smooth_noise, smoothstep, surface
+from .fields import affine, blend, smooth_noise, smoothstep, surface
 
 # (echogenicity dB relative to fibroglandular tissue, one-way attenuation dB/cm)
 FAT = (-13.0, 4.0)
@@ -45,7 +45,12 @@ class Anatomy:
 
 
 class _Painter:
-    """Writes tissue layers into the two maps, touching only the depth slab that changes."""
+    """Writes tissue layers into the two maps, touching only the depth slab that changes.
+
+    Work arrays are updated in place (:func:`.fields.blend`, :func:`.fields.affine`): a
+    layer's slab can be most of the volume, and at ABUS size (865×682×354) every float32
+    temporary of it costs up to 0.8 GB; the in-place forms keep the same rounding.
+    """
 
     def __init__(self, shape, spacing):
         self.shape = tuple(shape)
@@ -65,13 +70,14 @@ class _Painter:
     def layer(self, top, j0: int, j1: int, echo, alpha, edge_mm=0.3):
         """Tissue (scalars, or arrays covering depth rows ``j0:j1``) from surface ``top``
         down to row ``j1`` (the deepest row where it can still be seen), blended over
-        ``edge_mm`` at ``top`` (partial volume)."""
+        ``edge_mm`` at ``top`` (partial volume). Array values are overwritten."""
         if j1 <= j0:
             return
-        t = smoothstep((self.depth_mm(j0, j1) - top) / np.float32(max(edge_mm, 1e-3)))
-        for arr, val in ((self.echo, echo), (self.alpha, alpha)):
-            view = arr[:, j0:j1]
-            view += t * (np.float32(val) - view if not np.ndim(val) else val - view)
+        t = self.depth_mm(j0, j1) - top
+        t /= np.float32(max(edge_mm, 1e-3))
+        smoothstep(t, out=t)
+        blend(self.echo[:, j0:j1], t, echo)
+        blend(self.alpha[:, j0:j1], t, alpha)
 
     def texture_slab(self, top_mm: float, bottom_mm: float) -> tuple[int, int]:
         """Depth rows a layer (and its texture) must cover, edge blending included."""
@@ -82,10 +88,12 @@ class _Painter:
         j0, j1 = self.slab(float(surf.min()) - 3 * width_mm, float(surf.max()) + 3 * width_mm)
         if j1 <= j0:
             return
-        d = (self.depth_mm(j0, j1) - surf) / np.float32(width_mm)
-        w = np.exp(-d * d)
-        view = self.echo[:, j0:j1]
-        view += w * (np.float32(peak_db) - view)
+        d = self.depth_mm(j0, j1) - surf
+        d /= np.float32(width_mm)
+        w = np.negative(d)
+        w *= d
+        del d
+        blend(self.echo[:, j0:j1], np.exp(w, out=w), peak_db)
 
 
 def build_anatomy(rng: np.random.Generator, shape, spacing, ribs: bool | None = None
@@ -131,7 +139,7 @@ def build_anatomy(rng: np.random.Generator, shape, spacing, ribs: bool | None = 
     j0, j1 = p.texture_slab(float(fat_bottom.min()), float(gland_bottom.max()))
     p.layer(fat_bottom, j0, j1, _gland_texture(rng, p, j0, j1), GLAND[1], edge_mm=0.5)
     j0, j1 = p.texture_slab(float(gland_bottom.min()), float(muscle_top.max()))
-    p.layer(gland_bottom, j0, j1, FAT[0] + 1.5 * _noise(rng, p, j0, j1, (4.0, 2.0, 4.0)),
+    p.layer(gland_bottom, j0, j1, affine(_noise(rng, p, j0, j1, (4.0, 2.0, 4.0)), 1.5, FAT[0]),
             FAT[1], edge_mm=0.6)
     p.line(gland_bottom + 0.3 * scale, FASCIA_DB - 2.0, 0.15 * scale + 0.3 * sj)
     j0, j1 = p.texture_slab(float(muscle_top.min()), float(muscle_bottom.max()))
@@ -161,16 +169,41 @@ def _fat_texture(rng, p: _Painter, j0, j1) -> np.ndarray:
     gradient gives sheets of uniform physical thickness instead of blobs.
     """
     g = _noise(rng, p, j0, j1, (6.0, 2.2, 5.0))
-    d = np.abs(g)
-    grads = np.gradient(g, *p.spacing)
-    grad = np.sqrt(sum(x * x for x in grads)) + np.float32(1e-3)
-    del grads
+    grad = None                     # |∇g|, one axis at a time (each is a full slab)
+    for axis, step in enumerate(p.spacing):
+        part = _gradient(g, step, axis)
+        part *= part
+        if grad is None:
+            grad = part
+        else:
+            grad += part
+            del part
+    np.sqrt(grad, out=grad)
+    grad += np.float32(1e-3)
+    d = np.abs(g, out=g)
     d /= grad
-    thick = np.float32(0.1 + 0.3 * p.spacing[1])
-    lig = np.exp(-(d / thick) ** 2)
-    echo = FAT[0] + 1.8 * _noise(rng, p, j0, j1, (3.0, 1.5, 3.0))
-    echo += lig * (np.float32(LIGAMENT_DB) - echo)
-    return echo.astype(np.float32)
+    del grad
+    d /= np.float32(0.1 + 0.3 * p.spacing[1])      # sheet thickness
+    np.square(d, out=d)
+    lig = np.exp(np.negative(d, out=d), out=d)
+    echo = affine(_noise(rng, p, j0, j1, (3.0, 1.5, 3.0)), 1.8, FAT[0])
+    blend(echo, lig, LIGAMENT_DB)
+    return echo
+
+
+def _gradient(f: np.ndarray, step: float, axis: int) -> np.ndarray:
+    """``np.gradient(f, step, axis=axis)`` (same values) without its two slab temporaries."""
+    out = np.empty_like(f)
+    src, dst = np.moveaxis(f, axis, 0), np.moveaxis(out, axis, 0)
+    if src.shape[0] < 2:
+        raise ValueError("a gradient needs at least 2 samples along the axis")
+    np.subtract(src[2:], src[:-2], out=dst[1:-1])
+    dst[1:-1] /= 2.0 * step
+    np.subtract(src[1], src[0], out=dst[0])
+    dst[0] /= step
+    np.subtract(src[-1], src[-2], out=dst[-1])
+    dst[-1] /= step
+    return out
 
 
 def _gland_texture(rng, p: _Painter, j0, j1) -> np.ndarray:
@@ -181,19 +214,24 @@ def _gland_texture(rng, p: _Painter, j0, j1) -> np.ndarray:
     look-alikes; the per-volume island threshold makes some breasts dense, some fatty.
     Ducts are where two independent smooth fields are both near zero: a set of curves.
     """
-    streak = _noise(rng, p, j0, j1, (3.0, 0.8, 3.0))
-    echo = GLAND[0] + 2.5 * streak
+    echo = affine(_noise(rng, p, j0, j1, (3.0, 0.8, 3.0)), 2.5, GLAND[0])   # streaks
     islands = _noise(rng, p, j0, j1, (5.0, 2.5, 5.0))
-    threshold = np.float32(rng.uniform(0.9, 1.8))
-    w = smoothstep((islands - threshold) * np.float32(4.0))
-    echo += w * (np.float32(FAT[0] + 2.0) - echo)
+    islands -= np.float32(rng.uniform(0.9, 1.8))              # the breast's density
+    islands *= np.float32(4.0)
+    blend(echo, smoothstep(islands, out=islands), FAT[0] + 2.0)
+    del islands
     if rng.random() < 0.7:
         along = (12.0, 3.0, 3.0) if rng.random() < 0.5 else (3.0, 3.0, 12.0)
         g1 = _noise(rng, p, j0, j1, along)
+        g1 *= g1
         g2 = _noise(rng, p, j0, j1, along)
-        duct = np.exp(-(g1 * g1 + g2 * g2) / np.float32(rng.uniform(0.01, 0.03)))
-        echo += duct * (np.float32(-16.0) - echo)
-    return echo.astype(np.float32)
+        g2 *= g2
+        g1 += g2
+        del g2
+        np.negative(g1, out=g1)
+        g1 /= np.float32(rng.uniform(0.01, 0.03))
+        blend(echo, np.exp(g1, out=g1), -16.0)                 # ducts
+    return echo
 
 
 def _muscle_texture(rng, p: _Painter, j0, j1, muscle_top) -> np.ndarray:
@@ -202,10 +240,19 @@ def _muscle_texture(rng, p: _Painter, j0, j1, muscle_top) -> np.ndarray:
     x_i = (np.arange(p.shape[2], dtype=np.float32) * np.float32(p.spacing[2]))[None, None, :]
     tilt = np.float32(rng.uniform(-0.12, 0.12))
     period = np.float32(rng.uniform(1.0, 2.0))
-    phase = _noise(rng, p, j0, j1, (12.0, 6.0, 12.0)) * np.float32(1.2)
-    wave = np.cos((depth + tilt * x_i) * np.float32(2 * np.pi) / period + phase)
-    stripes = ((wave + 1.0) * 0.5) ** 4
-    return (MUSCLE[0] + 12.0 * stripes).astype(np.float32)
+    phase = _noise(rng, p, j0, j1, (12.0, 6.0, 12.0))
+    phase *= np.float32(1.2)
+    wave = depth                     # cos((depth + tilt·x)·2π/period + phase), in place
+    wave += tilt * x_i
+    wave *= np.float32(2 * np.pi)
+    wave /= period
+    wave += phase
+    del phase
+    np.cos(wave, out=wave)
+    wave += 1.0
+    wave *= 0.5
+    stripes = np.power(wave, 4, out=wave)
+    return affine(stripes, 12.0, MUSCLE[0])
 
 
 def _paint_ribs(rng, p: _Painter, muscle_bottom, scale) -> bool:

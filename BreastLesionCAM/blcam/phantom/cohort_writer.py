@@ -8,6 +8,11 @@ real data never has (``lesions.csv``, ``mimics.csv``) so that localisation can b
 Patient ``p`` is made from ``np.random.default_rng([seed, p])`` alone, so patients can be
 made in any order and in parallel with byte-identical results, and a cohort of N patients
 is a prefix of the cohort of N+1.
+
+Every LPS point written (lesion centroids, mimic centres, clicked centres) goes through the
+volume's own :class:`~blcam.io.volume.Geometry`, whatever its direction: a fixed
+``direction`` (e.g. the oblique, flipped ABUS one) changes the files' geometry and these
+points together, and nothing else (the tissue drawn for a seed stays the same).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from ..io.atomic import remove_stale_temporaries, write_json_atomic, write_text_
 from ..io.points import write_markups
 from ..io.volume import write_volume
 from ..workers import process_pool
-from .geometry import random_geometry
+from .geometry import check_direction, random_geometry
 from .lesions import annotate
 from .volume import DEFAULT_SHAPE, DEFAULT_SPACING, simulate_volume
 
@@ -48,7 +53,7 @@ def is_lesion_patient(seed: int, patient: int, fraction: float) -> bool:
     return math.floor((patient + 1) * fraction + phase) > math.floor(patient * fraction + phase)
 
 
-def validate(patients, seed, jobs, shape, spacing, lesion_fraction) -> None:
+def validate(patients, seed, jobs, shape, spacing, lesion_fraction, direction=None) -> None:
     """Raise :class:`BlcamError` naming the first bad option."""
     if int(patients) < 1:
         raise BlcamError(f"--patients must be at least 1, got {patients}")
@@ -65,24 +70,30 @@ def validate(patients, seed, jobs, shape, spacing, lesion_fraction) -> None:
                          "(k j i, mm) between 0.01 and 10")
     if not (math.isfinite(float(lesion_fraction)) and 0.0 <= float(lesion_fraction) <= 1.0):
         raise BlcamError(f"--lesion-fraction must be between 0 and 1, got {lesion_fraction}")
+    if direction is not None:
+        check_direction(direction)
 
 
 def make_cohort(out, patients: int = 20, seed: int = 0, jobs: int = 1, shape=DEFAULT_SHAPE,
                 spacing=DEFAULT_SPACING, lesion_fraction: float = 0.5,
-                progress: bool = True) -> Path:
+                progress: bool = True, direction=None) -> Path:
     """Write a synthetic cohort under ``out``; returns the path of ``cohort.csv``.
 
     ``shape`` is the array shape (k, j, i), ``spacing`` the voxel size (k, j, i) in mm.
-    ``jobs`` patients are made in parallel; the output does not depend on it.
+    ``direction``: 9 numbers, row-major (SimpleITK order: columns are the LPS directions
+    of i, j, k), orthonormal, given to every volume and mask; ``None`` keeps the default
+    per-volume mix of identity, flips and 90° rotations (and the default output byte for
+    byte). ``jobs`` patients are made in parallel; the output does not depend on it.
     """
-    validate(patients, seed, jobs, shape, spacing, lesion_fraction)
+    validate(patients, seed, jobs, shape, spacing, lesion_fraction, direction)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BlcamError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     args = dict(out=str(out), seed=int(seed), shape=tuple(int(s) for s in shape),
-                spacing=tuple(float(s) for s in spacing), fraction=float(lesion_fraction))
+                spacing=tuple(float(s) for s in spacing), fraction=float(lesion_fraction),
+                direction=None if direction is None else check_direction(direction))
     results = {}
     bar = _progress(int(patients), progress)
     try:
@@ -102,16 +113,20 @@ def make_cohort(out, patients: int = 20, seed: int = 0, jobs: int = 1, shape=DEF
     _write_csv(out / "cohort.csv", COHORT_COLUMNS, [r for res in rows for r in res["cohort"]])
     _write_csv(out / "lesions.csv", LESION_COLUMNS, [r for res in rows for r in res["lesions"]])
     _write_csv(out / "mimics.csv", MIMIC_COLUMNS, [r for res in rows for r in res["mimics"]])
-    write_json_atomic(out / "phantom.json", {
+    meta = {
         "generator": f"blcam {__version__} phantom", "seed": int(seed), "patients": int(patients),
         "shape_kji": list(args["shape"]), "spacing_kji_mm": list(args["spacing"]),
         "lesion_fraction": float(lesion_fraction),
         "lesion_patients": sum(any(r["label"] == "lesion" for r in res["cohort"]) for res in rows),
-        "volumes": sum(len(res["cohort"]) for res in rows)})
+        "volumes": sum(len(res["cohort"]) for res in rows)}
+    if args["direction"] is not None:      # absent by default: the default files stay as they were
+        meta["direction"] = list(args["direction"])
+    write_json_atomic(out / "phantom.json", meta)
     return out / "cohort.csv"
 
 
-def make_patient(p: int, out: str, seed: int, shape, spacing, fraction: float) -> dict:
+def make_patient(p: int, out: str, seed: int, shape, spacing, fraction: float,
+                 direction=None) -> dict:
     """Make and write all volumes of patient ``p``; returns its CSV rows (as dicts)."""
     rng = np.random.default_rng([seed, p])
     lesion_patient = is_lesion_patient(seed, p, fraction)
@@ -123,36 +138,46 @@ def make_patient(p: int, out: str, seed: int, shape, spacing, fraction: float) -
                   for n in range(len(sides))]
     rows = {"cohort": [], "lesions": [], "mimics": []}
     for side, label in zip(sides, labels):
-        volume_id = f"P{p:04d}_{side}"
-        _, geometry = random_geometry(rng, shape, spacing)
-        n_lesions = (1 if rng.random() < 0.7 else 2) if label == "lesion" else 0
-        vol = simulate_volume(rng, shape, spacing, lesions=n_lesions)
-        write_volume(Path(out, "volumes", f"{volume_id}.nrrd"), vol.image, geometry)
-        write_volume(Path(out, "masks", f"{volume_id}.nrrd"), vol.mask, geometry)
-        annotation = ""
-        if vol.lesions:
-            clicks = np.array([annotate(rng, vol.mask, les, spacing)[::-1] for les in vol.lesions])
-            system = "RAS" if rng.random() < 0.5 else "LPS"
-            annotation = f"annotations/{volume_id}.mrk.json"
-            write_markups(Path(out, annotation), geometry.index_to_lps(clicks),
-                          [f"lesion-{les.id}" for les in vol.lesions],
-                          [f"{les.kind}, {les.diameter_mm:.1f} mm" for les in vol.lesions],
-                          coordinate_system=system)
-        birads = max([les.birads for les in vol.lesions], default=1)
-        rows["cohort"].append(dict(patient=f"P{p:04d}", volume=f"volumes/{volume_id}.nrrd",
-                                   label=label, annotation=annotation, birads=birads))
-        for les in vol.lesions:
-            x, y, z = geometry.index_to_lps(les.centroid_ijk)
-            i, j, k = les.centroid_ijk
-            rows["lesions"].append(dict(volume=volume_id, lesion=les.id, kind=les.kind,
-                                        x=_r(x), y=_r(y), z=_r(z), i=_r(i), j=_r(j), k=_r(k),
-                                        diameter_mm=_r(les.diameter_mm), voxels=les.voxels,
-                                        birads=les.birads))
-        for mimic in vol.mimics:
-            x, y, z = geometry.index_to_lps(mimic.center_kji[::-1])
-            rows["mimics"].append(dict(volume=volume_id, kind=mimic.kind, x=_r(x), y=_r(y),
-                                       z=_r(z), diameter_mm=_r(mimic.diameter_mm)))
+        _make_volume(rng, f"P{p:04d}", side, label, out, shape, spacing, direction, rows)
     return rows
+
+
+def _make_volume(rng, patient: str, side: str, label: str, out: str, shape, spacing,
+                 direction, rows: dict) -> None:
+    """Make, write and tabulate one volume (appending to ``rows``).
+
+    A function of its own so that the volume's arrays are freed before the patient's next
+    one is simulated: at ABUS size they are 0.4 GB the next volume's peak need not carry.
+    """
+    volume_id = f"{patient}_{side}"
+    _, geometry = random_geometry(rng, shape, spacing, direction)
+    n_lesions = (1 if rng.random() < 0.7 else 2) if label == "lesion" else 0
+    vol = simulate_volume(rng, shape, spacing, lesions=n_lesions)
+    write_volume(Path(out, "volumes", f"{volume_id}.nrrd"), vol.image, geometry)
+    write_volume(Path(out, "masks", f"{volume_id}.nrrd"), vol.mask, geometry)
+    annotation = ""
+    if vol.lesions:
+        clicks = np.array([annotate(rng, vol.mask, les, spacing)[::-1] for les in vol.lesions])
+        system = "RAS" if rng.random() < 0.5 else "LPS"
+        annotation = f"annotations/{volume_id}.mrk.json"
+        write_markups(Path(out, annotation), geometry.index_to_lps(clicks),
+                      [f"lesion-{les.id}" for les in vol.lesions],
+                      [f"{les.kind}, {les.diameter_mm:.1f} mm" for les in vol.lesions],
+                      coordinate_system=system)
+    birads = max([les.birads for les in vol.lesions], default=1)
+    rows["cohort"].append(dict(patient=patient, volume=f"volumes/{volume_id}.nrrd",
+                               label=label, annotation=annotation, birads=birads))
+    for les in vol.lesions:
+        x, y, z = geometry.index_to_lps(les.centroid_ijk)
+        i, j, k = les.centroid_ijk
+        rows["lesions"].append(dict(volume=volume_id, lesion=les.id, kind=les.kind,
+                                    x=_r(x), y=_r(y), z=_r(z), i=_r(i), j=_r(j), k=_r(k),
+                                    diameter_mm=_r(les.diameter_mm), voxels=les.voxels,
+                                    birads=les.birads))
+    for mimic in vol.mimics:
+        x, y, z = geometry.index_to_lps(mimic.center_kji[::-1])
+        rows["mimics"].append(dict(volume=volume_id, kind=mimic.kind, x=_r(x), y=_r(y),
+                                   z=_r(z), diameter_mm=_r(mimic.diameter_mm)))
 
 
 def _r(value) -> str:

@@ -14,6 +14,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
+CHUNK_ELEMENTS = 1 << 22   # 16 MB of float32: interpolation temporaries stay this small
+
+
 def upsample_linear(low: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Resize ``low`` to ``shape`` by separable linear interpolation (corners aligned).
 
@@ -29,19 +32,42 @@ def upsample_linear(low: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         if n_in == 1:
             out = np.repeat(out, n_out, axis=axis)
             continue
-        pos = np.linspace(0.0, n_in - 1.0, n_out)
-        i0 = np.minimum(pos.astype(np.intp), n_in - 2)
-        w = (pos - i0).astype(np.float32)
-        bshape = [1] * out.ndim
-        bshape[axis] = n_out
-        w = w.reshape(bshape)
-        a = np.take(out, i0, axis=axis)
-        b = np.take(out, i0 + 1, axis=axis)
+        out = _interpolate_axis(out, axis, n_out)
+    return out
+
+
+def _interpolate_axis(src: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    """Linear resize of ``src`` along ``axis``, written chunk by chunk into the result.
+
+    Each output value is ``a + (b - a)·w`` of its two neighbours, whatever the chunking, so
+    the result is the same as one whole-array step; doing it in chunks along another axis
+    keeps the two neighbour arrays small instead of two extra full-size copies, which
+    matters at ABUS size (a 0.8 GB float32 field would briefly need 2.4 GB).
+    """
+    n_in = src.shape[axis]
+    pos = np.linspace(0.0, n_in - 1.0, n_out)
+    i0 = np.minimum(pos.astype(np.intp), n_in - 2)
+    bshape = [1] * src.ndim
+    bshape[axis] = n_out
+    w = (pos - i0).astype(np.float32).reshape(bshape)
+    shape = list(src.shape)
+    shape[axis] = n_out
+    result = np.empty(shape, np.float32)
+    if src.ndim == 1:
+        chunks = [(slice(None),)]
+    else:
+        along = 1 if axis == 0 else 0
+        step = max(1, CHUNK_ELEMENTS * shape[along] // max(result.size, 1))
+        chunks = [(slice(None),) * along + (slice(c0, c0 + step),)
+                  for c0 in range(0, shape[along], step)]
+    for part in chunks:
+        a = np.take(src[part], i0, axis=axis)
+        b = np.take(src[part], i0 + 1, axis=axis)
         b -= a
         b *= w
         a += b
-        out = a
-    return out
+        result[part] = a
+    return result
 
 
 def smooth_noise(rng: np.random.Generator, shape, spacing, scale_mm, extent_pad: float = 1.0
@@ -78,6 +104,36 @@ def surface(rng: np.random.Generator, shape_ki, spacing_ki, mean_mm: float, amp_
     return (mean_mm + amp_mm * field).astype(np.float32)[:, None, :]
 
 
-def smoothstep(x: np.ndarray) -> np.ndarray:
-    """0 below -0.5, 1 above +0.5, linear between: a partial-volume edge of unit width."""
-    return np.clip(x + 0.5, 0.0, 1.0)
+def smoothstep(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """0 below -0.5, 1 above +0.5, linear between: a partial-volume edge of unit width.
+
+    ``out`` (may be ``x`` itself) receives the result instead of a new array, with the same
+    values: the anatomy calls it on slabs of up to half an ABUS volume.
+    """
+    if out is None:
+        return np.clip(x + 0.5, 0.0, 1.0)
+    np.add(x, 0.5, out=out)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def blend(arr: np.ndarray, w: np.ndarray, value) -> None:
+    """``arr += w · (value − arr)`` in place, with one temporary instead of two.
+
+    ``value`` is a scalar or an array of ``arr``'s shape; an array value is overwritten (its
+    buffer is the temporary), so pass only arrays that are not needed afterwards. The
+    rounding is that of the plain expression: the same float32 operations in the same order
+    (products commute exactly), so the phantom's output does not change.
+    """
+    if np.ndim(value) == 0:
+        diff = np.float32(value) - arr
+    else:
+        diff = np.subtract(value, arr, out=value)
+    diff *= w
+    arr += diff
+
+
+def affine(a: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """``offset + scale · a`` computed in ``a``'s own buffer (same values as the expression)."""
+    a *= scale
+    a += offset
+    return a

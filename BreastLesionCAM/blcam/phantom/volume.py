@@ -17,7 +17,7 @@ from .anatomy import build_anatomy
 from .lesions import (BIRADS, KINDS, MAX_DIAMETER_MM, MIN_DIAMETER_MM, MIMICS, Lesion, paint,
                       sample_semi_axes)
 from .shapes import Ellipsoid
-from .speckle import Transducer, form_bmode
+from .speckle import Transducer, attenuated_power, bmode_from_power
 
 DEFAULT_SHAPE = (48, 320, 320)
 DEFAULT_SPACING = (1.0, 0.15, 0.2)   # mm, (k elevation, j depth along the beam, i lateral)
@@ -96,8 +96,9 @@ def simulate_volume(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DEFAU
     for lesion in placed:
         paint(rng, lesion, anatomy.echo_db, anatomy.alpha, mask, spacing)
     gain = float(rng.normal(0.0, 1.5))   # operator gain varies a little between scans
-    out = form_bmode(rng, anatomy.echo_db, anatomy.alpha, spacing, transducer, gain,
-                     return_envelope=return_envelope)
+    power = attenuated_power(anatomy.echo_db, anatomy.alpha, spacing, transducer)
+    anatomy.echo_db = anatomy.alpha = None   # free 2 volumes before the speckle buffers
+    out = bmode_from_power(rng, power, spacing, transducer, gain, return_envelope)
     image, env = out if return_envelope else (out, None)
     return PhantomVolume(image, mask, placed, mimics, env, anatomy.has_ribs, anatomy.surfaces)
 

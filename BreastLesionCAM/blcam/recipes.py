@@ -22,8 +22,7 @@ from .training.config import TrainConfig
 # 'paper' sets every field in which they depart from the paper back to the paper's value.
 RECIPES: dict[str, dict] = {
     "default": {},
-    "paper": {"padded_crops": True, "point_loss": 0.0, "positive_fraction": None,
-              "lr_schedule": "constant"},
+    "paper": {"padded_crops": True, "point_loss": 0.0},
 }
 
 

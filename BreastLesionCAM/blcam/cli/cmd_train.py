@@ -43,7 +43,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=_D.lr, help=f"Adam learning rate (default: {_D.lr:g})")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
                    help="'cosine': anneal the rate to zero over the epochs; 'constant': the paper's "
-                   f"(recipes: default {_D.lr_schedule}, paper constant)")
+                   f"(default: {_D.lr_schedule}; cosine did not help on the validation cohort)")
     p.add_argument("--crop", type=positive_int, nargs=3, default=list(_D.crop), metavar=("K", "J", "I"),
                    help="random crop taken inside each stored patch, k j i (default: %s)" % " ".join(map(str, _D.crop)))
     p.add_argument("--crop-mm", type=float, nargs=3, default=None, metavar=("K", "J", "I"),
@@ -72,7 +72,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--positive-fraction", type=_fraction_or_as_exported, default=None, metavar="F",
                    help="share of each epoch's crops drawn from lesion patches (repeated, each with its own "
                    "crop), the rest from a random subset of the healthy ones; 'as-exported' trains on every "
-                   "patch once, as the paper does (recipes: default %g, paper as-exported)" % _D.positive_fraction)
+                   "patch once, as the paper does (default: as-exported; 0.5 did not help on the validation "
+                   "cohort, bench/RESULTS.md)")
     p.add_argument("--point-sigma", type=float, default=None, metavar="S",
                    help=f"width of the point targets in feature spacings (default: {_D.point_sigma})")
     p.add_argument("--device", choices=DEVICES, default=_D.device,

@@ -39,7 +39,7 @@ class TrainConfig:
     epochs: int = 250
     batch_size: int = 14          # global: split evenly across DDP processes
     lr: float = 1e-3
-    lr_schedule: str = "cosine"   # 'constant': the paper's Adam at lr throughout (epoch_lr())
+    lr_schedule: str = "constant"  # the paper's Adam at lr throughout; 'cosine': annealed (epoch_lr())
     crop: tuple[int, int, int] = (16, 160, 160)
     flip_p: float = 0.5           # per axis, along k (depth/slices) and i (horizontal)
     padded_crops: bool = False    # True: crops anywhere in the patch, padding included (the paper)
@@ -49,7 +49,7 @@ class TrainConfig:
     hard_negatives_per_volume: int = 4    # candidates mined per healthy training volume and round
     hard_negatives_min_score: float = 0.5  # only candidates the network scores at least this high
     point_sigma: float = 0.5      # width of the point targets, in feature spacings (point_supervision.py)
-    positive_fraction: float | None = 0.5  # share of lesion patches per epoch; None: as exported (sampling.py)
+    positive_fraction: float | None = None  # share of lesion patches per epoch; None: as exported (sampling.py)
     fold: int | None = None       # None: train on all training folds, validate on the test split
     device: str = "auto"
     seed: int = 0

@@ -141,12 +141,48 @@ class BreastLesionCAMLogic:
                     p.heatmapVolume = runner.result.heatmap
                     p.candidates = runner.result.candidates
                     p.candidateTable = runner.result.table
+                    self._recordSpeed(volumeNode, modelPath, out)
             if onFinished:
                 onFinished(runner)
 
         runner = ProcessRunner(args, onEvent, onLog, finished)
         runner.result, runner.loadError, runner.outFolder = None, None, out
         return runner.start()
+
+    def describeDetect(self, volumeNode, modelPath) -> str:
+        """One line for the panel before Detect starts: the model's spacing, the grid this
+        volume is mapped on, and the expected time (:mod:`blcam.detect.plan`)."""
+        plan = self._plan(volumeNode, modelPath)
+        if isinstance(plan, str):
+            return plan
+        rate = self.getParameterNode().detectSecondsPerMvox
+        return plan.describe(rate or None)
+
+    def _plan(self, volumeNode, modelPath):
+        if volumeNode is None or not modelPath or not Path(modelPath).is_file():
+            return ""
+        try:
+            from blcam.detect.plan import plan_detect
+            from blcam.model import read_metadata
+        except ImportError:            # torch not installed yet: Detect offers to install it
+            return "Detect needs PyTorch; it offers to install it."
+        try:
+            return plan_detect(read_metadata(modelPath), geometryOf(volumeNode))
+        except BlcamError as exc:
+            return str(exc)
+
+    def _recordSpeed(self, volumeNode, modelPath, outFolder) -> None:
+        """Keep the speed a finished Detect achieved, for the next estimate."""
+        import csv
+        plan = self._plan(volumeNode, modelPath)
+        summary = Path(outFolder) / "detections.csv"
+        if isinstance(plan, str) or not summary.is_file():
+            return
+        with summary.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        seconds = float(rows[0].get("map_seconds") or 0) if rows else 0.0
+        if seconds > 0:
+            self.getParameterNode().detectSecondsPerMvox = plan.measured_rate(seconds)
 
     def loadDetection(self, volumeNode, outFolder, opacity: float = 0.3, threshold: float = 0.2) -> DetectionResult:
         """Show the results of an earlier ``blcam detect`` run on this volume (e.g. from the CLI)."""

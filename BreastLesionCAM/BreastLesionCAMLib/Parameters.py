@@ -145,6 +145,8 @@ class BreastLesionCAMParameterNode:
     modelPath: str = ""
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.3
     heatmapThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.2
+    # Seconds per million voxel reads the last Detect achieved on this computer (0: not yet)
+    detectSecondsPerMvox: Annotated[float, WithinRange(0.0, 1e6)] = 0.0
     heatmapVolume: slicer.vtkMRMLScalarVolumeNode
     candidates: slicer.vtkMRMLMarkupsFiducialNode
     candidateTable: slicer.vtkMRMLTableNode

@@ -42,6 +42,7 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         self._parameterNode = None
         self._guiTag = None
         self.jobs = {"export": None, "train": None, "detect": None}
+        self._describedPlan = None      # (volume, model, speed) that detectPlanLabel describes
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MS)
         self.timer.connect("timeout()", self.pollJobs)
@@ -104,6 +105,10 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         ui.exportButton.enabled = bool(p.datasetFolder) or not idle["export"]
         ui.trainButton.enabled = bool(p.datasetFolder) or not idle["train"]
         ui.detectButton.enabled = bool(p.inputVolume and p.modelPath) or not idle["detect"]
+        plan = (p.inputVolume.GetID() if p.inputVolume else None, p.modelPath, p.detectSecondsPerMvox)
+        if plan != self._describedPlan:       # reading the model's header once per change
+            self._describedPlan = plan
+            ui.detectPlanLabel.text = self.logic.describeDetect(p.inputVolume, p.modelPath)
         ui.exportButton.text = "Export patches" if idle["export"] else "Cancel export"
         ui.trainButton.text = "Start training" if idle["train"] else "Cancel training"
         ui.detectButton.text = "Detect" if idle["detect"] else "Cancel Detect"

@@ -93,7 +93,7 @@ def test_tiled_pass_equals_the_untiled_network():
     mapper = DenseLesionMapper(model, (16, 64, 64), "cpu", max_memory_gb=64)
     whole = mapper.logit_grid(stored)
     steps = []
-    mapper.plan = lambda shape, resident=None: [50_000, 20_000, 3_600]       # 16, 16 and 8 tiles
+    mapper.plan = lambda shape, resident=None, batch=1: [50_000, 20_000, 3_600]       # 16, 16 and 8 tiles
     tiled = mapper.logit_grid(stored, on_step=lambda stage, done, total: steps.append((stage, total)))
     assert min(total for _, total in steps) > 1                # every stage really was tiled
     bound = _bf16_store_bound(model, stored)

@@ -257,3 +257,35 @@ def test_detect_outputs_load_on_the_inputs_grid_under_its_transform(headless, tm
     moved = sent.__class__(sent.size, sent.spacing, (0.0, 0.0, 0.0), sent.direction)
     with pytest.raises(BlcamError, match="geometry"):
         loadResults(case.volume, tmp_path / "out", moved)
+
+
+def test_panel_says_the_models_spacing_and_the_expected_detect_time(headless, tmp_path):
+    """Before Detect starts: the model's voxel size, the grid the loaded volume is mapped on and
+    the expected seconds; after a Detect, the estimate uses the speed this computer achieved."""
+    from _cam_fixtures import random_model
+
+    from BreastLesionCAMLib.NodeIO import geometryOf
+    from blcam.detect.plan import plan_detect
+    from blcam.io.resample import grid_at_spacing
+    from blcam.model import make_metadata, save_model
+    case = addPhantomCase(headless.scene, "aniso", 5, spacingIJK=ANISOTROPIC)
+    meta = make_metadata("resnet10", "paper", 0.25, (16, 48, 48), (28, 64, 96), spacing=[0.5, 0.5, 0.5])
+    save_model(tmp_path / "mm.safetensors", random_model(), meta)
+    logic = BreastLesionCAMLogic()
+    text = logic.describeDetect(case.volume, str(tmp_path / "mm.safetensors"))
+    grid = grid_at_spacing(geometryOf(case.volume), (0.5, 0.5, 0.5))
+    plan = plan_detect(meta, geometryOf(case.volume))
+    assert "model spacing 0.5 × 0.5 × 0.5 mm" in text and "×".join(map(str, grid.shape)) in text
+    assert f"Detect ≈ {plan.expected_seconds():.0f} s on a 2-core laptop CPU" in text
+    # A finished Detect's map time becomes this computer's rate.
+    out = tmp_path / "det"
+    out.mkdir()
+    (out / "detections.csv").write_text("name,map_seconds\naniso,3.0\n", encoding="utf-8")
+    logic._recordSpeed(case.volume, str(tmp_path / "mm.safetensors"), out)
+    assert logic.getParameterNode().detectSecondsPerMvox == pytest.approx(3.0 / plan.mvox_read)
+    again = logic.describeDetect(case.volume, str(tmp_path / "mm.safetensors"))
+    assert "Detect ≈ 3 s at this computer's last measured speed" in again
+    save_model(tmp_path / "native.safetensors", random_model(),
+               make_metadata("resnet10", "paper", 0.25, (16, 48, 48), (28, 64, 96)))
+    assert "each volume's own voxels" in logic.describeDetect(case.volume, str(tmp_path / "native.safetensors"))
+    assert logic.describeDetect(case.volume, "") == ""

@@ -97,6 +97,7 @@ def test_detect_in_the_models_space_matches_across_spacings_and_orientations(tmp
         np.testing.assert_allclose(heat.GetOrigin(), geometry.origin, atol=1e-9)
         np.testing.assert_allclose(heat.GetDirection(), geometry.direction, atol=1e-9)
         arr = sitk.GetArrayViewFromImage(heat)
+        assert np.abs(arr * 255 - np.rint(arr * 255)).max() < 1e-3 and arr.max() == 1.0   # 256 display levels
         hottest = np.unravel_index(np.argmax(arr), arr.shape)
         # The heatmap is the feature grid upsampled: hottest within one feature (16 voxels of 0.5 mm).
         assert np.linalg.norm(geometry.index_to_lps(np.asarray(hottest[::-1], float)) - LESION_LPS) <= 8.0
@@ -152,3 +153,15 @@ def test_export_at_a_spacing_records_it_and_training_carries_it_into_the_model(t
     assert bad.returncode == 2 and "--spacing" in bad.stderr
     train_model(tmp_path / "p", tmp_path / "run", tiny_config(epochs=1, crop=(8, 16, 16)), progress=False)
     assert read_metadata(tmp_path / "run" / "model.safetensors")["spacing"] == [0.5, 0.5, 0.5]
+
+
+def test_the_detect_plan_counts_slab_reads_of_the_model_grid():
+    from blcam.detect.plan import REFERENCE_S_PER_MVOX, plan_detect
+    geometry = Geometry((320, 320, 48), (0.5, 0.5, 0.5), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    meta = {"arch": "resnet10", "widen": 0.5, "crop": [16, 160, 160], "patch": [28, 280, 280], "spacing": None}
+    plan = plan_detect(meta, geometry)
+    # Slabs of 16 slices every 12 (the paper's 28/16): 4 slabs over 48 slices, 1.33 reads a voxel.
+    assert plan.model_geometry is geometry and plan.reads_per_voxel == pytest.approx(4 * 16 / 48)
+    assert plan.expected_seconds() == pytest.approx(plan.mvox_read * REFERENCE_S_PER_MVOX["resnet10"] * 0.5)
+    coarse = plan_detect({**meta, "spacing": [1.0, 1.0, 1.0]}, geometry)
+    assert coarse.model_geometry.shape == (24, 160, 160) and coarse.mvox_read < plan.mvox_read / 4

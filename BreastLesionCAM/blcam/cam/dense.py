@@ -72,6 +72,10 @@ class _Stage:
 
 
 CONTEXTS = ("slab", "volume")
+# Slabs passed as one batch. oneDNN picks a several times faster convolution for larger
+# problems: on a 2-core AVX-512 CPU a 15-slice slab of 100×346 voxels took as long alone as
+# four of them in one batch (the stem: 0.64 s against 0.67 s; bench/RESULTS.md).
+SLAB_BATCH = 4
 
 
 def default_slab_step(crop, patch=None) -> int:
@@ -152,7 +156,7 @@ class DenseLesionMapper:
         self.max_memory_gb = float(max_memory_gb)
 
     # ------------------------------------------------------------------ memory planning
-    def plan(self, shape, resident_voxels: int | None = None) -> list[int]:
+    def plan(self, shape, resident_voxels: int | None = None, batch: int = 1) -> list[int]:
         """Largest tile (in input cells) per stage such that the whole pass fits the budget.
 
         A tile's peak is its input (float) plus the widest activation, 1.5 × the widest layer
@@ -161,7 +165,8 @@ class DenseLesionMapper:
         also pays for the stores of the stage's input and output, the uint8 volume and the
         float32 heatmap (:data:`RESIDENT_BYTES` per voxel of ``resident_voxels``, the whole
         volume when ``shape`` is one slab);
-        on CUDA those live in host RAM, and the budget is device memory.
+        on CUDA those live in host RAM, and the budget is device memory. ``batch`` items of
+        ``shape`` run together: every per-cell cost and every store is ``batch`` times larger.
         """
         resident = math.prod(shape) if resident_voxels is None else resident_voxels
         item = 2 if self.autocast else self.dtype.itemsize
@@ -173,11 +178,11 @@ class DenseLesionMapper:
         cells = []
         for n, stage in enumerate(self.stages):
             g = stage.geometry
-            per_cell = HEADROOM * item * (g.in_channels + 1.5 * g.peak_channels)
+            per_cell = batch * HEADROOM * item * (g.in_channels + 1.5 * g.peak_channels)
             if self.device.type == "cuda":
                 fixed = 0.5 * GB
             else:
-                stores = sum(math.prod(grids[m + 1]) * s.out_channels * s.store.itemsize
+                stores = batch * sum(math.prod(grids[m + 1]) * s.out_channels * s.store.itemsize
                              for m, s in enumerate(self.stages) if m in (n - 1, n))
                 fixed = BASELINE_BYTES + stores + RESIDENT_BYTES * resident
             smallest = per_cell * math.prod(2 * r + 2 * s for r, s in zip(g.reach, g.stride))
@@ -197,22 +202,27 @@ class DenseLesionMapper:
     def logit_grid(self, stored_uint8: np.ndarray, progress: bool = False, on_step=None,
                    resident_voxels: int | None = None) -> np.ndarray:
         """Local-logit grid ``(k, j, i)`` of one pass over ``stored_uint8`` (normalised uint8)."""
-        cells = self.plan(stored_uint8.shape, resident_voxels)
+        return self.logit_grids(stored_uint8[None], progress, on_step, resident_voxels)[0]
+
+    def logit_grids(self, stack_uint8: np.ndarray, progress: bool = False, on_step=None,
+                    resident_voxels: int | None = None) -> np.ndarray:
+        """Local-logit grids ``(B, k, j, i)`` of ``B`` equal-sized blocks, passed as one batch."""
+        cells = self.plan(stack_uint8.shape[1:], resident_voxels, batch=len(stack_uint8))
 
         def first(block):
             t = torch.from_numpy(np.ascontiguousarray(block)).to(self.device)
-            return network_input(t.to(self.dtype))[None, None]
+            return network_input(t.to(self.dtype))[:, None]
 
         def later(block):
-            return block.unsqueeze(0).to(self.device, self.dtype)
+            return block.to(self.device, self.dtype)
 
-        data = stored_uint8
+        data = stack_uint8
         for n, stage in enumerate(self.stages):
             report = None if on_step is None else (lambda done, total, s=stage.name: on_step(s, done, total))
             data = run_tiled(lambda x, s=stage: self._forward(s.net, x), data, stage.geometry,
                              stage.out_channels, cells[n], self.device, stage.store,
                              first if n == 0 else later, progress, stage.name, report)
-        return data[0].numpy()
+        return data[:, 0].numpy()
 
     def slab_starts(self, depth: int) -> list[int]:
         """First slice of each slab, every ``slab_step`` slices, until a slab reaches the end."""
@@ -220,14 +230,36 @@ class DenseLesionMapper:
         return list(range(0, reach + self.slab_step, self.slab_step)) if reach else [0]
 
     def _slab_grid(self, stored: np.ndarray, progress: bool, on_step) -> np.ndarray:
+        """One row per slab; slabs run :data:`SLAB_BATCH` at a time (fewer where the memory
+        budget asks), since a batch of thin slabs costs little more than one of them."""
         starts = self.slab_starts(stored.shape[0])
+        batch = self._slab_batch(min(self.crop[0], stored.shape[0]), stored.shape[1:], stored.size, len(starts))
         rows = []
-        for n, start in enumerate(tqdm(starts, desc="slabs", unit="slab", disable=not progress, leave=False)):
-            grid = self.logit_grid(stored[start:start + self.crop[0]], resident_voxels=stored.size)
-            rows.append(grid.mean(axis=0))  # one crop depth → one row (its features' mean, as GAP does)
+        bar = tqdm(total=len(starts), desc="slabs", unit="slab", disable=not progress, leave=False)
+        depth = stored.shape[0]
+        full = [s for s in starts if s + self.crop[0] <= depth]        # a last, shorter slab runs alone
+        groups = [full[n:n + batch] for n in range(0, len(full), batch)] + [[s] for s in starts if s not in full]
+        for group in groups:
+            stack = np.stack([stored[s:s + self.crop[0]] for s in group])
+            for grid in self.logit_grids(stack, resident_voxels=stored.size):
+                rows.append(grid.mean(axis=0))  # one crop depth → one row (its features' mean, as GAP does)
+            bar.update(len(group))
             if on_step is not None:
-                on_step("slabs", n + 1, len(starts))
+                on_step("slabs", len(rows), len(starts))
+        bar.close()
         return np.stack(rows)
+
+    def _slab_batch(self, depth: int, plane, resident: int, slabs: int) -> int:
+        """The largest batch up to :data:`SLAB_BATCH` whose whole-slab tiles fit the budget
+        (a batch split into in-plane tiles would pay their halos instead)."""
+        for batch in range(min(SLAB_BATCH, slabs), 1, -1):
+            try:
+                cells = self.plan((depth, *plane), resident, batch)
+            except BlcamError:
+                continue
+            if cells[0] >= depth * math.prod(plane):
+                return batch
+        return 1
 
     def __call__(self, stored_uint8: np.ndarray, progress: bool = False, on_step=None) -> LesionMap:
         """The lesion map of one volume (stored uint8 units, as :func:`normalise_volume` gives)."""

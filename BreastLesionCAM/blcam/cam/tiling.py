@@ -129,23 +129,25 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], source, geometry: Stag
               out_channels: int, max_voxels: int, device: torch.device, store_dtype=torch.float32,
               prepare: Callable | None = None, progress: bool = False, desc: str = "tiles",
               on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Apply ``fn`` to ``source`` (``(C, k, j, i)`` tensor or a ``(k, j, i)`` array) tile by tile.
+    """Apply ``fn`` to ``source`` tile by tile: a batch of inputs with the same grid, a
+    ``(B, C, k, j, i)`` tensor or a ``(B, k, j, i)`` array (the same tile of every item runs
+    as one batch: oneDNN is several times faster on a batch of thin slabs than on each alone).
 
     ``prepare(block)`` turns an input block (a slice of ``source``) into the network's
-    ``(1, C, k, j, i)`` float tensor on ``device``. The result lives on the CPU in
-    ``store_dtype`` (``(out_channels, *output_grid)``), so only one tile's activations are
+    ``(B, C, k, j, i)`` float tensor on ``device``. The result lives on the CPU in
+    ``store_dtype`` (``(B, out_channels, *output_grid)``), so only one tile's activations are
     ever on the device. ``on_tile(done, total)`` reports progress to callers without a tty.
     """
     spatial = tuple(source.shape[-3:])
     out_shape = tuple(math.ceil(n / s) for n, s in zip(spatial, geometry.stride))
-    out = torch.empty((out_channels, *out_shape), dtype=store_dtype)
+    out = torch.empty((source.shape[0], out_channels, *out_shape), dtype=store_dtype)
     tiles = plan_tiles(spatial, geometry, max_voxels)
-    prepare = prepare or (lambda block: torch.as_tensor(block).unsqueeze(0).to(device, torch.float32))
+    prepare = prepare or (lambda block: torch.as_tensor(block).to(device, torch.float32))
     for n, (inp, keep, where) in enumerate(tqdm(tiles, desc=desc, unit="tile", disable=not progress,
                                                 leave=False), 1):
         block = source[(Ellipsis, *inp)]
         result = fn(prepare(block))
-        out[(slice(None), *where)] = result[(0, slice(None), *keep)].to("cpu", store_dtype)
+        out[(slice(None), slice(None), *where)] = result[(slice(None), slice(None), *keep)].to("cpu", store_dtype)
         del result
         if on_tile is not None:
             on_tile(n, len(tiles))

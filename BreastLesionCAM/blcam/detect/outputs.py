@@ -1,6 +1,6 @@
 """The files ``blcam detect`` leaves per volume, and the cohort summary.
 
-Per volume ``<name>``: ``_heatmap.nrrd`` (float32 in [0, 1], the input's exact size,
+Per volume ``<name>``: ``_heatmap.nrrd`` (float32 in [0, 1] in steps of 1/255, the input's exact size,
 spacing, origin and direction), ``_candidates.mrk.json`` (Slicer ``Fiducial`` markups in
 LPS, labels ``lesion-N``, the score in each description), ``_candidates.csv`` and
 ``_candidates.json`` (score, LPS position, voxel index, size in mm). ``detections.csv``
@@ -13,9 +13,29 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
+
 from ..io.atomic import write_json_atomic, write_text_atomic
 from ..io.points import write_markups
+from ..io.volume import write_volume
 from .candidates import Candidate
+
+HEATMAP_LEVELS = 255
+
+
+def write_heatmap(path, heat: np.ndarray, geometry) -> None:
+    """Write the [0, 1] heatmap in steps of 1/255, in place.
+
+    The heatmap is for display through a 256-colour table, so finer steps show nothing; a
+    float32 heatmap of an ABUS volume (209 M voxels) with every mantissa bit in use is
+    700 MB and takes 12 s to compress, with 256 levels 150 MB and 3 s (bench/RESULTS.md).
+    Candidates come from the lesion map itself, never from this file.
+    """
+    np.multiply(heat, HEATMAP_LEVELS, out=heat)
+    np.rint(heat, out=heat)
+    heat /= HEATMAP_LEVELS
+    write_volume(path, heat, geometry)
+
 
 CANDIDATE_COLUMNS = ["label", "score", "crop_logit", "local_logit", "x", "y", "z", "i", "j", "k",
                      "size_i_mm", "size_j_mm", "size_k_mm"]

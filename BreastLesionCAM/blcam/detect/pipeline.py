@@ -26,11 +26,11 @@ from ..errors import BlcamError
 from ..intensity import count_non_finite, non_finite_warning, normalise_volume
 from ..io.atomic import check_output_folder, make_folder
 from ..io.locks import folder_lock
-from ..io.volume import Geometry, read_volume, write_volume
+from ..io.volume import Geometry, read_volume
 from ..io.resample import grid_at_spacing, resample
 from ..model import load_model, model_spacing, model_stride, resolve_model_path
 from .candidates import find_candidates, half_max_extent
-from .outputs import write_candidates, write_summary
+from .outputs import write_candidates, write_heatmap, write_summary
 from .overlays import candidate_figure, contact_sheet
 from .refine import MODES as REFINE_MODES
 from .refine import CandidateRefiner, default_mode
@@ -163,7 +163,7 @@ class Detector:
         t = time.perf_counter()
         heat = resample(lmap.heatmap, geometry, native)
         resample_s += time.perf_counter() - t
-        write_volume(heat_path, heat, native)
+        write_heatmap(heat_path, heat, native)
         del heat
         info = {"volume": str(job.path), "name": job.name, "model": str(self.model_path), "method": s.method,
                 "volume_score": round(volume_score, 6), "cam_max": lmap.cam_max, "stride": list(lmap.stride),

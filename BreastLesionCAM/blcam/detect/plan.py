@@ -1,0 +1,74 @@
+"""What Detect will do with a volume, said before it starts: the model's grid and the time.
+
+A radiologist who clicks Detect should know whether to wait or get a coffee. The work of
+the fast path is proportional to the voxels it reads: the volume resampled to the model's
+spacing (:mod:`blcam.io.resample`), read ``crop depth / slab step`` times in slab context.
+Seconds per million voxel reads depend on the computer and the network, so the estimate
+uses the rate measured by the last Detect on this computer when there is one (the Slicer
+module keeps it), else a reference measured on a 2-core laptop-class CPU
+(:data:`REFERENCE_S_PER_MVOX`, ``bench/RESULTS.md``), scaled by the network's width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..cam.dense import default_slab_step
+from ..io.resample import grid_at_spacing
+from ..io.volume import Geometry
+
+# Seconds per million voxel reads of the CPU fast path, per architecture at width 1.0 on the
+# 2-core reference CPU (bench/cpu_speed.py and bench/detect.py --preset abus). Narrower
+# networks are cheaper about in proportion to the width (the stem, most of the work, scales
+# with it), which is how other widths are estimated.
+REFERENCE_S_PER_MVOX = {"resnet10": 0.75, "resnet18": 1.1}
+
+
+@dataclass(frozen=True)
+class DetectPlan:
+    input_geometry: Geometry
+    model_geometry: Geometry
+    model_spacing: tuple[float, float, float] | None
+    reads_per_voxel: float
+    reference_s_per_mvox: float
+
+    @property
+    def mvox_read(self) -> float:
+        return math.prod(self.model_geometry.shape) * self.reads_per_voxel / 1e6
+
+    def expected_seconds(self, s_per_mvox: float | None = None) -> float:
+        """Map time at ``s_per_mvox`` (a measured rate), or at the reference rate."""
+        return self.mvox_read * (self.reference_s_per_mvox if s_per_mvox is None else s_per_mvox)
+
+    def describe(self, s_per_mvox: float | None = None) -> str:
+        """One line for the panel: the model's spacing, the grid it maps, the expected time."""
+        fmt = lambda values: " × ".join(f"{v:.3g}" for v in values)   # noqa: E731
+        shape = "×".join(map(str, self.model_geometry.shape))
+        if self.model_spacing is None:
+            where = f"model works in each volume's own voxels ({fmt(self.input_geometry.spacing)} mm here)"
+        elif self.model_geometry is self.input_geometry:
+            where = f"model spacing {fmt(self.model_spacing)} mm, as this volume's"
+        else:
+            where = (f"model spacing {fmt(self.model_spacing)} mm: this volume ({fmt(self.input_geometry.spacing)} "
+                     f"mm) is resampled to {shape} voxels")
+        basis = "at this computer's last measured speed" if s_per_mvox else "on a 2-core laptop CPU"
+        return f"{where}; Detect ≈ {self.expected_seconds(s_per_mvox):.0f} s {basis}"
+
+    def measured_rate(self, map_seconds: float) -> float:
+        """Seconds per million voxel reads that a finished Detect achieved."""
+        return map_seconds / max(self.mvox_read, 1e-9)
+
+
+def plan_detect(meta: dict, geometry: Geometry) -> DetectPlan:
+    """The plan for a model (its metadata record) and a volume (its geometry, header only)."""
+    spacing = meta.get("spacing")
+    spacing = None if spacing is None else tuple(float(v) for v in spacing)
+    model_geometry = geometry if spacing is None else grid_at_spacing(geometry, spacing)
+    crop = meta["crop"]
+    step = default_slab_step(crop, meta.get("patch"))
+    depth = model_geometry.shape[0]
+    slabs = max(1, math.ceil(max(depth - crop[0], 0) / step) + 1)
+    reads = slabs * min(crop[0], depth) / depth
+    reference = REFERENCE_S_PER_MVOX.get(meta.get("arch"), REFERENCE_S_PER_MVOX["resnet18"])
+    return DetectPlan(geometry, model_geometry, spacing, reads, reference * float(meta.get("widen", 1.0)))

@@ -97,7 +97,7 @@ def test_detect_in_the_models_space_matches_across_spacings_and_orientations(tmp
         np.testing.assert_allclose(heat.GetOrigin(), geometry.origin, atol=1e-9)
         np.testing.assert_allclose(heat.GetDirection(), geometry.direction, atol=1e-9)
         arr = sitk.GetArrayViewFromImage(heat)
-        assert np.abs(arr * 255 - np.rint(arr * 255)).max() < 1e-3 and arr.max() == 1.0   # 256 display levels
+        assert np.abs(arr * 255 - np.rint(arr * 255)).max() < 1e-3 and 0.9 < arr.max() <= 1.0   # 256 levels
         hottest = np.unravel_index(np.argmax(arr), arr.shape)
         # The heatmap is the feature grid upsampled: hottest within one feature (16 voxels of 0.5 mm).
         assert np.linalg.norm(geometry.index_to_lps(np.asarray(hottest[::-1], float)) - LESION_LPS) <= 8.0

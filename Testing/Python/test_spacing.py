@@ -156,12 +156,13 @@ def test_export_at_a_spacing_records_it_and_training_carries_it_into_the_model(t
 
 
 def test_the_detect_plan_counts_slab_reads_of_the_model_grid():
-    from blcam.detect.plan import REFERENCE_S_PER_MVOX, plan_detect
+    from blcam.detect.plan import REFERENCE_IO_S_PER_MVOX, REFERENCE_S_PER_MVOX, plan_detect
     geometry = Geometry((320, 320, 48), (0.5, 0.5, 0.5), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     meta = {"arch": "resnet10", "widen": 0.5, "crop": [16, 160, 160], "patch": [28, 280, 280], "spacing": None}
     plan = plan_detect(meta, geometry)
     # Slabs of 16 slices every 12 (the paper's 28/16): 4 slabs over 48 slices, 1.33 reads a voxel.
     assert plan.model_geometry is geometry and plan.reads_per_voxel == pytest.approx(4 * 16 / 48)
-    assert plan.expected_seconds() == pytest.approx(plan.mvox_read * REFERENCE_S_PER_MVOX["resnet10"] * 0.5)
+    io = 320 * 320 * 48 / 1e6 * REFERENCE_IO_S_PER_MVOX
+    assert plan.expected_seconds() == pytest.approx(io + plan.mvox_read * REFERENCE_S_PER_MVOX["resnet10"] * 0.5)
     coarse = plan_detect({**meta, "spacing": [1.0, 1.0, 1.0]}, geometry)
     assert coarse.model_geometry.shape == (24, 160, 160) and coarse.mvox_read < plan.mvox_read / 4

@@ -19,10 +19,13 @@ from ..io.resample import grid_at_spacing
 from ..io.volume import Geometry
 
 # Seconds per million voxel reads of the CPU fast path, per architecture at width 1.0 on the
-# 2-core reference CPU (bench/cpu_speed.py and bench/detect.py --preset abus). Narrower
-# networks are cheaper about in proportion to the width (the stem, most of the work, scales
-# with it), which is how other widths are estimated.
-REFERENCE_S_PER_MVOX = {"resnet10": 0.75, "resnet18": 1.1}
+# 2-core reference CPU (bench/detect.py --preset abus, bench/RESULTS.md: ResNet-18 mapped
+# 14.5 M voxel reads in 9.3 s, a half-width ResNet-10 in 3.2 s). Narrower networks are
+# cheaper about in proportion to the width (the stem, most of the work, scales with it).
+REFERENCE_S_PER_MVOX = {"resnet10": 0.45, "resnet18": 0.65}
+# Reading, resampling both ways and writing the heatmap, per million voxels of the input
+# (the same run: 8.4 s for an ABUS volume of 209 M voxels).
+REFERENCE_IO_S_PER_MVOX = 0.04
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,10 @@ class DetectPlan:
         return math.prod(self.model_geometry.shape) * self.reads_per_voxel / 1e6
 
     def expected_seconds(self, s_per_mvox: float | None = None) -> float:
-        """Map time at ``s_per_mvox`` (a measured rate), or at the reference rate."""
-        return self.mvox_read * (self.reference_s_per_mvox if s_per_mvox is None else s_per_mvox)
+        """Detect's time at ``s_per_mvox`` (a measured map rate) or the reference rate, plus
+        the reference time for reading, resampling and writing the input's voxels."""
+        io = math.prod(self.input_geometry.shape) / 1e6 * REFERENCE_IO_S_PER_MVOX
+        return io + self.mvox_read * (self.reference_s_per_mvox if s_per_mvox is None else s_per_mvox)
 
     def describe(self, s_per_mvox: float | None = None) -> str:
         """One line for the panel: the model's spacing, the grid it maps, the expected time."""

@@ -26,6 +26,8 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "BreastLesionCAM"))
 
@@ -33,6 +35,7 @@ from blcam.demo.pipeline import DemoConfig, held_out_cohort  # noqa: E402
 from blcam.detect.pipeline import DetectSettings, detect  # noqa: E402
 from blcam.detect.scoring import evaluate_detection  # noqa: E402
 from blcam.evaluation import evaluate_model  # noqa: E402
+from blcam.io.resample import mm_to_voxels  # noqa: E402
 from blcam.patches.export import ExportSettings, export_dataset  # noqa: E402
 from blcam.phantom import make_cohort  # noqa: E402
 from blcam.recipes import RECIPES, recipe_config  # noqa: E402
@@ -105,6 +108,8 @@ def main(argv=None) -> int:
     p.add_argument("--recipes", nargs="*", default=["default", "paper"], choices=sorted(RECIPES),
                    help="recipe rows (none: only the --variant rows)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...")
+    p.add_argument("--export-spacing", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
+                   help="export at this spacing (mm, i j k); patch and crop keep their size in mm")
     p.add_argument("--out", type=Path, required=True, help="work folder (kept: rerun to reuse its stages)")
     p.add_argument("--json", type=Path, help="write the table here as JSON")
     p.add_argument("--device", default="auto")
@@ -112,6 +117,11 @@ def main(argv=None) -> int:
 
     c = replace(DemoConfig(), patients=args.patients, seed=args.seed, epochs=args.epochs, patch=tuple(args.patch),
                 negatives_per_volume=args.negatives_per_volume)
+    spacing = None if args.export_spacing is None else tuple(args.export_spacing)
+    if spacing is not None:        # the same tissue per patch and crop, in voxels of the new size
+        native_kji = np.asarray(c.spacing, float)
+        to_vox = lambda size: mm_to_voxels(np.asarray(size) * native_kji, spacing, "size")   # noqa: E731
+        c = replace(c, patch=to_vox(c.patch), crop=to_vox(c.crop))
     device = str(resolve_device(args.device))
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +136,8 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     if not (paths["patches"] / "manifest.csv").is_file():
         export_dataset(paths["cohort"], paths["patches"],
-                       ExportSettings(tuple(c.patch), c.negatives_per_volume, c.test_fraction, 5, c.seed),
+                       ExportSettings(tuple(c.patch), c.negatives_per_volume, c.test_fraction, 5, c.seed,
+                                      spacing=spacing),
                        jobs=c.jobs, progress=False)
     seconds["export"] = time.perf_counter() - t
     held_out_cohort(paths["cohort"], paths["patches"] / "manifest.csv", paths["test_cohort"])

@@ -8,7 +8,9 @@ user gave explicitly. The README says why the default departs from the paper:
 * ``default``: crops kept inside the volume (padding beside border lesions leaked the
   label), plus point supervision of the local-logit map
   (:mod:`blcam.training.point_supervision`): the click says where the lesion is in every
-  positive crop, so the map is taught to peak there instead of anywhere in the crop.
+  positive crop, so the map is taught to peak there instead of anywhere in the crop; and a
+  cosine learning rate: the model is the last epoch (never one picked on the test split), and
+  annealing makes the last epoch a settled one rather than wherever the last batch left it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .training.config import TrainConfig
 # 'paper' sets every field in which they depart from the paper back to the paper's value.
 RECIPES: dict[str, dict] = {
     "default": {},
-    "paper": {"padded_crops": True, "point_loss": 0.0},
+    "paper": {"padded_crops": True, "point_loss": 0.0, "lr_schedule": "constant"},
 }
 
 

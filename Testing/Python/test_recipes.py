@@ -49,5 +49,5 @@ def test_learning_rate_schedules_and_runs_recorded_before_them():
     old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("lr_schedule", "positive_fraction")}
     restored = TrainConfig.from_dict(old)
     assert restored.lr_schedule == "constant" and restored.positive_fraction is None
-    assert _config("--lr-schedule", "cosine").lr_schedule == "cosine"
-    assert TrainConfig().epoch_lr(40) == TrainConfig().lr             # the default keeps the paper's rate
+    assert _config("--lr-schedule", "constant").lr_schedule == "constant"
+    assert TrainConfig().lr_schedule == "cosine" and recipe_config("paper").lr_schedule == "constant"

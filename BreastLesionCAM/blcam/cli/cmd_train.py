@@ -43,7 +43,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=_D.lr, help=f"Adam learning rate (default: {_D.lr:g})")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
                    help="'cosine': anneal the rate to zero over the epochs; 'constant': the paper's "
-                   f"(default: {_D.lr_schedule}; cosine did not help on the validation cohort)")
+                   f"(recipes: default {_D.lr_schedule}, paper constant)")
     p.add_argument("--crop", type=positive_int, nargs=3, default=list(_D.crop), metavar=("K", "J", "I"),
                    help="random crop taken inside each stored patch, k j i (default: %s)" % " ".join(map(str, _D.crop)))
     p.add_argument("--crop-mm", type=float, nargs=3, default=None, metavar=("K", "J", "I"),

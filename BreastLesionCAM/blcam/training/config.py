@@ -39,7 +39,7 @@ class TrainConfig:
     epochs: int = 250
     batch_size: int = 14          # global: split evenly across DDP processes
     lr: float = 1e-3
-    lr_schedule: str = "constant"  # the paper's Adam at lr throughout; 'cosine': annealed (epoch_lr())
+    lr_schedule: str = "cosine"   # annealed to ~0 (epoch_lr()); 'constant': the paper's Adam at lr throughout
     crop: tuple[int, int, int] = (16, 160, 160)
     flip_p: float = 0.5           # per axis, along k (depth/slices) and i (horizontal)
     padded_crops: bool = False    # True: crops anywhere in the patch, padding included (the paper)

@@ -166,3 +166,22 @@ def test_the_detect_plan_counts_slab_reads_of_the_model_grid():
     assert plan.expected_seconds() == pytest.approx(io + plan.mvox_read * REFERENCE_S_PER_MVOX["resnet10"] * 0.5)
     coarse = plan_detect({**meta, "spacing": [1.0, 1.0, 1.0]}, geometry)
     assert coarse.model_geometry.shape == (24, 160, 160) and coarse.mvox_read < plan.mvox_read / 4
+
+
+def test_an_export_from_before_spacings_resumes_and_refuses_another_spacing(tmp_path):
+    from _training_fixtures import write_blob_cohort
+
+    from blcam.patches.dataset import load_dataset
+    from blcam.patches.export import ExportSettings, export_dataset
+    cohort = write_blob_cohort(tmp_path / "cohort", patients=6)
+    settings = ExportSettings(patch=(12, 48, 48), negatives_per_volume=1, folds=2)
+    export_dataset(cohort, tmp_path / "p", settings, progress=False)
+    meta = tmp_path / "p" / "dataset.json"
+    info = json.loads(meta.read_text(encoding="utf-8"))
+    del info["settings"]["spacing"]                                   # as written before the option
+    meta.write_text(json.dumps(info), encoding="utf-8")
+    assert load_dataset(tmp_path / "p").spacing is None
+    export_dataset(cohort, tmp_path / "p", settings, progress=False)  # resumes, not "other settings"
+    with pytest.raises(BlcamError, match="other settings"):
+        export_dataset(cohort, tmp_path / "p", ExportSettings(patch=(12, 48, 48), negatives_per_volume=1, folds=2,
+                                                              spacing=(0.25, 0.25, 0.4)), progress=False)

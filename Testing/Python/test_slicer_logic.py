@@ -282,7 +282,7 @@ def test_panel_says_the_models_spacing_and_the_expected_detect_time(headless, tm
     out.mkdir()
     (out / "detections.csv").write_text("name,map_seconds\naniso,3.0\n", encoding="utf-8")
     logic._recordSpeed(case.volume, str(tmp_path / "mm.safetensors"), out)
-    assert logic.getParameterNode().detectSecondsPerMvox == pytest.approx(3.0 / plan.mvox_read)
+    assert logic.getParameterNode().detectSecondsPerMvox == pytest.approx((3.0 - plan.io_seconds) / plan.mvox_read)
     again = logic.describeDetect(case.volume, str(tmp_path / "mm.safetensors"))
     assert "Detect ≈ 3 s at this computer's last measured speed" in again
     save_model(tmp_path / "native.safetensors", random_model(),

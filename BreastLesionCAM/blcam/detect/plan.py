@@ -40,11 +40,14 @@ class DetectPlan:
     def mvox_read(self) -> float:
         return math.prod(self.model_geometry.shape) * self.reads_per_voxel / 1e6
 
+    @property
+    def io_seconds(self) -> float:
+        """Reference time for reading, resampling and writing the input's voxels."""
+        return math.prod(self.input_geometry.shape) / 1e6 * REFERENCE_IO_S_PER_MVOX
+
     def expected_seconds(self, s_per_mvox: float | None = None) -> float:
-        """Detect's time at ``s_per_mvox`` (a measured map rate) or the reference rate, plus
-        the reference time for reading, resampling and writing the input's voxels."""
-        io = math.prod(self.input_geometry.shape) / 1e6 * REFERENCE_IO_S_PER_MVOX
-        return io + self.mvox_read * (self.reference_s_per_mvox if s_per_mvox is None else s_per_mvox)
+        """Detect's time at ``s_per_mvox`` (a measured map rate) or the reference rate."""
+        return self.io_seconds + self.mvox_read * (self.reference_s_per_mvox if s_per_mvox is None else s_per_mvox)
 
     def describe(self, s_per_mvox: float | None = None) -> str:
         """One line for the panel: the model's spacing, the grid it maps, the expected time."""
@@ -61,8 +64,9 @@ class DetectPlan:
         return f"{where}; Detect ≈ {self.expected_seconds(s_per_mvox):.0f} s {basis}"
 
     def measured_rate(self, map_seconds: float) -> float:
-        """Seconds per million voxel reads that a finished Detect achieved."""
-        return map_seconds / max(self.mvox_read, 1e-9)
+        """Seconds per million voxel reads that a finished Detect achieved (its
+        ``map_seconds`` include reading and resampling, which the estimate adds itself)."""
+        return max(map_seconds - self.io_seconds, 0.0) / max(self.mvox_read, 1e-9)
 
 
 def plan_detect(meta: dict, geometry: Geometry) -> DetectPlan:

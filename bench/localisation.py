@@ -110,6 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...")
     p.add_argument("--export-spacing", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
                    help="export at this spacing (mm, i j k); patch and crop keep their size in mm")
+    p.add_argument("--phantom-spacing", type=float, nargs=3, default=None, metavar=("SK", "SJ", "SI"),
+                   help="write the phantom at this spacing (mm, k j i) over the demo's field of view")
     p.add_argument("--out", type=Path, required=True, help="work folder (kept: rerun to reuse its stages)")
     p.add_argument("--json", type=Path, help="write the table here as JSON")
     p.add_argument("--device", default="auto")
@@ -117,11 +119,17 @@ def main(argv=None) -> int:
 
     c = replace(DemoConfig(), patients=args.patients, seed=args.seed, epochs=args.epochs, patch=tuple(args.patch),
                 negatives_per_volume=args.negatives_per_volume)
+    # Patch and crop hold the demo's tissue (its voxel sizes at its 0.5 mm) at whatever spacing
+    # the patches are cut: the export's, or the phantom's own.
+    demo_kji = np.asarray(c.spacing, float)
+    if args.phantom_spacing is not None:
+        fov = np.asarray(c.shape) * demo_kji
+        c = replace(c, spacing=tuple(args.phantom_spacing),
+                    shape=tuple(int(round(v)) for v in fov / np.asarray(args.phantom_spacing)))
     spacing = None if args.export_spacing is None else tuple(args.export_spacing)
-    if spacing is not None:        # the same tissue per patch and crop, in voxels of the new size
-        native_kji = np.asarray(c.spacing, float)
-        to_vox = lambda size: mm_to_voxels(np.asarray(size) * native_kji, spacing, "size")   # noqa: E731
-        c = replace(c, patch=to_vox(c.patch), crop=to_vox(c.crop))
+    cut_at = spacing if spacing is not None else tuple(reversed(c.spacing))
+    to_vox = lambda size: mm_to_voxels(np.asarray(size) * demo_kji, cut_at, "size")   # noqa: E731
+    c = replace(c, patch=to_vox(c.patch), crop=to_vox(c.crop))
     device = str(resolve_device(args.device))
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

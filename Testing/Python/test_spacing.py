@@ -185,3 +185,21 @@ def test_an_export_from_before_spacings_resumes_and_refuses_another_spacing(tmp_
     with pytest.raises(BlcamError, match="other settings"):
         export_dataset(cohort, tmp_path / "p", ExportSettings(patch=(12, 48, 48), negatives_per_volume=1, folds=2,
                                                               spacing=(0.25, 0.25, 0.4)), progress=False)
+
+
+def test_mining_cuts_its_negatives_at_the_datasets_spacing(tmp_path):
+    from _training_fixtures import tiny_config, write_blob_cohort
+
+    from blcam.patches.dataset import load_dataset
+    from blcam.patches.export import ExportSettings, export_dataset
+    from blcam.training import train_model
+    from blcam.training.hard_negatives import load_mined
+    cohort = write_blob_cohort(tmp_path / "cohort", patients=8)      # 20×80×80 voxels of 0.25 × 0.25 × 0.5 mm
+    export_dataset(cohort, tmp_path / "p", ExportSettings(patch=(12, 48, 48), negatives_per_volume=2, folds=2,
+                                                          spacing=(0.25, 0.25, 0.4)), progress=False)
+    train_model(tmp_path / "p", tmp_path / "run", tiny_config(epochs=2, hard_negatives=1, hard_negatives_min_score=0.0),
+                progress=False)
+    mined = load_mined(tmp_path / "run", 0)
+    assert mined and {(r["volume_k"], r["volume_j"], r["volume_i"]) for r in mined} == {(25, 80, 80)}
+    ds = load_dataset(tmp_path / "p")
+    assert all(ds.load(r).shape == (12, 48, 48) for r in mined)

@@ -136,7 +136,7 @@ def test_export_at_a_spacing_records_it_and_training_carries_it_into_the_model(t
     env = {**os.environ, **SUBPROCESS_ENV,
            "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "BreastLesionCAM")}
     run = lambda *a: subprocess.run([sys.executable, "-m", "blcam", "export", str(cohort), *a],  # noqa: E731
-                                    capture_output=True, text=True, env=env)
+                                    capture_output=True, text=True, encoding="utf-8", env=env)
     done = run("--out", str(tmp_path / "p"), "--spacing", "0.5", "0.5", "0.5", "--patch-mm", "6", "12", "12",
                "--negatives-per-volume", "2", "--folds", "2")
     assert done.returncode == 0, done.stderr

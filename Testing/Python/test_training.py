@@ -154,6 +154,6 @@ def test_without_a_fold_the_test_split_never_picks_the_model(tmp_path_factory, t
     with pytest.raises(BlcamError, match="test split"):
         train_model(data, tmp_path / "picked", tiny_config(fold=None, monitor="val_auc"), progress=False)
     cli = subprocess.run([sys.executable, "-m", "blcam", "train", str(data), "--out", str(tmp_path / "cli"),
-                          "--monitor", "val_auc", "--epochs", "1"], capture_output=True, text=True,
+                          "--monitor", "val_auc", "--epochs", "1"], capture_output=True, text=True, encoding="utf-8",
                          env={**os.environ, **SUBPROCESS_ENV, "PYTHONPATH": str(ROOT / "BreastLesionCAM")})
     assert cli.returncode == 2 and "--fold" in cli.stderr and not (tmp_path / "cli").exists()

@@ -109,3 +109,21 @@ def test_resident_and_loader_paths_give_identical_batches(tmp_path_factory):
     assert torch.equal(gpu_kernel, a[0][0])
     full = next(resident.batches(order[:2], np.zeros((2, 3), int), np.zeros((2, 2), bool), 2, crop=ds.patch_size))
     assert torch.equal(full[0][0], torch.from_numpy(ds.load(recs[order[0]], mmap=False)))
+
+
+def test_patches_load_from_many_threads_at_once(tmp_path):
+    """The training bank loads patches on a thread pool; each load must give its own array
+    (headers are parsed under a lock: CPython 3.11 < 3.11.8 races in ast.literal_eval)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from blcam.patches.dataset import PatchDataset
+    arrays = {f"p{n}.npy": np.random.default_rng(n).random((6, 8, 10)).astype(np.float32) for n in range(16)}
+    for name, arr in arrays.items():
+        np.save(tmp_path / name, arr)
+    ds = PatchDataset(tmp_path, {"settings": {"patch": [6, 8, 10]}}, [])
+    names = list(arrays) * 25
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        loaded = list(pool.map(lambda n: ds.load_raw({"file": n}, mmap=False), names))
+    assert all(np.array_equal(a, arrays[n]) for a, n in zip(loaded, names))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .extract import inside_part
 
 _INT_COLUMNS = ("label", "row", "fold", "centre_k", "centre_j", "centre_i", "start_k", "start_j", "start_i")
 _FLOAT_COLUMNS = ("x", "y", "z", "padded_fraction", "grey_low", "grey_high")
+_NPY_HEADER_LOCK = threading.Lock()
 _SHAPE_COLUMNS = ("volume_k", "volume_j", "volume_i")   # absent in older exports: valid box unknown
 
 
@@ -67,10 +69,32 @@ class PatchDataset:
         return self.root / record["file"]
 
     def load_raw(self, record: dict, mmap: bool = True) -> np.ndarray:
-        """The stored patch ``(k, j, i)`` in the volume's grey values (memory-mapped by default)."""
+        """The stored patch ``(k, j, i)`` in the volume's grey values (memory-mapped by default).
+
+        Safe from several threads (training loads patches on a thread pool): ``np.load``
+        parses the ``.npy`` header with ``ast.literal_eval``, and CPython 3.11 before 3.11.8
+        can fail with "AST constructor recursion depth mismatch" when two threads parse at
+        once (CPython gh-106905; seen in CI). Headers are therefore parsed one at a time, and
+        the data, the slow part, are read outside the lock.
+        """
         path = self.path_of(record)
         try:
-            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            if mmap:
+                with _NPY_HEADER_LOCK:
+                    return np.load(path, mmap_mode="r", allow_pickle=False)
+            with open(path, "rb") as fh:
+                with _NPY_HEADER_LOCK:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, fortran, dtype = read_header(fh)
+                if dtype.hasobject:
+                    raise ValueError("object arrays are not patches")
+                count = int(np.prod(shape))
+                data = np.fromfile(fh, dtype=dtype, count=count)
+                if data.size != count:
+                    raise ValueError(f"file holds {data.size} of its {count} values")
+                return data.reshape(shape, order="F" if fortran else "C")
         except (OSError, ValueError) as exc:
             raise BlcamError(f"{path}: cannot read patch ({exc})") from None
 

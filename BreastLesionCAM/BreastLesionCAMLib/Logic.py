@@ -178,9 +178,12 @@ class BreastLesionCAMLogic:
         summary = Path(outFolder) / "detections.csv"
         if isinstance(plan, str) or not summary.is_file():
             return
-        with summary.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        seconds = float(rows[0].get("map_seconds") or 0) if rows else 0.0
+        try:                           # a speed estimate must never break loading the results
+            with summary.open(newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+            seconds = float(rows[0].get("map_seconds") or 0) if rows else 0.0
+        except (OSError, ValueError, csv.Error):
+            return
         if seconds > 0:
             self.getParameterNode().detectSecondsPerMvox = plan.measured_rate(seconds)
 

@@ -91,6 +91,13 @@ def default_slab_step(crop, patch=None) -> int:
     return jitter if 1 <= jitter <= c else max(1, c // 2)
 
 
+def slab_starts(depth: int, crop_depth: int, step: int) -> list[int]:
+    """First slice of each slab, every ``step`` slices, until a slab reaches the end (the last
+    may be shorter than ``crop_depth``; one slab when the volume is no deeper than a crop)."""
+    reach = max(depth - crop_depth, 0)
+    return list(range(0, reach + step, step)) if reach else [0]
+
+
 class DenseLesionMapper:
     """Computes :class:`LesionMap` s of whole volumes with one model (reuse it across volumes).
 
@@ -225,9 +232,7 @@ class DenseLesionMapper:
         return data[:, 0].numpy()
 
     def slab_starts(self, depth: int) -> list[int]:
-        """First slice of each slab, every ``slab_step`` slices, until a slab reaches the end."""
-        reach = max(depth - self.crop[0], 0)
-        return list(range(0, reach + self.slab_step, self.slab_step)) if reach else [0]
+        return slab_starts(depth, self.crop[0], self.slab_step)
 
     def _slab_grid(self, stored: np.ndarray, progress: bool, on_step) -> np.ndarray:
         """One row per slab; slabs run :data:`SLAB_BATCH` at a time (fewer where the memory
@@ -236,9 +241,9 @@ class DenseLesionMapper:
         batch = self._slab_batch(min(self.crop[0], stored.shape[0]), stored.shape[1:], stored.size, len(starts))
         rows = []
         bar = tqdm(total=len(starts), desc="slabs", unit="slab", disable=not progress, leave=False)
-        depth = stored.shape[0]
-        full = [s for s in starts if s + self.crop[0] <= depth]        # a last, shorter slab runs alone
-        groups = [full[n:n + batch] for n in range(0, len(full), batch)] + [[s] for s in starts if s not in full]
+        # Only the last slab can be shorter than a crop; it runs alone (a batch needs equal shapes).
+        full = starts if starts[-1] + self.crop[0] <= stored.shape[0] else starts[:-1]
+        groups = [full[n:n + batch] for n in range(0, len(full), batch)] + [[s] for s in starts[len(full):]]
         for group in groups:
             stack = np.stack([stored[s:s + self.crop[0]] for s in group])
             for grid in self.logit_grids(stack, resident_voxels=stored.size):

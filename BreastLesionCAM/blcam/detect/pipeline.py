@@ -151,7 +151,7 @@ class Detector:
         # the heatmap goes back onto the input's own grid.
         geometry = native if self.spacing is None else grid_at_spacing(native, self.spacing)
         t = time.perf_counter()
-        raw = resample(raw, native, geometry, fill=float(np.nanmin(raw)))
+        raw = resample(raw, native, geometry)
         resample_s = time.perf_counter() - t
         stored = normalise_volume(raw, job.path)
         del raw
@@ -161,7 +161,7 @@ class Detector:
         refine_s = self._refine(stored, lmap, geometry, candidates, on_step)
         heat_path = out_dir / f"{job.name}_heatmap.nrrd"
         t = time.perf_counter()
-        heat = resample(lmap.heatmap, geometry, native)
+        heat = resample(lmap.heatmap, geometry, native, fill=0.0)
         resample_s += time.perf_counter() - t
         write_heatmap(heat_path, heat, native)
         del heat

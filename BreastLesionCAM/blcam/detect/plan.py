@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..cam.dense import default_slab_step
+from ..cam.dense import default_slab_step, slab_starts
 from ..io.resample import grid_at_spacing
 from ..io.volume import Geometry
+from ..model import model_spacing
 
 # Seconds per million voxel reads of the CPU fast path, per architecture at width 1.0 on the
 # 2-core reference CPU (bench/detect.py --preset abus, bench/RESULTS.md: ResNet-18 mapped
@@ -71,13 +72,11 @@ class DetectPlan:
 
 def plan_detect(meta: dict, geometry: Geometry) -> DetectPlan:
     """The plan for a model (its metadata record) and a volume (its geometry, header only)."""
-    spacing = meta.get("spacing")
-    spacing = None if spacing is None else tuple(float(v) for v in spacing)
+    spacing = model_spacing(meta)
     model_geometry = geometry if spacing is None else grid_at_spacing(geometry, spacing)
     crop = meta["crop"]
-    step = default_slab_step(crop, meta.get("patch"))
     depth = model_geometry.shape[0]
-    slabs = max(1, math.ceil(max(depth - crop[0], 0) / step) + 1)
+    slabs = len(slab_starts(depth, crop[0], default_slab_step(crop, meta.get("patch"))))
     reads = slabs * min(crop[0], depth) / depth
     reference = REFERENCE_S_PER_MVOX.get(meta.get("arch"), REFERENCE_S_PER_MVOX["resnet18"])
     return DetectPlan(geometry, model_geometry, spacing, reads, reference * float(meta.get("widen", 1.0)))

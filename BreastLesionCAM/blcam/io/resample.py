@@ -28,25 +28,24 @@ SAME_SPACING_RTOL = 1e-4          # spacings this close are one grid: no resampl
 SLAB_VOXELS = 32 * 1024 * 1024    # output voxels per resampling slab (128 MB of float32)
 
 
+def _positive_mm(values, what: str, axes: str) -> tuple[float, float, float]:
+    """Three positive, finite millimetre values, or a clear error naming ``what``."""
+    out = tuple(float(v) for v in values)
+    if len(out) != 3 or not all(math.isfinite(v) and v > 0 for v in out):
+        raise BlcamError(f"{what} must be three positive sizes in mm ({axes}), got {' '.join(map(str, values))}")
+    return out
+
+
 def check_spacing(spacing, what: str = "--spacing") -> tuple[float, float, float]:
-    """Three positive, finite millimetre values (``i, j, k``), or a clear error."""
-    values = tuple(float(v) for v in spacing)
-    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise BlcamError(f"{what} must be three positive sizes in mm (i j k), got {' '.join(map(str, spacing))}")
-    return values
+    """A voxel size: three positive, finite millimetre values (``i, j, k``)."""
+    return _positive_mm(spacing, what, "i j k")
 
 
 def mm_to_voxels(size_mm_kji, spacing_ijk, what: str) -> tuple[int, int, int]:
     """A size in mm (``k, j, i``, as patches and crops are given) → voxels at ``spacing_ijk``
     (rounded, at least one)."""
-    sizes = [float(v) for v in size_mm_kji]
-    if len(sizes) != 3 or not all(math.isfinite(v) and v > 0 for v in sizes):
-        raise BlcamError(f"{what} must be three positive sizes in mm (k j i), got {' '.join(map(str, size_mm_kji))}")
+    sizes = _positive_mm(size_mm_kji, what, "k j i")
     return tuple(max(1, int(round(mm / sp))) for mm, sp in zip(sizes, reversed(tuple(spacing_ijk))))
-
-
-def same_spacing(a, b) -> bool:
-    return a is None or b is None or np.allclose(a, b, rtol=SAME_SPACING_RTOL, atol=0.0)
 
 
 def grid_at_spacing(geometry: Geometry, spacing) -> Geometry:
@@ -57,7 +56,7 @@ def grid_at_spacing(geometry: Geometry, spacing) -> Geometry:
     original grid. A spacing equal to the volume's returns the volume's own grid.
     """
     spacing = check_spacing(spacing)
-    if same_spacing(geometry.spacing, spacing):
+    if np.allclose(geometry.spacing, spacing, rtol=SAME_SPACING_RTOL, atol=0.0):
         return geometry
     old, new = np.asarray(geometry.spacing, float), np.asarray(spacing, float)
     size = tuple(max(1, int(round(n * o / s))) for n, o, s in zip(geometry.size, old, new))
@@ -71,11 +70,12 @@ def _image(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     return geometry.apply_to(sitk.GetImageFromArray(array, isVector=False))
 
 
-def resample(array: np.ndarray, geometry: Geometry, target: Geometry, fill: float = 0.0) -> np.ndarray:
+def resample(array: np.ndarray, geometry: Geometry, target: Geometry, fill: float | None = None) -> np.ndarray:
     """``array`` (``(k, j, i)`` on ``geometry``) linearly resampled onto ``target``.
 
     Returns the input itself (no copy) when the grids are the same. Points of ``target``
-    outside ``geometry``'s field of view get ``fill``. Integer volumes stay integer (rounded:
+    outside ``geometry``'s field of view get ``fill``; ``None``: the array's smallest finite
+    value, the grey of padding once normalised (computed only when resampling). Integer volumes stay integer (rounded:
     B-mode grey levels are 8-bit, and patches cut from them stay a quarter the size of
     float ones); anything else becomes float32. The output is built slab by slab
     (:data:`SLAB_VOXELS`), so the working set beyond the output is one slab.
@@ -84,6 +84,8 @@ def resample(array: np.ndarray, geometry: Geometry, target: Geometry, fill: floa
         return array
     if tuple(array.shape) != geometry.shape:
         raise ValueError(f"array shape {array.shape} does not match its geometry {geometry.shape}")
+    if fill is None:
+        fill = float(np.nanmin(array))
     source = _image(np.ascontiguousarray(array), geometry)
     integer = np.issubdtype(array.dtype, np.integer)
     out = np.empty(target.shape, array.dtype if integer else np.float32)

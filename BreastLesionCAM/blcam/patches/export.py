@@ -77,10 +77,7 @@ class PatchJob:
     split: str
     fold: int
     patient_class: str
-    grid: Geometry | None = None  # where the indices live (None: the volume's own grid)
-
-    def target(self) -> Geometry:
-        return self.row.geometry if self.grid is None else self.grid
+    grid: Geometry                # where the indices live: the volume's grid at the export's spacing
 
 
 def export_dataset(cohort_csv, out, settings: ExportSettings = ExportSettings(), jobs: int = 1,
@@ -218,7 +215,7 @@ def cut_patches(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
         volume, native = read_volume(job.row.volume)
         if np.issubdtype(volume.dtype, np.floating) or volume.dtype.itemsize > 2:
             volume = volume.astype(np.float32, copy=False)
-        volume = resample(volume, native, job.target(), fill=float(np.nanmin(volume)))
+        volume = resample(volume, native, job.grid)
         bad = count_non_finite(volume)
         lo, hi = robust_range(volume, f"{job.row.volume} (cohort row {job.row.row})")
         write_json_atomic(sidecar, {"grey_low": lo, "grey_high": hi, "non_finite": bad})
@@ -231,14 +228,14 @@ def cut_patches(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
         grey = json.loads(sidecar.read_text(encoding="utf-8"))
         lo, hi, bad = grey["grey_low"], grey["grey_high"], grey.get("non_finite", 0)
     if bad:
-        print(f"blcam export: {non_finite_warning(job.row.volume_rel, bad, int(np.prod(job.target().shape)))}",
+        print(f"blcam export: {non_finite_warning(job.row.volume_rel, bad, int(np.prod(job.grid.shape)))}",
               file=sys.stderr)
     return [{**_record(job, n, files[n].relative_to(out), starts[n], s, lo, hi), "non_finite_voxels": bad}
             for n in range(len(files))]
 
 
 def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings, lo: float, hi: float) -> dict:
-    shape = job.target().shape
+    shape = job.grid.shape
     padded = padded_fraction(start, s.patch, shape)
     c, p = job.centres_kji[n], job.points_lps[n]
     return {"patch_id": job.ids[n], "file": rel.as_posix(), "label": int(job.kind == "lesion"), "kind": job.kind,

@@ -86,7 +86,7 @@ def mine(net: torch.nn.Module, ds: PatchDataset, train_recs: list[dict], crop, d
         for r, fold in tqdm(rows, desc=f"mine round {round_no}", unit="vol", leave=False, disable=not progress):
             raw, native = read_volume(r.volume)
             geometry = settings.grid(native)                              # the dataset's spacing
-            stored = normalise_volume(resample(raw, native, geometry, fill=float(np.nanmin(raw))), r.volume_rel)
+            stored = normalise_volume(resample(raw, native, geometry), r.volume_rel)
             del raw
             cands, _ = find_candidates(mapper(stored), geometry, per_volume, min_score, nms_mm)
             if not cands:

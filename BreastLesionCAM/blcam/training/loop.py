@@ -225,12 +225,12 @@ class _Trainer:
                                        c.crop, c.flip_p, self.crop_ranges, repeats)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        n_batches = len(batch_slices(len(order), self.batch, merge_single=True))
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress)
+        slices = batch_slices(len(order), self.batch, merge_single=True)
+        bar = tqdm(total=len(slices), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress)
         targets = self._point_targets(order, offsets, flips) if self.pointed else None
-        slices = iter(batch_slices(len(order), self.batch, merge_single=True))
-        for x, y, rows in self.train_src.batches(order, offsets, flips, self.batch, merge_single=True):
-            drawn = next(slices)
+        batches = self.train_src.batches(order, offsets, flips, self.batch, merge_single=True)
+        # Batches come in draw order; zip asks the batch generator first, so it runs to its end.
+        for (x, y, _), drawn in zip(batches, slices):
             with autocast_for(self.device, self.cfg.precision):
                 out = self.model(to_network(x, self.cuda))
             if self.pointed:

@@ -109,7 +109,8 @@ def main(argv=None) -> int:
                    help="recipe rows (none: only the --variant rows)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...")
     p.add_argument("--export-spacing", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
-                   help="export at this spacing (mm, i j k); patch and crop keep their size in mm")
+                   help="export at this spacing (mm, i j k; default: 'auto', the phantom's own); patch and crop "
+                   "keep their size in mm")
     p.add_argument("--phantom-spacing", type=float, nargs=3, default=None, metavar=("SK", "SJ", "SI"),
                    help="write the phantom at this spacing (mm, k j i) over the demo's field of view")
     p.add_argument("--out", type=Path, required=True, help="work folder (kept: rerun to reuse its stages)")
@@ -126,8 +127,9 @@ def main(argv=None) -> int:
         fov = np.asarray(c.shape) * demo_kji
         c = replace(c, spacing=tuple(args.phantom_spacing),
                     shape=tuple(int(round(v)) for v in fov / np.asarray(args.phantom_spacing)))
-    spacing = None if args.export_spacing is None else tuple(args.export_spacing)
-    cut_at = spacing if spacing is not None else tuple(reversed(c.spacing))
+    # The export's default spacing, 'auto', is the phantom's own (one spacing for all volumes).
+    spacing = "auto" if args.export_spacing is None else tuple(args.export_spacing)
+    cut_at = tuple(args.export_spacing) if args.export_spacing is not None else tuple(reversed(c.spacing))
     to_vox = lambda size: mm_to_voxels(np.asarray(size) * demo_kji, cut_at, "size")   # noqa: E731
     c = replace(c, patch=to_vox(c.patch), crop=to_vox(c.crop))
     device = str(resolve_device(args.device))

@@ -147,8 +147,15 @@ def test_export_at_a_spacing_records_it_and_training_carries_it_into_the_model(t
     # The annotated centre is the patch centre on the new grid: the blob is dark there.
     centre = np.asarray(ds.patch_size) // 2
     assert np.mean([ds.load(r)[tuple(centre)] for r in les]) < np.mean([ds.load(r).mean() for r in les])
-    bad = run("--out", str(tmp_path / "q"), "--patch-mm", "6", "12", "12")
-    assert bad.returncode == 2 and "--patch-mm needs --spacing" in bad.stderr and not (tmp_path / "q").exists()
+    bad = run("--out", str(tmp_path / "q"), "--spacing", "native", "--patch-mm", "6", "12", "12")
+    assert bad.returncode == 2 and "--patch-mm needs a training spacing" in bad.stderr
+    assert not (tmp_path / "q").exists()
+    # The default spacing, 'auto', is the cohort's median voxel size: here every volume's own.
+    done = run("--out", str(tmp_path / "a"), "--patch-mm", "6", "12", "12", "--negatives-per-volume", "2",
+               "--folds", "2")
+    assert done.returncode == 0, done.stderr
+    auto = load_dataset(tmp_path / "a")
+    assert auto.spacing == (0.25, 0.25, 0.5) and auto.patch_size == (12, 48, 48)
     bad = run("--out", str(tmp_path / "q"), "--spacing", "0.5", "0", "0.5")
     assert bad.returncode == 2 and "--spacing" in bad.stderr
     train_model(tmp_path / "p", tmp_path / "run", tiny_config(epochs=1, crop=(8, 16, 16)), progress=False)
@@ -174,7 +181,7 @@ def test_an_export_from_before_spacings_resumes_and_refuses_another_spacing(tmp_
     from blcam.patches.dataset import load_dataset
     from blcam.patches.export import ExportSettings, export_dataset
     cohort = write_blob_cohort(tmp_path / "cohort", patients=6)
-    settings = ExportSettings(patch=(12, 48, 48), negatives_per_volume=1, folds=2)
+    settings = ExportSettings(patch=(12, 48, 48), negatives_per_volume=1, folds=2, spacing=None)  # as before
     export_dataset(cohort, tmp_path / "p", settings, progress=False)
     meta = tmp_path / "p" / "dataset.json"
     info = json.loads(meta.read_text(encoding="utf-8"))
@@ -185,6 +192,35 @@ def test_an_export_from_before_spacings_resumes_and_refuses_another_spacing(tmp_
     with pytest.raises(BlcamError, match="other settings"):
         export_dataset(cohort, tmp_path / "p", ExportSettings(patch=(12, 48, 48), negatives_per_volume=1, folds=2,
                                                               spacing=(0.25, 0.25, 0.4)), progress=False)
+    # Today's default ('auto') records a spacing, so it does not resume an old export silently;
+    # the message says how to resume it.
+    with pytest.raises(BlcamError, match="only in the spacing.*--spacing native"):
+        export_dataset(cohort, tmp_path / "p", ExportSettings(patch=(12, 48, 48), negatives_per_volume=1, folds=2),
+                       progress=False)
+
+
+def test_auto_spacing_cuts_a_one_scanner_cohort_from_its_own_voxels_and_meets_a_mixed_one_at_the_median(tmp_path):
+    import filecmp
+
+    from _training_fixtures import write_blob_cohort
+
+    from blcam.io.resample import median_spacing
+    from blcam.patches.dataset import load_dataset
+    from blcam.patches.export import ExportSettings, export_dataset
+    cohort = write_blob_cohort(tmp_path / "cohort", patients=6)      # 0.25 × 0.25 × 0.5 mm voxels
+    for name, spacing in (("native", None), ("auto", "auto")):
+        export_dataset(cohort, tmp_path / name, ExportSettings(patch=(12, 48, 48), negatives_per_volume=1, folds=2,
+                                                               spacing=spacing), progress=False)
+    native, auto = load_dataset(tmp_path / "native"), load_dataset(tmp_path / "auto")
+    assert native.spacing is None and auto.spacing == (0.25, 0.25, 0.5)
+    files = sorted(p.name for p in (tmp_path / "native" / "patches").iterdir())
+    assert files and filecmp.cmpfiles(tmp_path / "native" / "patches", tmp_path / "auto" / "patches", files,
+                                      shallow=False)[0] == files                 # byte-identical patches
+    geometries = [Geometry((8, 8, 8), s, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+                  for s in ((0.2, 0.073, 0.476), (0.2, 0.073, 0.476), (0.3, 0.1, 0.5), (0.25, 0.08, 0.5))]
+    assert median_spacing(geometries) == pytest.approx((0.225, 0.0765, 0.488))
+    with pytest.raises(BlcamError, match="'auto', 'native'"):
+        export_dataset(cohort, tmp_path / "bad", ExportSettings(patch=(12, 48, 48), spacing="median"), progress=False)
 
 
 def test_mining_cuts_its_negatives_at_the_datasets_spacing(tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..errors import BlcamError
 from ..io.resample import check_spacing, mm_to_voxels
-from ..patches.export import ExportSettings, export_dataset
+from ..cohort import read_cohort
+from ..patches.export import ExportSettings, export_dataset, resolve_spacing
 from . import fraction, positive_int
 
 
@@ -17,12 +18,14 @@ def register(sub) -> None:
     p.add_argument("--patch", type=positive_int, nargs=3, default=[28, 280, 280], metavar=("K", "J", "I"),
                    help="patch size in voxels, k j i order (default: 28 280 280)")
     p.add_argument("--patch-mm", type=float, nargs=3, default=None, metavar=("K", "J", "I"),
-                   help="patch size in mm instead of voxels (k j i); needs --spacing")
-    p.add_argument("--spacing", nargs="+", default=["native"], metavar="MM",
-                   help="resample every volume to this voxel size before cutting, in mm, i j k order as "
-                   "SimpleITK and Slicer write it (linear, physical points unchanged); the size is recorded "
-                   "in the dataset and the model, and Detect resamples its inputs to it. 'native': each "
-                   "volume's own voxels, as the paper (default: native)")
+                   help="patch size in mm instead of voxels (k j i), at the export's spacing; not with "
+                   "--spacing native")
+    p.add_argument("--spacing", nargs="+", default=["auto"], metavar="MM",
+                   help="the training voxel size, recorded in the dataset and the model so that Detect "
+                   "resamples its inputs to it: three sizes in mm, i j k order as SimpleITK and Slicer "
+                   "write it (volumes are resampled linearly, physical points unchanged); 'auto': the "
+                   "cohort's median voxel size, so a one-scanner cohort is cut from its own voxels; "
+                   "'native': each volume's own voxels and no recorded size, as the paper (default: auto)")
     p.add_argument("--negatives-per-volume", type=int, default=4, metavar="K",
                    help="random patches per volume of a healthy patient (default: 4)")
     p.add_argument("--test-fraction", type=fraction, default=0.3,
@@ -35,13 +38,16 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def spacing_from_args(values: list[str]) -> tuple[float, float, float] | None:
+def spacing_from_args(values: list[str]) -> tuple[float, float, float] | str | None:
     if values == ["native"]:
         return None
+    if values == ["auto"]:
+        return "auto"
     try:
         return check_spacing([float(v) for v in values])
     except ValueError:
-        raise BlcamError(f"--spacing must be three sizes in mm (i j k) or 'native', got {' '.join(values)}") from None
+        raise BlcamError(f"--spacing must be three sizes in mm (i j k), 'auto' or 'native', "
+                         f"got {' '.join(values)}") from None
 
 
 def run(args) -> int:
@@ -49,7 +55,9 @@ def run(args) -> int:
     patch = tuple(args.patch)
     if args.patch_mm is not None:
         if spacing is None:
-            raise BlcamError("--patch-mm needs --spacing: millimetres become voxels only at one fixed voxel size")
+            raise BlcamError("--patch-mm needs a training spacing ('auto' or sizes in mm), not 'native': "
+                             "millimetres become voxels only at one fixed voxel size")
+        spacing = resolve_spacing(spacing, read_cohort(args.cohort))
         patch = mm_to_voxels(args.patch_mm, spacing, "--patch-mm")
     settings = ExportSettings(patch, args.negatives_per_volume, args.test_fraction, args.folds, args.seed,
                               spacing=spacing)

@@ -48,6 +48,20 @@ def mm_to_voxels(size_mm_kji, spacing_ijk, what: str) -> tuple[int, int, int]:
     return tuple(max(1, int(round(mm / sp))) for mm, sp in zip(sizes, reversed(tuple(spacing_ijk))))
 
 
+def median_spacing(geometries) -> tuple[float, float, float]:
+    """The per-axis median voxel size (mm, ``i, j, k``) of a cohort's volumes: export's
+    ``auto`` training spacing.
+
+    nnU-Net's rule for a target spacing: the median is a voxel size most volumes already
+    have, so a single-scanner cohort is not resampled at all (its patches are the native
+    ones), while a mixed cohort meets in the middle instead of at one vendor's extreme.
+    """
+    spacings = np.asarray([g.spacing for g in geometries], float)
+    if spacings.size == 0:
+        raise BlcamError("no volumes to take a median spacing from")
+    return check_spacing(np.median(spacings, axis=0), "the cohort's median spacing")
+
+
 def grid_at_spacing(geometry: Geometry, spacing) -> Geometry:
     """The grid with ``spacing`` (mm, ``i, j, k``) that covers ``geometry``'s field of view.
 

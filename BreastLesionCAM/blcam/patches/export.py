@@ -35,7 +35,7 @@ from ..intensity import NORMALISATION, count_non_finite, non_finite_warning, rob
 from ..io.atomic import (atomic_path, check_output_folder, make_folder, remove_stale_temporaries, write_json_atomic,
                          write_text_atomic)
 from ..io.locks import LOCK_NAME, folder_lock
-from ..io.resample import check_spacing, grid_at_spacing, resample
+from ..io.resample import check_spacing, grid_at_spacing, median_spacing, resample
 from ..io.volume import Geometry, read_volume
 from ..workers import process_pool
 from .extract import box_start, extract_box, padded_fraction, random_centres
@@ -57,12 +57,28 @@ class ExportSettings:
     test_fraction: float = 0.3
     folds: int | None = None      # None: 5, or fewer if a class has fewer training patients
     seed: int = 0
-    spacing: tuple[float, float, float] | None = None   # mm (i j k) to resample to; None: native
+    # mm (i j k) to resample to; "auto": the cohort's median (resolved and recorded at export,
+    # see resolve_spacing); None: native, each volume's own voxels (the paper)
+    spacing: tuple[float, float, float] | str | None = "auto"
 
     def grid(self, geometry: Geometry) -> Geometry:
         """Where a volume's patches are cut: its own grid, or the training spacing's
         (:func:`blcam.io.resample.grid_at_spacing`: same field of view, points unmoved)."""
+        if isinstance(self.spacing, str):
+            raise ValueError("resolve the 'auto' spacing against the cohort first (resolve_spacing)")
         return geometry if self.spacing is None else grid_at_spacing(geometry, self.spacing)
+
+
+def resolve_spacing(spacing, cohort: Cohort) -> tuple[float, float, float] | None:
+    """``"auto"`` → the cohort's median voxel size (:func:`blcam.io.resample.median_spacing`);
+    a triple is checked; ``None`` (native) stays ``None``."""
+    if spacing is None:
+        return None
+    if isinstance(spacing, str):
+        if spacing != "auto":
+            raise BlcamError(f"--spacing must be 'auto', 'native' or three sizes in mm (i j k), got {spacing!r}")
+        return median_spacing(r.geometry for r in cohort.rows)
+    return check_spacing(spacing)
 
 
 @dataclass
@@ -96,6 +112,7 @@ def _export_locked(cohort_csv, out, settings: ExportSettings, jobs: int, progres
     out = Path(out)
     cohort = read_cohort(cohort_csv)
     require_both_classes(cohort)
+    settings = replace(settings, spacing=resolve_spacing(settings.spacing, cohort))
     _check_settings(settings)
     settings = replace(settings, folds=choose_folds(cohort.patient_classes(), settings.test_fraction,
                                                     settings.folds))
@@ -150,8 +167,14 @@ def _claim_folder(out: Path, info: dict) -> None:
             raise BlcamError(f"{meta}: unreadable; remove the folder or choose another --out") from None
         settings = {**PRE_SPACING, **(old.get("settings") or {})}   # exports from before spacings
         if settings != info["settings"] or old.get("cohort") != info["cohort"]:
+            hint = ""
+            if {**settings, "spacing": None} == {**info["settings"], "spacing": None}:
+                was = settings["spacing"]
+                hint = (" It differs only in the spacing: it was exported at "
+                        + ("its volumes' native voxels (--spacing native)" if was is None
+                           else f"--spacing {' '.join(f'{v:g}' for v in was)}") + "; pass that to resume it.")
             raise BlcamError(f"{out}: holds an export with other settings or cohort "
-                             f"({old.get('settings')}); choose another --out or delete it")
+                             f"({old.get('settings')}); choose another --out or delete it.{hint}")
     elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise BlcamError(f"{out}: folder exists and is not a patch dataset; choose another --out")
     make_folder(out / "patches")

@@ -1,5 +1,9 @@
 """The cohort CSV: the one input a user prepares (``patient,volume,label,annotation``).
 
+An optional ``negatives`` column names a points file (the annotation formats) of places a
+radiologist reviewed and rejected as not a lesion, e.g. Detect candidates marked "not a
+lesion" in the panel's review; export cuts a negative patch at each (the review loop).
+
 Reading it validates everything that can be checked without pixel data: columns, labels,
 duplicates, missing files, volume headers (3D, single channel), annotations, and that every
 lesion centre lies inside its volume. Errors name the CSV row (line number as an editor
@@ -20,6 +24,7 @@ from .io.points import read_points
 from .io.volume import Geometry, read_geometry
 
 REQUIRED_COLUMNS = ("patient", "volume", "label", "annotation")
+NEGATIVES_COLUMN = "negatives"    # optional: reviewed false positives, a points file per volume
 LABELS = ("healthy", "lesion")
 
 
@@ -35,6 +40,8 @@ class CohortRow:
     volume_rel: str               # as written in the CSV, for manifests and messages
     centres_lps: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     geometry: Geometry | None = None
+    negatives: Path | None = None  # reviewed "not a lesion" points (optional column)
+    negatives_lps: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
 
     @property
     def where(self) -> str:
@@ -122,7 +129,9 @@ def _make_row(path: Path, base: Path, line: int, rec: dict) -> CohortRow:
         # drawn from an annotated volume would teach the network that its lesion is healthy.
         raise BlcamError(f"{where}: healthy volume '{rec['volume']}' has an annotation "
                          f"('{rec['annotation']}'); label it lesion or remove the annotation")
-    return CohortRow(line, rec["patient"], (base / rec["volume"]).resolve(), label, annotation, rec["volume"])
+    negatives = rec.get(NEGATIVES_COLUMN, "")
+    return CohortRow(line, rec["patient"], (base / rec["volume"]).resolve(), label, annotation, rec["volume"],
+                     negatives=(base / negatives).resolve() if negatives else None)
 
 
 def _check_duplicates(path: Path, rows: list[CohortRow]) -> None:
@@ -142,17 +151,24 @@ def _check_row_files(path: Path, r: CohortRow) -> None:
         r.geometry = read_geometry(r.volume)
     except BlcamError as exc:
         raise BlcamError(f"{where}: {exc}") from None
-    if r.annotation is None:
-        return
+    if r.annotation is not None:
+        r.centres_lps = _points_inside(where, r, r.annotation, "lesion centre")
+    if r.negatives is not None:
+        r.negatives_lps = _points_inside(where, r, r.negatives, "reviewed negative")
+
+
+def _points_inside(where: str, r: CohortRow, path: Path, what: str) -> np.ndarray:
+    """The points of ``path`` (LPS mm), each checked to lie inside the row's volume."""
     try:
-        r.centres_lps = read_points(r.annotation)
+        points = read_points(path)
     except BlcamError as exc:
         raise BlcamError(f"{where}: {exc}") from None
-    index = r.geometry.lps_to_index(r.centres_lps)
+    index = r.geometry.lps_to_index(points)
     size = np.asarray(r.geometry.size, float)
-    for n, (p, idx) in enumerate(zip(r.centres_lps, index), 1):
+    for n, (p, idx) in enumerate(zip(points, index), 1):
         if np.any(idx < -0.5) or np.any(idx > size - 0.5):
             raise BlcamError(
-                f"{where}: lesion centre {n} at LPS ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm lies outside "
+                f"{where}: {what} {n} at LPS ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm lies outside "
                 f"volume '{r.volume_rel}' (voxel index i,j,k = {idx[0]:.1f}, {idx[1]:.1f}, {idx[2]:.1f}; "
-                f"size {tuple(int(s) for s in size)}); is the annotation in the right coordinate system?")
+                f"size {tuple(int(s) for s in size)}); is '{path.name}' in the right coordinate system?")
+    return points

@@ -1,7 +1,9 @@
 """``blcam export``: cohort CSV → patch dataset on disk (the paper's 28×280×280 patches).
 
 One patch per annotated lesion centre, centred on it, and K random negatives per volume of a
-*healthy patient* (a lesion patient's other breast is not guaranteed lesion-free). Patches
+*healthy patient* (a lesion patient's other breast is not guaranteed lesion-free), plus one
+at each place a reader rejected (the cohort's optional ``negatives`` column: the review
+loop's hard negatives, from any volume, since a reader has looked at exactly that place). Patches
 keep the volume's grey values and are stored as ``.npy`` files, which training memory-maps,
 so a random crop reads only the pages it touches; each record carries the volume's grey range,
 and :class:`~blcam.patches.dataset.PatchDataset` applies the fixed normalisation
@@ -38,7 +40,7 @@ from ..io.locks import LOCK_NAME, folder_lock
 from ..io.resample import check_spacing, grid_at_spacing, median_spacing, resample
 from ..io.volume import Geometry, read_volume
 from ..workers import process_pool
-from .extract import box_start, extract_box, padded_fraction, random_centres
+from .extract import box_start, centre_range, extract_box, padded_fraction, random_centres
 from .splits import assign_splits, choose_folds
 
 MANIFEST_COLUMNS = ["patch_id", "file", "label", "kind", "patient", "patient_class", "volume", "row",
@@ -89,7 +91,7 @@ class PatchJob:
     ids: list[str]
     centres_kji: np.ndarray       # integer box centres
     points_lps: np.ndarray        # annotated point (positives) or box centre (negatives)
-    kind: str                     # 'lesion' or 'negative'
+    kind: str                     # 'lesion', 'negative' (random) or 'reviewed' (rejected by a reader)
     split: str
     fold: int
     patient_class: str
@@ -208,7 +210,37 @@ def _plan(cohort: Cohort, s: ExportSettings) -> list[PatchJob]:
             points = grid.index_to_lps(centres[:, ::-1])
             plans.append(PatchJob(r, [f"{stem}_neg{n:02d}" for n in range(len(centres))], centres,
                                   points, "negative", split, fold, classes[r.patient], grid))
+        if len(r.negatives_lps):
+            plans += _reviewed_job(r, stem, grid, s.patch, split, fold, classes[r.patient])
     return plans
+
+
+def _reviewed_job(r: CohortRow, stem: str, grid: Geometry, patch, split: str, fold: int,
+                  patient_class: str) -> list[PatchJob]:
+    """Negatives at the places a radiologist rejected (the cohort's ``negatives`` column).
+
+    Each box is moved inside the volume, as random negatives are (padding only ever occurs
+    beside lesions, or it would become a label cue). A box that would hold one of the
+    volume's own lesion centres is left out with a warning: its random training crops could
+    show the lesion under label 0. IDs keep the point's number in the file, so a resumed
+    export finds the same patch under the same name.
+    """
+    lo, hi = centre_range(grid.shape, patch)
+    points = grid.lps_to_index(r.negatives_lps)[:, ::-1]
+    centres = np.clip(np.floor(points + 0.5).astype(int), lo, hi)
+    lesions = np.floor(grid.lps_to_index(r.centres_lps)[:, ::-1] + 0.5).astype(int) if len(r.centres_lps) else None
+    keep = []
+    for n, c in enumerate(centres):
+        start = c - np.asarray(patch) // 2
+        if lesions is not None and np.any(np.all((lesions >= start) & (lesions < start + np.asarray(patch)), axis=1)):
+            print(f"blcam export: row {r.row}: reviewed negative {n + 1} of '{r.volume_rel}' is left out: its "
+                  "patch would hold a lesion centre of the same volume", file=sys.stderr)
+            continue
+        keep.append(n)
+    if not keep:
+        return []
+    return [PatchJob(r, [f"{stem}_rev{n + 1:02d}" for n in keep], centres[keep], r.negatives_lps[keep], "reviewed",
+                     split, fold, patient_class, grid)]
 
 
 def _check_room_for_negatives(cohort: Cohort, r: CohortRow, grid: Geometry, patch) -> None:

@@ -5,7 +5,9 @@ Slicer also works from the command line, and a cohort prepared elsewhere can be 
 in Slicer. Adding a case writes the volume (world geometry) and its lesion centres (LPS),
 then rewrites ``cohort.csv`` atomically with the new row. Adding the same volume of the
 same patient again (e.g. after moving a centre) replaces its files and its row instead of
-duplicating it; other rows, extra columns (``birads``, ...) and their order are kept.
+duplicating it; other rows, extra columns (``birads``, ...) and their order are kept. A case
+may carry reviewed negatives (places a reader rejected, :mod:`.Review`): they go to
+``annotations/<case>_negatives.mrk.json`` and the cohort's optional ``negatives`` column.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blcam.cohort import LABELS, REQUIRED_COLUMNS
+from blcam.cohort import LABELS, NEGATIVES_COLUMN, REQUIRED_COLUMNS
 from blcam.errors import BlcamError
 from blcam.io.atomic import write_text_atomic
 
@@ -67,8 +69,10 @@ def writeCohortRows(path: Path, header: list[str], rows: list[dict]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
-def addCase(volumeNode, datasetFolder, patientId: str, label: str, centresNode=None) -> CaseRecord:
-    """Write one annotated volume into the dataset folder and its row into ``cohort.csv``."""
+def addCase(volumeNode, datasetFolder, patientId: str, label: str, centresNode=None,
+            negativesNode=None) -> CaseRecord:
+    """Write one annotated volume into the dataset folder and its row into ``cohort.csv``
+    (with ``negativesNode``'s points, if any, as the case's reviewed negatives)."""
     if volumeNode is None:
         raise BlcamError("select the input volume of the case")
     if not str(datasetFolder or "").strip():
@@ -86,11 +90,14 @@ def addCase(volumeNode, datasetFolder, patientId: str, label: str, centresNode=N
         raise BlcamError(f"'{volumeNode.GetName()}' is labelled healthy but has {len(centres)} lesion "
                          "centre(s); label it 'lesion' or remove the points")
     _checkInside(volumeNode, centres)
+    negatives = controlPointsWorldRAS(negativesNode)
+    _checkInside(volumeNode, negatives, "reviewed negative")
 
     folder = Path(datasetFolder)
     stem = safeName(f"{patient}_{volumeNode.GetName()}")
     volumeRel = f"volumes/{stem}.nrrd"
     annotationRel = f"annotations/{stem}.mrk.json" if label == "lesion" else ""
+    negativesRel = f"annotations/{stem}_negatives.mrk.json" if len(negatives) else ""
     cohortPath = folder / COHORT_NAME
     header, rows = readCohortRows(cohortPath)  # fail on a broken CSV before writing anything
 
@@ -99,12 +106,18 @@ def addCase(volumeNode, datasetFolder, patientId: str, label: str, centresNode=N
         writeCentres(centresNode, folder / annotationRel)
     elif (folder / f"annotations/{stem}.mrk.json").exists():
         (folder / f"annotations/{stem}.mrk.json").unlink()  # relabelled healthy: drop stale centres
+    if negativesRel:
+        writeCentres(negativesNode, folder / negativesRel, "negative")
+        if NEGATIVES_COLUMN not in header:
+            header.append(NEGATIVES_COLUMN)
 
     row = {c: "" for c in header}
     row.update(patient=patient, volume=volumeRel, label=label, annotation=annotationRel)
+    if negativesRel:
+        row[NEGATIVES_COLUMN] = negativesRel
     matches = [n for n, r in enumerate(rows) if _samePath(folder, r.get("volume", ""), volumeRel)]
     if matches:
-        for key in REQUIRED_COLUMNS:
+        for key in (*REQUIRED_COLUMNS, *([NEGATIVES_COLUMN] if negativesRel else [])):
             rows[matches[0]][key] = row[key]
         for n in reversed(matches[1:]):
             del rows[n]
@@ -118,8 +131,8 @@ def _samePath(folder: Path, a: str, b: str) -> bool:
     return bool(a) and (folder / a).resolve() == (folder / b).resolve()
 
 
-def _checkInside(volumeNode, centresRAS: np.ndarray) -> None:
-    """Refuse centres outside the volume: almost always a point placed on the wrong volume."""
+def _checkInside(volumeNode, centresRAS: np.ndarray, what: str = "lesion centre") -> None:
+    """Refuse points outside the volume: almost always a point placed on the wrong volume."""
     if len(centresRAS) == 0:
         return
     geometry = geometryOf(volumeNode)
@@ -127,7 +140,7 @@ def _checkInside(volumeNode, centresRAS: np.ndarray) -> None:
     size = np.asarray(geometry.size, float)
     for n, idx in enumerate(index, 1):
         if np.any(idx < -0.5) or np.any(idx > size - 0.5):
-            raise BlcamError(f"lesion centre {n} lies outside '{volumeNode.GetName()}' "
+            raise BlcamError(f"{what} {n} lies outside '{volumeNode.GetName()}' "
                              f"(voxel i,j,k = {idx[0]:.1f}, {idx[1]:.1f}, {idx[2]:.1f}; size "
                              f"{tuple(int(s) for s in size)}); was it placed on another volume?")
 

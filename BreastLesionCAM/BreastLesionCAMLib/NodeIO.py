@@ -103,10 +103,11 @@ def controlPointsWorldRAS(markupsNode) -> np.ndarray:
     return np.asarray(points, float).reshape(-1, 3)
 
 
-def writeCentres(markupsNode, path) -> np.ndarray:
-    """Write the lesion centres as an LPS ``.mrk.json``; returns them in LPS."""
+def writeCentres(markupsNode, path, prefix: str = "lesion") -> np.ndarray:
+    """Write the node's points (lesion centres, or reviewed negatives) as an LPS ``.mrk.json``;
+    returns them in LPS."""
     lps = controlPointsWorldRAS(markupsNode) * RAS_TO_LPS.diagonal()[:3]
-    labels = [markupsNode.GetNthControlPointLabel(n) or f"lesion-{n + 1}" for n in range(len(lps))]
+    labels = [markupsNode.GetNthControlPointLabel(n) or f"{prefix}-{n + 1}" for n in range(len(lps))]
     write_markups(path, lps, labels=labels)
     return lps
 

@@ -59,6 +59,10 @@ class Geometry:
         return image
 
 
+# File names a folder listing treats as volumes (lower case; a DICOM series is a folder).
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
 def _reader_for(path: Path):
     """A SimpleITK reader for a file or for a DICOM series folder."""
     if path.is_dir():

@@ -1,0 +1,54 @@
+"""Batch Detect's Slicer side with real MRML (slicer-core) on a real ``blcam detect`` run: a
+folder of volumes → one table, most suspicious first → a row opens its volume on its grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
+from _slicer_fixtures import headless, slicer  # noqa: F401
+from BreastLesionCAMLib.Batch import batchInputs, batchRow, loadBatchTable, openBatchRow
+from BreastLesionCAMLib.NodeIO import geometryOf
+from blcam.detect import DetectSettings, detect
+from blcam.errors import BlcamError
+from blcam.io.volume import Geometry, write_volume
+
+SHAPE = (32, 72, 72)
+
+
+def test_a_folder_of_volumes_becomes_a_sorted_table_whose_rows_open_their_volumes(headless, tmp_path):
+    folder = tmp_path / "worklist"
+    geometry = Geometry(SHAPE[::-1], (0.4, 0.5, 0.6), (10.0, -20.0, 5.0), (0, 1, 0, 1, 0, 0, 0, 0, -1))
+    write_volume(folder / "b_clear.nrrd", blob_volume(SHAPE, [], seed=1), geometry)
+    write_volume(folder / "a_blob.nii.gz", blob_volume(SHAPE, [(16, 36, 36)], seed=2), geometry)
+    write_volume(folder / "c_two.mha", blob_volume(SHAPE, [(12, 20, 20), (20, 50, 50)], seed=3), geometry)
+    (folder / "notes.txt").write_text("not a volume", encoding="utf-8")
+    inputs = batchInputs(folder)
+    assert [p.name for p in inputs] == ["a_blob.nii.gz", "b_clear.nrrd", "c_two.mha"]
+    model = save_test_model(tmp_path / "m.safetensors", dark_blob_model())
+    detect(model, inputs, tmp_path / "out", DetectSettings(refine=0, overlays=0), progress=False)
+
+    table = loadBatchTable(headless.scene, tmp_path / "out")
+    rows = [batchRow(table, n) for n in range(table.GetTable().GetNumberOfRows())]
+    assert len(rows) == 3 and rows[-1]["Name"] == "b_clear"          # the volume without a lesion last
+    assert [r["Score"] for r in rows] == sorted((r["Score"] for r in rows), reverse=True)
+    node, out, name = openBatchRow(table, 0)
+    assert out == (tmp_path / "out").resolve() and (out / f"{name}_heatmap.nrrd").is_file()
+    g = geometryOf(node)
+    assert g.size == geometry.size and np.allclose(g.spacing, geometry.spacing)
+    assert np.allclose(g.origin, geometry.origin) and np.allclose(g.direction, geometry.direction)
+    assert openBatchRow(table, 0)[0] is node                            # a second click reuses the node
+    with pytest.raises(BlcamError, match="row 4 is not in the batch table"):
+        batchRow(table, 3)
+
+
+def test_batch_inputs_refuse_what_detect_cannot_read(tmp_path):
+    with pytest.raises(BlcamError, match="holds no volume file"):
+        batchInputs(tmp_path)
+    with pytest.raises(BlcamError, match="not a folder of volumes or a cohort CSV"):
+        batchInputs(tmp_path / "missing")
+    (tmp_path / "cohort.csv").write_text("patient,volume,label,annotation\n", encoding="utf-8")
+    assert batchInputs(tmp_path / "cohort.csv") == [tmp_path / "cohort.csv"]
+    with pytest.raises(BlcamError, match="detections.csv: missing"):
+        loadBatchTable(None, tmp_path)

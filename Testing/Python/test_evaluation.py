@@ -8,7 +8,7 @@ import pytest
 from blcam.cli import main
 from blcam.errors import BlcamError
 from blcam.evaluation import cross_validate, evaluate_model
-from blcam.evaluation.table2 import METRICS, MODES
+from blcam.evaluation.patch_classification import METRICS, MODES
 
 from _training_fixtures import one_thread  # noqa: F401 (autouse)
 from _training_fixtures import blob_dataset, tiny_config, trained_run

@@ -166,7 +166,7 @@ def test_demo_report_shows_breakdown_calibration_and_hits_and_misses(tmp_path):
     """The report's new sections, from a localisation result of the hand-built cohort (A hit, B missed)."""
     from blcam.demo import DemoConfig
     from blcam.demo.report import write_report
-    from blcam.evaluation.table2 import json_safe
+    from blcam.io.atomic import json_safe
     from blcam.io.atomic import write_json_atomic
 
     truths, dets = _cohort()

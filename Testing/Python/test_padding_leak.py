@@ -18,7 +18,7 @@ import pytest
 
 from _training_fixtures import one_thread  # noqa: F401 (autouse)
 from _training_fixtures import tiny_config
-from blcam.evaluation.table2 import evaluate_model
+from blcam.evaluation.patch_classification import evaluate_model
 from blcam.io.points import write_markups
 from blcam.io.volume import Geometry, write_volume
 from blcam.patches.dataset import load_dataset

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..detect.scoring import evaluate_detection, figure_paths
+from ..evaluation.detection import evaluate_detection, figure_paths
 
 
 def register(sub) -> None:

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..detect.pipeline import DetectSettings, detect
-from ..detect.scoring import evaluate_detection
+from ..evaluation.detection import evaluate_detection
 from ..errors import BlcamError
 from ..evaluation import evaluate_model
 from ..io.atomic import write_json_atomic, write_text_atomic

@@ -19,7 +19,7 @@ import json
 import math
 from pathlib import Path
 
-from ..detect.scoring import figure_paths
+from ..evaluation.detection import figure_paths
 from ..io.atomic import write_text_atomic
 from ..metrics.breakdown import breakdown_tables, fmt, md_table
 from ..metrics.calibration import calibration_table

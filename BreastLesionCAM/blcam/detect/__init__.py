@@ -1,10 +1,10 @@
-"""Whole-volume Detect: lesion maps → candidates → files for Slicer, CSV/JSON, pictures; scoring.
+"""Whole-volume Detect: lesion maps → candidates → files for Slicer, CSV/JSON, pictures.
 
 ``pipeline`` (``detect``: volumes or cohorts in, outputs per volume plus ``detections.csv``),
-``candidates`` (peaks, NMS in mm, calibrated scores, half-maximum sizes), ``outputs`` (NRRD,
-``.mrk.json``, CSV/JSON), ``overlays`` (the paper's blend, contact sheets), ``scoring``
-(``blcam evaluate-detection``: pointing game, distance, FROC, volume AUC, per-kind and per-size
-breakdown, score calibration).
+``candidates`` (peaks, NMS in mm, calibrated scores, half-maximum sizes), ``refine``,
+``outputs`` (NRRD, ``.mrk.json``, CSV/JSON), ``overlays`` (the paper's blend, contact
+sheets), ``plan`` (the expected time). Scoring detections against annotations is
+evaluation's: :mod:`blcam.evaluation.detection`.
 """
 
 from .candidates import Candidate, find_candidates

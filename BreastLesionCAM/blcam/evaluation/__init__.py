@@ -1,11 +1,13 @@
-"""Evaluation with the paper's protocol: Table 2 on a split, and k-fold cross-validation.
+"""Evaluation: the paper's Table 2 on a split, k-fold cross-validation, and detection scoring.
 
-``table2.evaluate_model`` scores one model in the paper's three input modes; ``cv`` trains
-one model per fold plus one on all training folds and reports mean ± sd and the test row;
-``report`` renders Markdown tables and ROC plots.
+``patch_classification.evaluate_model`` scores one model in the paper's three input modes
+(Table 2); ``cv`` trains one model per fold plus one on all training folds and reports mean ±
+sd and the test row; ``detection`` is ``blcam evaluate-detection`` (pointing game, distance,
+FROC, volume AUC, per-kind and per-size breakdown, score calibration); ``report`` renders
+Markdown tables and ROC plots.
 """
 
 from .cv import cross_validate
-from .table2 import evaluate_model
+from .patch_classification import evaluate_model
 
 __all__ = ["evaluate_model", "cross_validate"]

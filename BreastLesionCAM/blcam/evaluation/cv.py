@@ -26,7 +26,8 @@ from ..patches.dataset import load_dataset
 from ..training import TrainConfig, train_model
 from ..training.checkpoint import LAST
 from .report import markdown_table
-from .table2 import METRICS, MODES, evaluate_model, json_safe
+from ..io.atomic import json_safe
+from .patch_classification import METRICS, MODES, evaluate_model
 
 
 def _mean_sd(values: list[float]) -> dict:

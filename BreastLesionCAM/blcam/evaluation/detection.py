@@ -23,8 +23,7 @@ import numpy as np
 
 from ..cohort import read_cohort
 from ..errors import BlcamError
-from ..evaluation.table2 import json_safe
-from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..io.volume import read_volume
 from ..metrics.breakdown import (breakdown, breakdown_tables, find_lesion_table, md_table, plot_froc_by_group,
                                  read_lesion_table)

@@ -10,14 +10,13 @@ accuracy at threshold 0.5 (the paper's columns), plus sensitivity and specificit
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from ..errors import BlcamError
-from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..metrics.classification import binary_summary
 from ..model import load_model, resolve_model_path
 from ..patches.dataset import PatchDataset, load_dataset
@@ -102,13 +101,3 @@ def write_reports(result: dict, out: Path) -> None:
     plot_roc(out.with_name(out.stem + "_roc.png"), labels,
              {m: np.array([p[m] for p in result["patches"]]) for m in MODES}, result, title)
 
-
-def json_safe(obj):
-    """NaN/inf → null, recursively (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj

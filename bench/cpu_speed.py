@@ -12,6 +12,12 @@ the default (float32, channels_last_3d, torch's own thread count):
 The map is also compared with the default's: the largest local-logit difference, against
 the bf16 bound (each stored activation rounded once by at most 2⁻⁹ of itself).
 
+Last, ONNX Runtime: the mapper's whole network (its three fused stages and the 1×1×1 head)
+is exported to ONNX and one slab batch, the unit of work of the slab context, is timed in
+torch and in ONNX Runtime's CPU provider with the same thread count. It runs where
+``onnxruntime`` and ``onnx`` are importable (they are not project dependencies: the row says
+whether adding them would pay), and is skipped with a note otherwise.
+
     python bench/cpu_speed.py --shape 337 100 346      # an ABUS volume at 0.5 mm
 """
 
@@ -69,7 +75,52 @@ def main(argv=None) -> int:
         print(f"{name:>34}: {seconds:7.2f} s  ({base_time / seconds:4.2f}× the default's speed; "
               f"max |Δ local logit| {diff:.2e}, spread {float(np.ptp(base_grid)):.2e})", flush=True)
     torch.set_num_threads(default_threads)
+    onnx_row(DenseLesionMapper(model, args.crop, "cpu", context="slab"), stored, default_threads)
     return 0
+
+
+def onnx_row(mapper: DenseLesionMapper, stored: np.ndarray, threads: int) -> None:
+    """Time one slab batch through torch and through ONNX Runtime (same network, same input)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print(f"{'ONNX Runtime':>34}: skipped (pip install onnxruntime onnx to measure it)")
+        return
+    import copy
+    import tempfile
+
+    from blcam.cam.dense import SLAB_BATCH
+    from blcam.intensity import network_input
+    net = torch.nn.Sequential(*[s.net for s in mapper.stages]).eval()     # as the mapper holds it
+    exported = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    depth = mapper.crop[0]
+    starts = mapper.slab_starts(stored.shape[0])[:SLAB_BATCH]
+    block = torch.from_numpy(np.stack([stored[s:s + depth] for s in starts if s + depth <= stored.shape[0]]))
+    x = network_input(block.float())[:, None].contiguous()
+    with torch.inference_mode():
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            ref = net(x.contiguous(memory_format=torch.channels_last_3d)).float().numpy()
+            times.append(time.perf_counter() - t)
+    torch_s = times[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "map.onnx")
+        torch.onnx.export(exported, (x,), path, input_names=["x"], output_names=["logit"], dynamo=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feed = {"x": x.numpy()}
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            out = session.run(None, feed)[0]
+            times.append(time.perf_counter() - t)
+    ort_s = times[-1]
+    print(f"{'torch, one slab batch':>34}: {torch_s:7.2f} s  ({tuple(x.shape)} fp32, channels_last_3d)")
+    print(f"{'ONNX Runtime ' + ort.__version__ + ', same batch':>34}: {ort_s:7.2f} s  "
+          f"({torch_s / ort_s:4.2f}× torch's speed; max |Δ local logit| {float(np.max(np.abs(out - ref))):.2e})",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import torch
 
 from ..intensity import network_input
 from ..patches.extract import extract_box
-from ..training.point_supervision import LocalLogitNet, feature_positions
+from ..cam.local_logits import LocalLogitNet, feature_positions
 
 MODES = ("local", "crop")
 

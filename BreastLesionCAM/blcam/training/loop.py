@@ -23,6 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..cam.local_logits import LocalLogitNet
 from ..errors import BlcamError
 from ..io.atomic import check_output_folder, make_folder, remove_stale_temporaries, write_json_atomic
 from ..io.locks import LOCK_NAME, folder_lock
@@ -36,7 +37,7 @@ from .data import (STREAM_TRAIN, PatchSource, batch_slices, centre_offset, crop_
 from .distributed import DistContext, launched_as_main, per_rank_batch, setup
 from .hard_negatives import load_mined, mine, mined_manifest, mining_epochs
 from .history import plot_curves, write_history
-from .point_supervision import LocalLogitNet, lesion_in_crop, point_sigma, point_targets
+from .point_supervision import lesion_in_crop, point_sigma, point_targets
 from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
 from .resume_guard import check_same_dataset, dataset_identity
 from .sampling import epoch_order

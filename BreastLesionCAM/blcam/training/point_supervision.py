@@ -26,38 +26,10 @@ centre slice, :class:`blcam.cam.dense.DenseLesionMapper`).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-from torch import nn
 
-
-class LocalLogitNet(nn.Module):
-    """A MONAI ResNet that returns its local-logit map ``(B, k, j, i)`` instead of one logit.
-
-    The crop logit is the map's mean (exactly the network's own GAP + linear output); one
-    module, so DistributedDataParallel and ``torch.compile`` wrap it as they wrap the net.
-    """
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.net
-        a = n.maxpool(n.act(n.bn1(n.conv1(x)))) if not n.no_max_pool else n.act(n.bn1(n.conv1(x)))
-        a = n.layer4(n.layer3(n.layer2(n.layer1(a))))
-        return torch.einsum("bc...,c->b...", a, n.fc.weight[0]) + n.fc.bias[0]
-
-
-def feature_positions(crop, stride) -> list[np.ndarray]:
-    """Voxel position of each feature voxel of a crop, per axis (module doc)."""
-    out = []
-    for n, s in zip(crop, stride):
-        cells = math.ceil(n / s)
-        out.append(np.array([(n - 1) / 2]) if cells == 1 else np.arange(cells) * float(s))
-    return out
+from ..cam.local_logits import feature_positions
 
 
 def lesion_in_crop(patch, crop, offsets: np.ndarray, flips: np.ndarray) -> np.ndarray:

@@ -1,0 +1,43 @@
+"""The network's local-logit map: what point supervision trains and refinement reads.
+
+With global average pooling and one linear unit, a crop's logit is the mean of the *local
+logits* ``w · a(f) + b`` over the last block's feature voxels ``f`` (:mod:`blcam.cam.maps`).
+:class:`LocalLogitNet` returns that map instead of the mean, and :func:`feature_positions`
+says where in the crop each of its voxels sits. Training (:mod:`blcam.training.point_supervision`)
+and Detect's refinement (:mod:`blcam.detect.refine`) both use them, so they live with the maps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class LocalLogitNet(nn.Module):
+    """A MONAI ResNet that returns its local-logit map ``(B, k, j, i)`` instead of one logit.
+
+    The crop logit is the map's mean (exactly the network's own GAP + linear output); one
+    module, so DistributedDataParallel and ``torch.compile`` wrap it as they wrap the net.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        a = n.maxpool(n.act(n.bn1(n.conv1(x)))) if not n.no_max_pool else n.act(n.bn1(n.conv1(x)))
+        a = n.layer4(n.layer3(n.layer2(n.layer1(a))))
+        return torch.einsum("bc...,c->b...", a, n.fc.weight[0]) + n.fc.bias[0]
+
+
+def feature_positions(crop, stride) -> list[np.ndarray]:
+    """Voxel position of each feature voxel of a crop, per axis (module doc)."""
+    out = []
+    for n, s in zip(crop, stride):
+        cells = math.ceil(n / s)
+        out.append(np.array([(n - 1) / 2]) if cells == 1 else np.arange(cells) * float(s))
+    return out

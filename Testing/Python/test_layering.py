@@ -1,0 +1,51 @@
+"""The core library's layering, checked on the source: each room imports only from below.
+
+Detect (inference) must not pull in evaluation or the training loop: a Slicer user who
+clicks Detect loads neither, and a change to evaluation cannot break Detect. The CAM
+package sits below both.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+BLCAM = Path(__file__).resolve().parents[2] / "BreastLesionCAM" / "blcam"
+FORBIDDEN = {"detect": {"evaluation", "training", "cli", "demo"},
+             "cam": {"detect", "evaluation", "training", "cli", "demo"},
+             "io": {"cam", "detect", "evaluation", "training", "cli", "demo", "patches", "phantom"},
+             "evaluation": {"cli", "demo"},
+             "training": {"evaluation", "cli", "demo"}}   # mining runs Detect's candidate finder
+
+
+def _blcam_imports(path: Path) -> set[str]:
+    """The top-level ``blcam`` packages a module imports (relative or absolute)."""
+    room = path.relative_to(BLCAM).parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:                            # relative: resolve against the module's package
+                base = list(room[:-1])[: len(room) - node.level]
+                parts = base + (node.module.split(".") if node.module else [])
+                names = [parts[0]] if parts else [a.name.split(".")[0] for a in node.names]
+                found.update(names)
+            elif node.module and node.module.startswith("blcam."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("blcam."))
+    return found
+
+
+def test_each_room_imports_only_from_below():
+    offences = []
+    for room, forbidden in FORBIDDEN.items():
+        for path in sorted((BLCAM / room).rglob("*.py")):
+            bad = _blcam_imports(path) & forbidden
+            if bad:
+                offences.append(f"{path.relative_to(BLCAM)} imports {', '.join(sorted(bad))}")
+    assert offences == []
+
+
+def test_the_checker_sees_relative_and_absolute_imports(tmp_path):
+    probe = BLCAM / "detect" / "refine.py"
+    assert "cam" in _blcam_imports(probe) and "intensity" in _blcam_imports(probe)

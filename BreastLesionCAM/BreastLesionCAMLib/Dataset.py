@@ -13,8 +13,6 @@ may carry reviewed negatives (places a reader rejected, :mod:`.Review`): they go
 from __future__ import annotations
 
 import csv
-import io
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import numpy as np
 
 from blcam.cohort import LABELS, NEGATIVES_COLUMN, REQUIRED_COLUMNS
 from blcam.errors import BlcamError
-from blcam.io.atomic import write_text_atomic
+from blcam.io.atomic import safe_name, write_csv_atomic
 
 from .NodeIO import controlPointsWorldRAS, geometryOf, writeCentres, writeVolumeNode
 
@@ -43,8 +41,8 @@ class CaseRecord:
 
 
 def safeName(text: str) -> str:
-    """A file-name-safe version of a patient ID or node name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "case"
+    """A file-name-safe version of a patient ID or node name (no leading dot: no hidden files)."""
+    return safe_name(text, "case", strip="-.")
 
 
 def readCohortRows(path: Path) -> tuple[list[str], list[dict]]:
@@ -62,11 +60,7 @@ def readCohortRows(path: Path) -> tuple[list[str], list[dict]]:
 
 
 def writeCohortRows(path: Path, header: list[str], rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
+    write_csv_atomic(path, rows, header, ignore_extra=True)
 
 
 def addCase(volumeNode, datasetFolder, patientId: str, label: str, centresNode=None,

@@ -22,7 +22,6 @@ steps it affects.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import shutil
 import time
@@ -33,7 +32,7 @@ from ..detect.pipeline import DetectSettings, detect
 from ..evaluation.detection import evaluate_detection
 from ..errors import BlcamError
 from ..evaluation import evaluate_model
-from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.atomic import write_csv_atomic, write_json_atomic
 from ..patches.export import ExportSettings, export_dataset
 from ..phantom import make_cohort
 from ..recipes import recipe_config
@@ -128,11 +127,7 @@ def held_out_cohort(cohort_csv: Path, manifest_csv: Path, out_csv: Path) -> Path
         for col in ("volume", "annotation"):
             if r[col]:
                 r[col] = str((cohort_dir / r[col]).resolve())
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out_csv, buf.getvalue())
+    write_csv_atomic(out_csv, rows, columns)
     return out_csv
 
 

@@ -9,13 +9,11 @@ lists every volume with its volume-level score. Every file is written atomically
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.atomic import write_csv_atomic, write_json_atomic
 from ..io.points import write_markups
 from ..io.volume import write_volume
 from .candidates import Candidate
@@ -57,14 +55,6 @@ def candidate_rows(candidates: list[Candidate]) -> list[dict]:
     return rows
 
 
-def to_csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def write_candidates(out_dir: Path, name: str, candidates: list[Candidate], info: dict) -> dict[str, Path]:
     """Write the markups, CSV and JSON of one volume's candidates; returns their paths."""
     rows = candidate_rows(candidates)
@@ -73,7 +63,7 @@ def write_candidates(out_dir: Path, name: str, candidates: list[Candidate], info
     write_markups(paths["markups"], [c.lps for c in candidates], [r["label"] for r in rows],
                   [f"score={r['score']:.3f}; size (i,j,k) {r['size_i_mm']:.1f}×{r['size_j_mm']:.1f}×"
                    f"{r['size_k_mm']:.1f} mm" for r in rows])
-    write_text_atomic(paths["csv"], to_csv(rows, CANDIDATE_COLUMNS))
+    write_csv_atomic(paths["csv"], rows, CANDIDATE_COLUMNS, ignore_extra=True)
     write_json_atomic(paths["json"], {**info, "candidates": rows})
     return paths
 
@@ -81,5 +71,5 @@ def write_candidates(out_dir: Path, name: str, candidates: list[Candidate], info
 def write_summary(out_dir: Path, rows: list[dict]) -> Path:
     """``detections.csv``: one row per volume (name, volume path, volume score, files)."""
     path = out_dir / "detections.csv"
-    write_text_atomic(path, to_csv(rows, SUMMARY_COLUMNS))
+    write_csv_atomic(path, rows, SUMMARY_COLUMNS, ignore_extra=True)
     return path

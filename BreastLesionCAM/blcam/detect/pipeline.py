@@ -10,7 +10,6 @@ module, optionally as one JSON line per step (flushed), with an overall fraction
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +23,7 @@ from ..cam.sliding import sliding_lesion_map
 from ..cohort import read_cohort
 from ..errors import BlcamError
 from ..intensity import count_non_finite, non_finite_warning, normalise_volume
-from ..io.atomic import check_output_folder, make_folder
+from ..io.atomic import check_output_folder, make_folder, safe_name
 from ..io.locks import folder_lock
 from ..io.volume import Geometry, read_volume
 from ..io.resample import grid_at_spacing, resample
@@ -83,10 +82,6 @@ class VolumeJob:
     truth_lps: np.ndarray | None = None
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "volume"
-
-
 def _stem(path: Path) -> str:
     return path.name[: -len("".join(path.suffixes))] if path.suffixes and path.is_file() else path.name
 
@@ -98,10 +93,10 @@ def collect_jobs(inputs) -> list[VolumeJob]:
         item = Path(item)
         if item.suffix.lower() == ".csv":
             cohort = read_cohort(item)
-            found = [VolumeJob(r.volume, _safe(f"{r.patient}_{_stem(r.volume)}"), r.patient, r.label,
+            found = [VolumeJob(r.volume, safe_name(f"{r.patient}_{_stem(r.volume)}", "volume"), r.patient, r.label,
                                r.centres_lps if len(r.centres_lps) else None) for r in cohort.rows]
         elif item.exists():
-            found = [VolumeJob(item.resolve(), _safe(_stem(item)))]
+            found = [VolumeJob(item.resolve(), safe_name(_stem(item), "volume"))]
         else:
             raise BlcamError(f"{item}: no such volume or cohort CSV")
         for job in found:

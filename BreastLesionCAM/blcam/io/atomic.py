@@ -14,9 +14,12 @@ get the mode the umask gives a new file, whatever the writer used for its tempor
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -112,6 +115,31 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``target`` atomically (UTF-8)."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def safe_name(text: str, fallback: str, strip: str = "-") -> str:
+    """``text`` as a file-name part: runs of anything but ``A-Za-z0-9_.-`` become one ``-``,
+    ``strip`` is trimmed from both ends, and an empty result becomes ``fallback``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip(strip) or fallback
+
+
+def csv_text(rows, columns, ignore_extra: bool = False) -> str:
+    """``rows`` (dicts) as CSV text with a header of ``columns``, ``\n`` line ends.
+
+    A key outside ``columns`` is an error unless ``ignore_extra`` (for rows that carry more
+    than a given file shows, e.g. a table whose readers want only some columns).
+    """
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n",
+                            extrasaction="ignore" if ignore_extra else "raise")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv_atomic(target: str | os.PathLike, rows, columns, ignore_extra: bool = False) -> None:
+    """Write ``rows`` as CSV (:func:`csv_text`) to ``target`` atomically."""
+    write_text_atomic(target, csv_text(rows, columns, ignore_extra))
 
 
 def write_json_atomic(target: str | os.PathLike, obj) -> None:

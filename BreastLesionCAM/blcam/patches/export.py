@@ -17,10 +17,7 @@ and the volume's path, so a resumed run writes byte-identical files.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import re
 import sys
 import zlib
 from concurrent.futures import as_completed
@@ -34,8 +31,8 @@ from .. import __version__
 from ..cohort import Cohort, CohortRow, read_cohort, require_both_classes
 from ..errors import BlcamError
 from ..intensity import NORMALISATION, count_non_finite, non_finite_warning, robust_range
-from ..io.atomic import (atomic_path, check_output_folder, make_folder, remove_stale_temporaries, write_json_atomic,
-                         write_text_atomic)
+from ..io.atomic import (atomic_path, check_output_folder, csv_text, make_folder, remove_stale_temporaries, safe_name,
+                         write_json_atomic, write_text_atomic)
 from ..io.locks import LOCK_NAME, folder_lock
 from ..io.resample import check_spacing, grid_at_spacing, median_spacing, resample
 from ..io.volume import Geometry, read_volume
@@ -183,17 +180,13 @@ def _claim_folder(out: Path, info: dict) -> None:
     write_json_atomic(meta, info)
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
-
-
 def _plan(cohort: Cohort, s: ExportSettings) -> list[PatchJob]:
     classes = cohort.patient_classes()
     splits = assign_splits(classes, s.test_fraction, s.folds, s.seed)
     stems: dict[str, int] = {}
     plans = []
     for r in cohort.rows:
-        stem = _safe(f"{r.patient}_{Path(r.volume_rel).name.split('.')[0]}")
+        stem = safe_name(f"{r.patient}_{Path(r.volume_rel).name.split('.')[0]}", "x")
         stems[stem] = stems.get(stem, 0) + 1
         if stems[stem] > 1:
             stem = f"{stem}_r{r.row}"
@@ -303,8 +296,4 @@ def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings, lo: floa
 
 
 def manifest_csv(records: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    return buf.getvalue()
+    return csv_text(records, MANIFEST_COLUMNS)

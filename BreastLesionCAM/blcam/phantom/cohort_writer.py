@@ -17,8 +17,6 @@ points together, and nothing else (the tissue drawn for a seed stays the same).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from concurrent.futures import as_completed
 from pathlib import Path
@@ -27,7 +25,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import BlcamError
-from ..io.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
+from ..io.atomic import remove_stale_temporaries, write_csv_atomic, write_json_atomic
 from ..io.points import write_markups
 from ..io.volume import write_volume
 from ..workers import process_pool
@@ -110,9 +108,9 @@ def make_cohort(out, patients: int = 20, seed: int = 0, jobs: int = 1, shape=DEF
     finally:
         bar.close()
     rows = [results[p] for p in range(int(patients))]
-    _write_csv(out / "cohort.csv", COHORT_COLUMNS, [r for res in rows for r in res["cohort"]])
-    _write_csv(out / "lesions.csv", LESION_COLUMNS, [r for res in rows for r in res["lesions"]])
-    _write_csv(out / "mimics.csv", MIMIC_COLUMNS, [r for res in rows for r in res["mimics"]])
+    write_csv_atomic(out / "cohort.csv", [r for res in rows for r in res["cohort"]], COHORT_COLUMNS)
+    write_csv_atomic(out / "lesions.csv", [r for res in rows for r in res["lesions"]], LESION_COLUMNS)
+    write_csv_atomic(out / "mimics.csv", [r for res in rows for r in res["mimics"]], MIMIC_COLUMNS)
     meta = {
         "generator": f"blcam {__version__} phantom", "seed": int(seed), "patients": int(patients),
         "shape_kji": list(args["shape"]), "spacing_kji_mm": list(args["spacing"]),
@@ -182,14 +180,6 @@ def _make_volume(rng, patient: str, side: str, label: str, out: str, shape, spac
 
 def _r(value) -> str:
     return f"{float(value):.4f}"
-
-
-def _write_csv(path: Path, columns, rows) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
 
 
 def _progress(total: int, enabled: bool):

@@ -7,13 +7,11 @@ if the run was killed between writing the log and writing the checkpoint.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
 
-from ..io.atomic import atomic_path, write_text_atomic
+from ..io.atomic import atomic_path, write_csv_atomic, write_text_atomic
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr", "epoch_s",
            "samples_per_s"]
@@ -32,12 +30,8 @@ def clean_record(record: dict) -> dict:
 
 def write_history(out_dir: Path, rows: list[dict]) -> None:
     """``history.csv`` and ``history.jsonl``, atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
-    write_text_atomic(out_dir / "history.csv", buf.getvalue())
+    write_csv_atomic(out_dir / "history.csv", [{k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS}
+                                               for r in rows], COLUMNS)
     write_text_atomic(out_dir / "history.jsonl", "".join(json.dumps(clean_record(r)) + "\n" for r in rows))
 
 

@@ -14,6 +14,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleWidget)
 
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic  # noqa: F401  (Slicer looks it up here)
+from BreastLesionCAMLib.SamplePhantom import registerSampleData
 
 
 class BreastLesionCAM(ScriptedLoadableModule):
@@ -33,6 +34,8 @@ cancelled. See <a href="https://github.com/breastlesioncam/BreastLesionCAM#slice
 Method: "Lesion detection in 3D breast ultrasound with one centre point per lesion" (3D ResNet
 trained on lesion-centred and healthy patches, Grad-CAM localisation). Built on MONAI and PyTorch.
 """
+        # Sample Data: a phantom with lesions and a healthy one, generated on first use.
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 class BreastLesionCAMWidget(ScriptedLoadableModuleWidget):

@@ -42,7 +42,8 @@ class SlicerDialogs:
 
     def error(self, message: str, details: str = "") -> None:
         import slicer
-        slicer.util.errorDisplay(message, windowTitle=TITLE, detailedText=details or None)
+        extra = {"detailedText": details} if details else {}  # messageBox sets each keyword on the box
+        slicer.util.errorDisplay(message, windowTitle=TITLE, **extra)
 
     @contextlib.contextmanager
     def progress(self, label: str):

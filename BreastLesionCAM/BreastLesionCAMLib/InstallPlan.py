@@ -75,7 +75,8 @@ def _infoFolderVersion(name: str, searchPath: Sequence[str]) -> str | None:
     the folder name. The constraint must carry the version pip sees."""
     wanted = canonicalize_name(name)
     for folder in searchPath:
-        for info in sorted(glob.glob(os.path.join(folder, "*.egg-info")) + glob.glob(os.path.join(folder, "*.dist-info"))):
+        infos = glob.glob(os.path.join(folder, "*.egg-info")) + glob.glob(os.path.join(folder, "*.dist-info"))
+        for info in sorted(infos):
             stem = os.path.basename(info).rsplit(".", 1)[0]
             parts = stem.split("-")
             if len(parts) >= 2 and canonicalize_name(parts[0]) == wanted:
@@ -159,9 +160,10 @@ def torchTooOld(torchVersion: str, requirement: str) -> bool:
 
 def tooOldTorchMessage(torchVersion: str, requirement: str, numpyVersion: str | None) -> str:
     return (f"PyTorch {torchVersion} is too old for BreastLesionCAM: it needs torch{requirement} "
-            f"(MONAI's need with Slicer's numpy {numpyVersion or 'unknown'}). Open the 'PyTorch Utils' "
-            "module, click 'Uninstall PyTorch' and restart Slicer; then set 'Torch version requirement' "
-            f"to '{requirement}' there and click 'Install PyTorch' (or let BreastLesionCAM install it).")
+            f"(for blcam and for the MONAI that fits Slicer's numpy {numpyVersion or '(unknown)'}). "
+            "Open the 'PyTorch Utils' module, click 'Uninstall PyTorch' and restart Slicer; then set "
+            f"'Torch version requirement' to '{requirement}' there and click 'Install PyTorch' (or let "
+            "BreastLesionCAM install it).")
 
 
 def constraintsText(versions: Mapping[str, str | None]) -> str:

@@ -52,7 +52,8 @@ def test_constraints_pin_this_pythons_numpy_simpleitk_vtk_and_torch_exactly(tmp_
 
 def test_pip_install_gets_the_constraints_file(tmp_path):
     path = InstallPlan.writeConstraints(tmp_path, {"numpy": "1.26.4"})
-    assert InstallPlan.pipInstallArgs(["monai>=1.4", "tqdm>=4.60"], path) == ["monai>=1.4", "tqdm>=4.60", "-c", str(path)]
+    args = InstallPlan.pipInstallArgs(["monai>=1.4", "tqdm>=4.60"], path)
+    assert args == ["monai>=1.4", "tqdm>=4.60", "-c", str(path)]
 
 
 def test_slicer_5_8_vtk_egg_info_without_metadata_is_pinned_by_its_folder_name(tmp_path):
@@ -246,7 +247,8 @@ def test_torch_install_declined_or_extension_missing():
     python, dialogs = Python(dict(SLICER_5_12, torch=None), torch_result=None), Dialogs()
     assert not installer(python, dialogs, slicer_5_12=True).run()
     assert dialogs.errors == [] and python.pip_calls == []
-    python = Python(dict(SLICER_5_12, torch=None), torch_result=PyTorchExtensionMissing("No module named 'PyTorchUtils'"))
+    missing = PyTorchExtensionMissing("No module named 'PyTorchUtils'")
+    python = Python(dict(SLICER_5_12, torch=None), torch_result=missing)
     assert not installer(python, dialogs, slicer_5_12=True).run()
     assert "Install the 'PyTorch' extension from the Extensions Manager" in dialogs.errors[0]
 
@@ -280,7 +282,8 @@ def test_module_self_test_skips_before_installing_and_reload_and_test_reports_th
     nothing there, and failed with "packages are missing" instead of skipping."""
     import ast
 
-    tree = ast.parse((Path(__file__).resolve().parents[2] / "BreastLesionCAM" / "BreastLesionCAM.py").read_text(encoding="utf-8"))
+    module = Path(__file__).resolve().parents[2] / "BreastLesionCAM" / "BreastLesionCAM.py"
+    tree = ast.parse(module.read_text(encoding="utf-8"))
     test_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "BreastLesionCAMTest")
     methods = {n.name: n for n in test_class.body if isinstance(n, ast.FunctionDef)}
     calls = [ast.unparse(n.func) for n in ast.walk(methods["test_BreastLesionCAM_pipeline"]) if isinstance(n, ast.Call)]

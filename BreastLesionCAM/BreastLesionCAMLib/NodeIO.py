@@ -121,6 +121,22 @@ def readMarkupsJson(path, scene, name: str):
     if not storage.ReadData(node):
         scene.RemoveNode(node)
         scene.RemoveNode(storage)
-        raise BlcamError(f"{path}: cannot read the candidates markups file")
+        raise BlcamError(f"{path}: cannot read this markups file")
     node.SetName(name)
+    return node
+
+
+def readVolumeFile(path, scene, name: str):
+    """Load a scalar volume file into a new node via its storage node (Slicer's own reader:
+    a left-handed file gets its k axis flipped as when the user loads it; positions are kept)."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(Path(path)))
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    if not Path(path).is_file() or not storage.ReadData(node):
+        scene.RemoveNode(node)
+        scene.RemoveNode(storage)
+        raise BlcamError(f"{path}: cannot read this volume file")
+    node.SetName(name)
+    node.CreateDefaultDisplayNodes()
     return node

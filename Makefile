@@ -5,7 +5,7 @@ VENV := .venv
 BOOT := $(VENV)/.bootstrapped
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test bench clean
+.PHONY: demo test clean
 
 $(BOOT): pyproject.toml tools/bootstrap.sh
 	PYTHON=$(PYTHON) tools/bootstrap.sh

@@ -1,6 +1,6 @@
 """The dataset folder the panel builds case by case: ``cohort.csv``, ``volumes/``, ``annotations/``.
 
-It is exactly the cohort format of ``blcam export`` (design.md §1), so the folder made in
+It is exactly the cohort format of ``blcam export`` (README "Data conventions"; the project's shared ``design.md`` §1), so the folder made in
 Slicer also works from the command line, and a cohort prepared elsewhere can be extended
 in Slicer. Adding a case writes the volume (world geometry) and its lesion centres (LPS),
 then rewrites ``cohort.csv`` atomically with the new row. Adding the same volume of the

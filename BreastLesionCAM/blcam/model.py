@@ -83,7 +83,9 @@ def model_stride(meta: dict) -> tuple[int, int, int]:
 
 def make_metadata(arch: str, stem: str, widen: float, crop, patch, training: dict | None = None,
                   **extra) -> dict:
-    """The metadata record every model file carries (see ``design.md``)."""
+    """The metadata record every model file carries: architecture, stem, width, crop and
+    patch, normalisation, spacing and the training config, enough to rebuild and use the
+    network without the run folder (README "Training and the paper's Table 2")."""
     meta = {"format": FORMAT, "blcam_version": __version__, "arch": arch, "stem": stem, "widen": widen,
             "crop": [int(v) for v in crop], "patch": [int(v) for v in patch], "axes": "k,j,i",
             "normalisation": NORMALISATION, "spacing": None, "training": training or {}}

@@ -100,7 +100,3 @@ def fraction(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"{value} must be in [0, 1)")
     return value
-
-
-if __name__ == "__main__":
-    sys.exit(main())

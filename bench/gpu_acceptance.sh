@@ -27,7 +27,7 @@ export BLCAM_BENCH_WORK="$WORK/bench"
 if [ "${SMOKE:-0}" = 1 ]; then
     DEVICE="${DEVICE:-cpu}"; PATIENTS="${PATIENTS:-12}"; EPOCHS="${EPOCHS:-2}"; STEM="${STEM:-paper}"
     PHANTOM=(--shape 24 96 96); EXPORT=(--patch 12 64 64 --negatives-per-volume 2)
-    TRAIN=(--arch resnet10 --width 0.25 --crop 8 48 48 --batch-size 8)
+    TRAIN=(--arch resnet10 --widen 0.25 --crop 8 48 48 --batch-size 8)
     BENCH_TRAIN=(--crop 8 64 64 --patch 12 96 96 --patches 28 --epochs 2 --baseline-steps 3 --warmup-steps 1
                  --baseline-workers 1 --workers 0 --threads 2)
     BENCH_DETECT=(--sizes 24x96x96 --crop 8 48 48 --patch 12 64 64 --sliding-windows 4 --threads 2)

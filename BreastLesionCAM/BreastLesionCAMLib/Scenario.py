@@ -29,7 +29,7 @@ LESION_PATIENTS, HEALTHY_PATIENTS = 10, 6
 EXPORT_ARGS = ("--patch", "24", "56", "56", "--negatives-per-volume", "3", "--test-fraction", "0.25",
                "--folds", "2", "--seed", "0")
 TRAIN_SETTINGS = dict(arch="resnet10", epochs=10, batchSize=8, learningRate=3e-3, device="cpu",
-                      extraArgs=("--stem", "paper", "--width", "0.25", "--crop", "16", "40", "40",
+                      extraArgs=("--stem", "paper", "--widen", "0.25", "--crop", "16", "40", "40",
                                  "--workers", "0", "--resident", "on", "--seed", "0"))
 DETECT_ARGS: tuple = ()
 TIMEOUT_S = 600

@@ -30,7 +30,7 @@ from blcam.io.volume import write_volume
 from blcam.training.checkpoint import LAST
 
 PATCH = ["--patch", "4", "8", "8"]
-TRAIN = ["--arch", "resnet10", "--width", "0.25", "--epochs", "1", "--batch-size", "8", "--crop", "8", "32", "32",
+TRAIN = ["--arch", "resnet10", "--widen", "0.25", "--epochs", "1", "--batch-size", "8", "--crop", "8", "32", "32",
          "--fold", "0", "--device", "cpu", "--workers", "0"]
 
 

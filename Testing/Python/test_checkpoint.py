@@ -45,7 +45,7 @@ def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path, tmp_path_facto
         load_checkpoint(run / LAST)
     data = blob_dataset(tmp_path_factory)
     assert main(["train", str(data), "--out", str(run), "--resume", "--device", "cpu", "--arch", "resnet10",
-                 "--width", "0.25", "--crop", "8", "32", "32", "--workers", "0"]) == 2
+                 "--widen", "0.25", "--crop", "8", "32", "32", "--workers", "0"]) == 2
     assert "refused to load" in capsys.readouterr().err
     assert not marker.exists()
     # The payload is real: an unsafe load would have run it.

@@ -38,3 +38,21 @@ def test_unknown_command_fails_with_usage(capsys):
         main(["frobnicate"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_train_options_come_from_the_config_dataclass():
+    """Every train option that names a TrainConfig field reaches the config (no hand-kept list),
+    the architecture and stem choices are the model's own, and --width still means --widen."""
+    from blcam.cli import build_parser
+    from blcam.cli.cmd_train import config_from_args
+    from blcam.model import ARCHS, STEMS
+    parser = build_parser(only="train")
+    args = parser.parse_args(["train", "p", "--out", "r", "--widen", "0.25", "--epochs", "3", "--val-every", "2",
+                              "--hard-negatives-min-score", "0.7", "--flip-p", "0.25", "--monitor", "last"])
+    config = config_from_args(args, fold=1)
+    assert (config.widen, config.epochs, config.val_every, config.hard_negatives_min_score, config.flip_p,
+            config.monitor, config.fold) == (0.25, 3, 2, 0.7, 0.25, "last", 1)
+    assert config_from_args(parser.parse_args(["train", "p", "--out", "r", "--width", "0.5"])).widen == 0.5
+    train = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions if a.dest == "arch")
+    stem = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions if a.dest == "stem")
+    assert set(train.choices) == set(ARCHS) and set(stem.choices) == set(STEMS)

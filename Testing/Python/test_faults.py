@@ -35,7 +35,7 @@ from _training_fixtures import SETTINGS, SUBPROCESS_ENV, blob_dataset, tiny_conf
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, **SUBPROCESS_ENV, "PYTHONUNBUFFERED": "1",
        "PYTHONPATH": os.pathsep.join([str(ROOT / "BreastLesionCAM"), os.environ.get("PYTHONPATH", "")])}
-TINY = ["--arch", "resnet10", "--width", "0.25", "--crop", "8", "32", "32", "--batch-size", "8", "--fold", "0",
+TINY = ["--arch", "resnet10", "--widen", "0.25", "--crop", "8", "32", "32", "--batch-size", "8", "--fold", "0",
         "--device", "cpu", "--workers", "0"]
 
 

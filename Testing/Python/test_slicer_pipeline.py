@@ -235,7 +235,7 @@ def same_grid(before, after) -> np.ndarray:
 def test_cancel_stops_a_long_training_job_and_its_workers_within_seconds(pipeline):
     model_before = pipeline.logic.getParameterNode().modelPath
     settings = dict(Scenario.TRAIN_SETTINGS, epochs=1000,
-                    extraArgs=("--stem", "fast", "--width", "0.25", "--crop", "12", "40", "40",
+                    extraArgs=("--stem", "fast", "--widen", "0.25", "--crop", "12", "40", "40",
                                "--workers", "2", "--resident", "off"))
     runner = pipeline.logic.startTraining(pipeline.dataset / "patches", pipeline.work / "run-cancelled", **settings)
     deadline = time.monotonic() + 120

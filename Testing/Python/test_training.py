@@ -48,6 +48,7 @@ def test_training_learns_and_writes_a_complete_run(tmp_path_factory):
 
 
 def _train_cmd(data, out, cfg, resume=False):
+    # "--width": the old spelling of --widen, still accepted (a wrong width would change the weights)
     cmd = [PYTHON, "-m", "blcam", "train", str(data), "--out", str(out), "--arch", cfg.arch, "--width",
            str(cfg.widen), "--crop", *map(str, cfg.crop), "--epochs", str(cfg.epochs), "--batch-size",
            str(cfg.batch_size), "--fold", str(cfg.fold), "--device", "cpu", "--workers", "0",

@@ -1,4 +1,4 @@
-"""``blcam train PATCHES --out RUN``: train the patch classifier (the paper's recipe by default).
+"""``blcam train PATCHES --out RUN``: train the patch classifier (``--recipe paper``: the paper's method).
 
 Also the worker the Slicer module launches: with ``--progress-json`` every epoch prints one
 JSON object on its own flushed stdout line (``{"event": "epoch", ...}``), then
@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import fields
 
 from ..errors import BlcamError
 from ..io.resample import mm_to_voxels
-from ..model import OUTPUT_STRIDES
+from ..model import ARCHS, OUTPUT_STRIDES, STEMS
 from ..recipes import RECIPES, recipe_config
 from ..training import TrainConfig, train_model
 from ..training.config import DEVICES, LR_SCHEDULES, MONITORS, PRECISIONS, RESIDENT
@@ -30,13 +31,14 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="'default': crops inside the volume + point supervision of the lesion map (Detect points "
                    "at lesions); 'paper': the paper's method exactly (padded crops, classification loss only). "
                    "Options given explicitly override the recipe (default: default)")
-    p.add_argument("--arch", choices=["resnet10", "resnet18"], default=_D.arch,
+    p.add_argument("--arch", choices=sorted(ARCHS), default=_D.arch,
                    help=f"MONAI 3D ResNet depth (default: {_D.arch})")
-    p.add_argument("--stem", choices=["paper", "fast"], default=_D.stem,
+    p.add_argument("--stem", choices=list(STEMS), default=_D.stem,
                    help="first convolution: 'paper' = MONAI's full-resolution 7x7x7 (finest CAM); 'fast' = "
                    f"in-plane stride 2, ~3x faster training (default: {_D.stem})")
-    p.add_argument("--width", type=float, default=_D.widen, metavar="F",
+    p.add_argument("--widen", type=float, default=_D.widen, metavar="F",
                    help=f"channel width factor (MONAI widen_factor; default: {_D.widen})")
+    p.add_argument("--width", type=float, dest="widen", help=argparse.SUPPRESS)   # the old spelling
     p.add_argument("--epochs", type=positive_int, default=_D.epochs, help=f"epochs (default: {_D.epochs})")
     p.add_argument("--batch-size", type=positive_int, default=_D.batch_size,
                    help=f"patches per optimizer step, over all processes (default: {_D.batch_size})")
@@ -123,16 +125,15 @@ def _crop_from_mm(args) -> tuple[int, int, int]:
 
 
 def config_from_args(args, fold=None) -> TrainConfig:
-    explicit = {k: getattr(args, k) for k in RECIPE_OPTIONS if getattr(args, k) is not None}
-    if explicit.get("positive_fraction") == AS_EXPORTED:
-        explicit["positive_fraction"] = None
-    crop = tuple(args.crop) if getattr(args, "crop_mm", None) is None else _crop_from_mm(args)
-    return recipe_config(args.recipe, **explicit, arch=args.arch, stem=args.stem, widen=args.width, epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, crop=crop, flip_p=args.flip_p,
-                       fold=fold, hard_negatives_per_volume=args.hard_negatives_per_volume,
-                       hard_negatives_min_score=args.hard_negatives_min_score, device=args.device, seed=args.seed,
-                       workers=args.workers, resident=args.resident, precision=args.precision, val_every=args.val_every,
-                       monitor=args.monitor, compile=args.compile)
+    """The run's :class:`TrainConfig`: the recipe, then every option of the same name as a
+    field (recipe options only where given, :data:`RECIPE_OPTIONS`)."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    given = {k: v for k, v in given.items() if k not in RECIPE_OPTIONS or v is not None}
+    if given.get("positive_fraction") == AS_EXPORTED:
+        given["positive_fraction"] = None
+    given["crop"] = tuple(args.crop) if getattr(args, "crop_mm", None) is None else _crop_from_mm(args)
+    given["fold"] = fold
+    return recipe_config(args.recipe, **given)
 
 
 def register(sub) -> None:

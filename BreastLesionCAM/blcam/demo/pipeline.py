@@ -131,8 +131,10 @@ def held_out_cohort(cohort_csv: Path, manifest_csv: Path, out_csv: Path) -> Path
     return out_csv
 
 
-def run_demo(out, config: DemoConfig = DemoConfig(), progress: bool = True) -> Path:
-    """Run (or resume) the demo under ``out``; returns the path of ``index.html``."""
+def run_demo(out, config: DemoConfig | None = None, progress: bool = True) -> Path:
+    """Run (or resume) the demo under ``out`` (``config``: the defaults when ``None``);
+    returns the path of ``index.html``."""
+    config = DemoConfig() if config is None else config
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = _State(out, config)

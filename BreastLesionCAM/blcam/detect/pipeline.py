@@ -220,14 +220,15 @@ def _emitter(stream, n: int, total: int, name: str):
     return emit
 
 
-def detect(model_path, inputs, out_dir, settings: DetectSettings = DetectSettings(), device: str = "cpu",
+def detect(model_path, inputs, out_dir, settings: DetectSettings | None = None, device: str = "cpu",
            progress: bool = True, progress_json: bool = False, force: bool = False) -> Path:
     """Detect lesions in every volume of ``inputs``; returns the ``detections.csv`` path.
 
     Holds ``out_dir``'s folder lock (:mod:`blcam.io.locks`). Volumes an earlier run into
     ``out_dir`` finished from the same model, volume and settings are skipped, their rows
-    reused (:mod:`.resume`); ``force`` recomputes them.
+    reused (:mod:`.resume`); ``force`` recomputes them. ``settings``: the defaults when ``None``.
     """
+    settings = DetectSettings() if settings is None else settings
     check_output_folder(out_dir)                      # before the lock, which would create the folder
     with folder_lock(out_dir, purpose="writing detections there"):
         return _detect_locked(model_path, inputs, out_dir, settings, device, progress, progress_json, force)

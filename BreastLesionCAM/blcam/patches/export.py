@@ -95,13 +95,15 @@ class PatchJob:
     grid: Geometry                # where the indices live: the volume's grid at the export's spacing
 
 
-def export_dataset(cohort_csv, out, settings: ExportSettings = ExportSettings(), jobs: int = 1,
+def export_dataset(cohort_csv, out, settings: ExportSettings | None = None, jobs: int = 1,
                    progress: bool = True) -> Path:
     """Export the patch dataset; returns the manifest path.
 
     Holds ``out``'s folder lock throughout: a second export, or a training reading ``out``,
-    is refused while this one writes it (:mod:`blcam.io.locks`).
+    is refused while this one writes it (:mod:`blcam.io.locks`). ``settings``: the defaults
+    when ``None``.
     """
+    settings = ExportSettings() if settings is None else settings
     check_output_folder(out)                          # before the lock, which would create the folder
     with folder_lock(out, purpose="exporting there"):
         return _export_locked(cohort_csv, out, settings, jobs, progress)

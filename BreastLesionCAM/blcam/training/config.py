@@ -70,7 +70,7 @@ class TrainConfig:
         checks = [
             (self.arch in ARCHS, f"--arch '{self.arch}': choose one of {', '.join(ARCHS)}"),
             (self.stem in STEMS, f"--stem '{self.stem}': choose one of {', '.join(STEMS)}"),
-            (self.widen > 0, f"--width must be positive, got {self.widen}"),
+            (self.widen > 0, f"--widen must be positive, got {self.widen}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),

@@ -49,3 +49,16 @@ def test_each_room_imports_only_from_below():
 def test_the_checker_sees_relative_and_absolute_imports(tmp_path):
     probe = BLCAM / "detect" / "refine.py"
     assert "cam" in _blcam_imports(probe) and "intensity" in _blcam_imports(probe)
+
+
+def test_the_output_contract_imports_without_torch():
+    """The Slicer module reads Detect's file names and columns from blcam.detect.outputs before
+    PyTorch is installed, so that module (and the package above it) must not import torch."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.path.insert(0, %r); import blcam.detect.outputs as o; "
+            "assert o.VolumeOutputs('d', 'v').heatmap.name == 'v_heatmap.nrrd'; "
+            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))" % str(BLCAM.parent))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -19,6 +19,7 @@ import json
 import math
 from pathlib import Path
 
+from ..detect.outputs import SUMMARY_FILE, VolumeOutputs
 from ..evaluation.detection import figure_paths
 from ..io.atomic import write_text_atomic
 from ..metrics.breakdown import breakdown_tables, fmt, md_table
@@ -30,7 +31,7 @@ METRICS = (("auc", "AUC"), ("accuracy", "accuracy"), ("sensitivity", "sensitivit
 
 
 def _detections(det_dir: Path) -> list[dict]:
-    with (det_dir / "detections.csv").open(newline="", encoding="utf-8") as fh:
+    with (det_dir / SUMMARY_FILE).open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -43,7 +44,12 @@ def _pick_overlays(det_dir: Path) -> list[tuple[str, str]]:
     chosen += [("lesion volume, lowest score", r) for r in lesion[2:][-1:]]
     chosen += [("healthy volume, highest score (hardest negative)", r) for r in healthy[:2]]
     return [(f"{cap}: {r['name']} (volume score {float(r['volume_score']):.3f})",
-             f"{det_dir.name}/{r['name']}_contact.png") for cap, r in chosen]
+             _relative(det_dir, r["name"])) for cap, r in chosen]
+
+
+def _relative(det_dir: Path, name: str) -> str:
+    """The contact sheet of volume ``name``, relative to the report (beside ``det_dir``)."""
+    return f"{det_dir.name}/{VolumeOutputs(det_dir, name).contact.name}"
 
 
 def _lesion_caption(row: dict) -> str:
@@ -67,10 +73,10 @@ def _hits_and_misses(det_dir: Path, loc: dict, n: int = 2) -> list[tuple[str, st
     for volume, rows in volumes.items():
         name = names.get(volume)
         group = picked[all(r["hit"] for r in rows)]
-        if name and len(group) < n and (det_dir / f"{name}_contact.png").is_file():
+        if name and len(group) < n and VolumeOutputs(det_dir, name).contact.is_file():
             title = "all lesions hit" if all(r["hit"] for r in rows) else "a lesion missed"
             group.append((f"{name}, {title}: " + "; ".join(_lesion_caption(r) for r in rows),
-                          f"{det_dir.name}/{name}_contact.png"))
+                          _relative(det_dir, name)))
     return picked[True] + picked[False]
 
 

@@ -7,7 +7,19 @@ sheets), ``plan`` (the expected time). Scoring detections against annotations is
 evaluation's: :mod:`blcam.evaluation.detection`.
 """
 
-from .candidates import Candidate, find_candidates
-from .pipeline import DetectSettings, Detector, detect
+from __future__ import annotations
 
-__all__ = ["Candidate", "find_candidates", "DetectSettings", "Detector", "detect"]
+import importlib
+
+# Imported on first use (PEP 562): the output contract (:mod:`.outputs`: file names, CSV
+# columns) must be importable without torch, by the Slicer module before PyTorch is installed.
+_LAZY = {"Candidate": ".candidates", "find_candidates": ".candidates", "DetectSettings": ".pipeline",
+         "Detector": ".pipeline", "detect": ".pipeline"}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name], __name__), name)

@@ -5,20 +5,73 @@ spacing, origin and direction), ``_candidates.mrk.json`` (Slicer ``Fiducial`` ma
 LPS, labels ``lesion-N``, the score in each description), ``_candidates.csv`` and
 ``_candidates.json`` (score, LPS position, voxel index, size in mm). ``detections.csv``
 lists every volume with its volume-level score. Every file is written atomically.
+
+This module is the output contract: :class:`VolumeOutputs` is the one place the file names
+are spelled, :data:`CANDIDATE_COLUMNS`/:data:`SUMMARY_COLUMNS` the columns, and readers (the
+Slicer module, evaluation, the demo report) take both from here. It imports without torch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..io.atomic import write_csv_atomic, write_json_atomic
 from ..io.points import write_markups
 from ..io.volume import write_volume
-from .candidates import Candidate
+
+if TYPE_CHECKING:                 # importable without torch (the Slicer side reads this contract)
+    from .candidates import Candidate
 
 HEATMAP_LEVELS = 255
+SUMMARY_FILE = "detections.csv"
+HEATMAP_SUFFIX = "_heatmap.nrrd"
+
+
+@dataclass(frozen=True)
+class VolumeOutputs:
+    """The files ``blcam detect`` writes for the volume called ``name`` into ``folder``."""
+
+    folder: Path
+    name: str
+
+    def _file(self, suffix: str) -> Path:
+        return Path(self.folder) / f"{self.name}{suffix}"
+
+    @property
+    def heatmap(self) -> Path:
+        return self._file(HEATMAP_SUFFIX)
+
+    @property
+    def markups(self) -> Path:
+        return self._file("_candidates.mrk.json")
+
+    @property
+    def csv(self) -> Path:
+        return self._file("_candidates.csv")
+
+    @property
+    def json(self) -> Path:
+        return self._file("_candidates.json")
+
+    @property
+    def contact(self) -> Path:
+        return self._file("_contact.png")
+
+    @property
+    def done(self) -> Path:
+        return self._file("_done.json")
+
+    def overlay(self, n: int) -> Path:
+        return self._file(f"_overlay_lesion-{n}.png")
+
+    @classmethod
+    def names_in(cls, folder) -> list[str]:
+        """The names of the volumes whose heatmap is in ``folder``."""
+        return sorted(p.name[: -len(HEATMAP_SUFFIX)] for p in Path(folder).glob(f"*{HEATMAP_SUFFIX}"))
 
 
 def write_heatmap(path, heat: np.ndarray, geometry) -> None:
@@ -58,8 +111,8 @@ def candidate_rows(candidates: list[Candidate]) -> list[dict]:
 def write_candidates(out_dir: Path, name: str, candidates: list[Candidate], info: dict) -> dict[str, Path]:
     """Write the markups, CSV and JSON of one volume's candidates; returns their paths."""
     rows = candidate_rows(candidates)
-    paths = {"markups": out_dir / f"{name}_candidates.mrk.json", "csv": out_dir / f"{name}_candidates.csv",
-             "json": out_dir / f"{name}_candidates.json"}
+    files = VolumeOutputs(out_dir, name)
+    paths = {"markups": files.markups, "csv": files.csv, "json": files.json}
     write_markups(paths["markups"], [c.lps for c in candidates], [r["label"] for r in rows],
                   [f"score={r['score']:.3f}; size (i,j,k) {r['size_i_mm']:.1f}×{r['size_j_mm']:.1f}×"
                    f"{r['size_k_mm']:.1f} mm" for r in rows])
@@ -70,6 +123,6 @@ def write_candidates(out_dir: Path, name: str, candidates: list[Candidate], info
 
 def write_summary(out_dir: Path, rows: list[dict]) -> Path:
     """``detections.csv``: one row per volume (name, volume path, volume score, files)."""
-    path = out_dir / "detections.csv"
+    path = Path(out_dir) / SUMMARY_FILE
     write_csv_atomic(path, rows, SUMMARY_COLUMNS, ignore_extra=True)
     return path

@@ -29,7 +29,7 @@ from ..io.volume import Geometry, read_volume
 from ..io.resample import grid_at_spacing, resample
 from ..model import load_model, model_spacing, model_stride, resolve_model_path
 from .candidates import find_candidates, half_max_extent
-from .outputs import write_candidates, write_heatmap, write_summary
+from .outputs import VolumeOutputs, write_candidates, write_heatmap, write_summary
 from .overlays import candidate_figure, contact_sheet
 from .refine import MODES as REFINE_MODES
 from .refine import CandidateRefiner, default_mode
@@ -154,7 +154,7 @@ class Detector:
         candidates, volume_score = find_candidates(lmap, geometry, s.top_k, s.min_score, s.nms_mm)
         map_s = time.perf_counter() - start        # read, resample and map, as before spacings
         refine_s = self._refine(stored, lmap, geometry, candidates, on_step)
-        heat_path = out_dir / f"{job.name}_heatmap.nrrd"
+        heat_path = VolumeOutputs(out_dir, job.name).heatmap
         t = time.perf_counter()
         heat = resample(lmap.heatmap, geometry, native, fill=0.0)
         resample_s += time.perf_counter() - t
@@ -197,10 +197,11 @@ class Detector:
     def _pictures(self, job, out_dir, stored, heat, geometry: Geometry, candidates, volume_score) -> None:
         spacing_kji = tuple(reversed(geometry.spacing))
         truth = [] if job.truth_lps is None else list(geometry.lps_to_index(job.truth_lps)[:, ::-1])
+        files = VolumeOutputs(out_dir, job.name)
         for n, cand in enumerate(candidates[: self.settings.overlays], 1):
-            candidate_figure(out_dir / f"{job.name}_overlay_lesion-{n}.png", stored, heat, spacing_kji, cand,
+            candidate_figure(files.overlay(n), stored, heat, spacing_kji, cand,
                              f"{job.name} lesion-{n}", truth)
-        contact_sheet(out_dir / f"{job.name}_contact.png", stored, heat, spacing_kji, candidates,
+        contact_sheet(files.contact, stored, heat, spacing_kji, candidates,
                       f"{job.name}: volume score {volume_score:.3f}", truth)
 
 

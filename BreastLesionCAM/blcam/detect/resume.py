@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..io.atomic import write_json_atomic
+from .outputs import VolumeOutputs
 
 FORMAT = "blcam-detect-record-v1"
 _CHUNK = 1 << 20
@@ -59,7 +60,7 @@ class FinishedVolumes:
                        "blcam": __version__}
 
     def _record_path(self, job) -> Path:
-        return self.out / f"{job.name}_done.json"
+        return VolumeOutputs(self.out, job.name).done
 
     def _inputs(self, job) -> dict:
         truth = None if job.truth_lps is None else [[float(v) for v in p] for p in job.truth_lps]

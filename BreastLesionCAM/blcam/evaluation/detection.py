@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cohort import read_cohort
+from ..detect.outputs import SUMMARY_FILE
 from ..errors import BlcamError
 from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..io.volume import read_volume
@@ -35,7 +36,7 @@ from ..metrics.localisation import (FROC_RATES, VolumeDetections, VolumeTruth, e
 def load_detections(det_dir) -> dict[str, VolumeDetections]:
     """``detections.csv`` + per-volume candidate JSON → detections keyed by absolute volume path."""
     det_dir = Path(det_dir)
-    summary = det_dir / "detections.csv"
+    summary = det_dir / SUMMARY_FILE
     if not summary.is_file():
         raise BlcamError(f"{det_dir}: no detections.csv; run 'blcam detect ... --out {det_dir}' first")
     out = {}

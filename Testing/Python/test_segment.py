@@ -67,7 +67,7 @@ def test_segment_of_a_hypoechoic_lesion_lies_inside_it_with_its_volume(seed):
     np.testing.assert_allclose(m.diameters_mm, truth.diameters_mm, rtol=0.15)
     # The heatmap alone (no image) finds the lesion but not its outline.
     hot = segment_candidate(heat, GEOMETRY, centroid).full(mask.shape)
-    assert (hot & mask).sum() > 0.5 * hot.sum() and not hot.sum() == segment.sum()
+    assert (hot & mask).sum() > 0.5 * hot.sum() and hot.sum() != segment.sum()
 
 
 def _blob(shape, centre, sigma, peak):

@@ -133,7 +133,7 @@ def test_measurements_go_to_segment_tags_and_a_table_and_survive_a_seg_nrrd(case
 
 
 def test_segmenting_refuses_what_it_cannot_do_with_a_clear_message(case):
-    logic, volume, heat, candidates, _ = case
+    logic, _, heat, _, _ = case
     with pytest.raises(BlcamError, match="candidate 3 does not exist: '.*' has 2"):
         logic.segmentCandidate(2)
     other = slicer.util.addVolumeFromArray(np.zeros((4, 5, 6), np.float32), name="Other")

@@ -56,7 +56,7 @@ def measure_region(mask: np.ndarray, geometry: Geometry, offset_kji=(0, 0, 0)) -
     diameters = projected.max(axis=0) - projected.min(axis=0) + voxel_width
     order = np.argsort(-diameters, kind="stable")
     return RegionMeasurements(
-        voxels=int(len(points)),
+        voxels=len(points),
         volume_mm3=float(len(points) * np.prod(geometry.spacing)),
         diameters_mm=tuple(float(d) for d in diameters[order]),
         axes_lps=tuple(tuple(float(v) for v in axes[n]) for n in order),

@@ -35,6 +35,7 @@ from .NodeIO import geometryOf, writeVolumeNode
 from .Parameters import BreastLesionCAMParameterNode
 from .ProcessRunner import ProcessRunner, blcamCommand
 from .Results import DetectionResult, jumpToCandidate, loadResults, setForegroundOpacity, setHeatmapDisplay
+from .Segmentation import CandidateSegment, segmentCandidate
 
 MODULE_NAME = "BreastLesionCAM"
 
@@ -202,3 +203,8 @@ class BreastLesionCAMLogic:
 
     def jumpToCandidate(self, candidatesNode, index: int) -> list[float]:
         return jumpToCandidate(candidatesNode, index)
+
+    def segmentCandidate(self, index: int, rule=None, volumeNode=None) -> CandidateSegment:
+        """Candidate ``index`` of the current Detect result as a measured segment (see :mod:`.Segmentation`)."""
+        p = self.getParameterNode()
+        return segmentCandidate(p.heatmapVolume, p.candidates, index, volumeNode, rule)

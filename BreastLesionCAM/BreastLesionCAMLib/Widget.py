@@ -66,6 +66,7 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         ui.opacitySliderWidget.connect("valueChanged(double)", self.logic.setHeatmapOpacity)
         ui.thresholdSliderWidget.connect("valueChanged(double)", self.onThresholdChanged)
         ui.candidatesTableView.connect("clicked(QModelIndex)", self.onCandidateClicked)
+        ui.segmentCandidateButton.connect("clicked(bool)", self.onSegmentCandidate)
 
     # -- parameter node ----------------------------------------------------------------
     def initializeParameterNode(self) -> None:
@@ -105,6 +106,7 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         ui.exportButton.enabled = bool(p.datasetFolder) or not idle["export"]
         ui.trainButton.enabled = bool(p.datasetFolder) or not idle["train"]
         ui.detectButton.enabled = bool(p.inputVolume and p.modelPath) or not idle["detect"]
+        ui.segmentCandidateButton.enabled = bool(p.heatmapVolume and p.candidates)
         plan = (p.inputVolume.GetID() if p.inputVolume else None, p.modelPath, p.detectSecondsPerMvox)
         if plan != self._describedPlan:       # reading the model's header once per change
             self._describedPlan = plan
@@ -218,6 +220,11 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         candidates = self._parameterNode.candidates if self._parameterNode else None
         if candidates is not None and 0 <= index.row() < candidates.GetNumberOfControlPoints():
             self.logic.jumpToCandidate(candidates, index.row())
+
+    def onSegmentCandidate(self) -> None:
+        row = self.ui.candidatesTableView.currentIndex().row()
+        with slicer.util.tryWithErrorDisplay("Could not segment the candidate.", waitCursor=True):
+            self.log(self.logic.segmentCandidate(max(row, 0)).describe())
 
     # -- jobs ------------------------------------------------------------------------
     def _start(self, kind: str, launch) -> None:

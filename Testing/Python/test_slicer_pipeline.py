@@ -19,11 +19,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from _segment_fixtures import outer_layer
 from _slicer_fixtures import assert_cancel_kills_tree, slicer  # noqa: F401
 
 from BreastLesionCAMLib import Scenario
 from BreastLesionCAMLib.ColorTable import COLOR_TABLE_ATTRIBUTE
-from BreastLesionCAMLib.Headless import createScene, renderSliceView
+from BreastLesionCAMLib.Headless import VIEW_COLORS, createScene, renderSliceView, renderSliceViews
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
 from BreastLesionCAMLib.NodeIO import controlPointsWorldRAS, ijkToRAS
 from BreastLesionCAMLib.Results import findOutputs
@@ -182,6 +183,40 @@ def test_red_slice_view_renders_image_heatmap_and_candidates(pipeline, tmp_path)
     if os.environ.get("BLCAM_UPDATE_SCREENSHOTS") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / "red.png", SCREENSHOT)
+
+
+def test_three_slice_views_through_the_top_candidate_compose_into_one_picture(pipeline, tmp_path):
+    held, result = pipeline.held, pipeline.result
+    top = controlPointsWorldRAS(result.candidates)[0]
+    held.centres.GetDisplayNode().SetVisibility(False)
+    try:
+        picture = renderSliceViews(pipeline.headless, tmp_path / "three.png", top, size=(384, 384))
+    except RuntimeError as exc:  # only when no OpenGL at all (no EGL, OSMesa or X)
+        pytest.skip(f"offscreen OpenGL unavailable: {exc}")
+    finally:
+        held.centres.GetDisplayNode().SetVisibility(True)
+    assert picture.shape == (384 + 8, 3 * 384 + 2 * 8, 3) and (tmp_path / "three.png").stat().st_size > 20_000
+    for n, view in enumerate(("Red", "Yellow", "Green")):
+        panel = picture[8:, n * (384 + 8):n * (384 + 8) + 384].astype(int)
+        assert tuple(picture[0, n * (384 + 8) + 10]) == VIEW_COLORS[view]
+        assert panel.std() > 10, f"{view}: blank"
+        red_minus_blue = panel[..., 0] - panel[..., 2]
+        # Each view is centred on the top candidate, which lies in the lesion: the heatmap shows there.
+        assert np.percentile(red_minus_blue[172:212, 172:212], 75) > 25, f"{view}: no heatmap at the candidate"
+        cyan = (panel[..., 2] - panel[..., 0] > 120) & (panel[..., 1] - panel[..., 0] > 120)
+        assert cyan[142:242, 142:242].sum() > 20, f"{view}: no candidate marker at the centre"
+
+
+def test_segment_candidate_on_the_real_detect_heatmap_outlines_the_lesion(pipeline):
+    """Acceptance on a trained network's Grad-CAM: the top candidate's segment lies inside the
+    held-out cyst (up to its outer voxel layer, see test_segment.py) with its volume within 30 %."""
+    held = pipeline.held
+    made = pipeline.logic.segmentCandidate(0)
+    segment = made.region.full(held.mask.shape)        # on the input's grid (test_slicer_segmentation.py)
+    lesion = held.mask > 0
+    assert made.region.refined and made.segmentation.GetTransformNodeID() == held.volume.GetTransformNodeID()
+    assert not (segment & ~outer_layer(lesion)).any()
+    assert 0.7 * lesion.sum() <= segment.sum() <= 1.3 * lesion.sum(), (segment.sum(), lesion.sum())
 
 
 def ras_to_pixel(slice_node, ras) -> tuple[float, float]:

@@ -10,7 +10,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
-from BreastLesionCAMLib.Headless import createScene  # noqa: E402
+from _headless import createScene  # noqa: E402
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from _slicer_fixtures import assert_cancel_kills_tree, headless, slicer  # noqa:
 
 from BreastLesionCAMLib import Parameters
 from BreastLesionCAMLib.ColorTable import getOrCreateInfernoColorTable, infernoColors
-from BreastLesionCAMLib.Headless import createScene
+from _headless import createScene
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
 from BreastLesionCAMLib.ProcessRunner import ProcessRunner, progressFraction
 from BreastLesionCAMLib.Scenario import addPhantomCase, addTransform, rasToIJK

@@ -23,7 +23,7 @@ from _slicer_fixtures import assert_cancel_kills_tree, slicer  # noqa: F401
 
 from BreastLesionCAMLib import Scenario
 from BreastLesionCAMLib.ColorTable import COLOR_TABLE_ATTRIBUTE
-from BreastLesionCAMLib.Headless import createScene, renderSliceView
+from _headless import createScene, renderSliceView
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
 from BreastLesionCAMLib.NodeIO import controlPointsWorldRAS, ijkToRAS
 from BreastLesionCAMLib.Results import findOutputs

@@ -150,6 +150,40 @@ def test_colour_table_is_inferno_and_created_once(headless):
     assert np.allclose(ours, infernoColors(), atol=1 / 255)  # the lookup table stores 8 bits
 
 
+def test_heatmap_uses_slicers_own_inferno_where_the_scene_has_it(headless, tmp_path):
+    """Slicer loads its colour files as singleton nodes (``Inferno.txt`` becomes the node
+    ``vtkMRMLColorTableNodeFileInferno.txt``); slicer-core loads none. Made the way Slicer's
+    colour logic makes it, that node is what the heatmap shows, and the module adds no table."""
+    from BreastLesionCAMLib.ColorTable import (SLICER_INFERNO_ID, findInfernoColorTable, heatmapColorTable,
+                                               isInfernoColorNode)
+    from BreastLesionCAMLib.Results import setHeatmapDisplay
+    scene = headless.scene
+    assert scene.GetNodeByID(SLICER_INFERNO_ID) is None  # slicer-core: the module's own table
+    assert heatmapColorTable(scene) is findInfernoColorTable(scene) is not None
+
+    fresh = createScene()
+    try:
+        colors = "".join(f"{n} inferno{n} {' '.join(str(round(255 * c)) for c in rgb)} 255\n"
+                         for n, rgb in enumerate(infernoColors()))
+        (tmp_path / "Inferno.txt").write_text(f"# 256 values\n{colors}", encoding="utf-8")
+        slicers = slicer.vtkMRMLColorTableNode()
+        slicers.SetTypeToFile()
+        slicers.SetSingletonTag("FileInferno.txt")
+        slicers.SetName("Inferno")
+        storage = slicer.vtkMRMLColorTableStorageNode()
+        storage.SetFileName(str(tmp_path / "Inferno.txt"))
+        assert storage.ReadData(slicers)
+        fresh.scene.AddNode(slicers)
+        assert slicers.GetID() == SLICER_INFERNO_ID
+        heat = addPhantomCase(fresh.scene, "heat", 2).volume
+        setHeatmapDisplay(heat, 0.2)
+        assert heat.GetDisplayNode().GetColorNode() is slicers and isInfernoColorNode(slicers)
+        assert findInfernoColorTable(fresh.scene) is None  # no second, module-made table
+    finally:
+        fresh.close()
+        slicer.mrmlScene = headless.scene
+
+
 def _script(tmp_path, body: str):
     path = tmp_path / "job.py"
     path.write_text(textwrap.dedent(body))

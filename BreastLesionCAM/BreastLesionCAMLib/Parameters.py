@@ -14,6 +14,9 @@ a script therefore opens in Slicer with the same state, and the other way round.
 Choices are plain tuples here rather than imports from :mod:`blcam`: the module must load
 in Slicer *before* torch is installed (so it can offer to install it), and ``blcam.model``
 imports torch. A test checks the tuples against :mod:`blcam`.
+
+The learning rate's range is the .ui spin box's (6 decimals: 1e-6 is the smallest step it
+shows); a test holds the two together.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import slicer
 ARCHS = ("resnet10", "resnet18")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LABELS = ("healthy", "lesion")
+LEARNING_RATE_RANGE = (1e-6, 1.0)
 
 try:  # Slicer: the real wrapper, GUI binding included
     from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -138,7 +142,7 @@ class BreastLesionCAMParameterNode:
     arch: Annotated[str, Choice(ARCHS)] = "resnet18"
     epochs: Annotated[int, WithinRange(1, 10000)] = 250
     batchSize: Annotated[int, WithinRange(1, 1024)] = 14
-    learningRate: Annotated[float, WithinRange(1e-7, 1.0)] = 1e-3
+    learningRate: Annotated[float, WithinRange(*LEARNING_RATE_RANGE)] = 1e-3
     device: Annotated[str, Choice(DEVICES)] = "auto"
     runFolder: str = ""
     # Detect

@@ -70,6 +70,7 @@ class BreastLesionCAMTest(ScriptedLoadableModuleTest):
 
     def test_BreastLesionCAM_pipeline(self):
         from BreastLesionCAMLib import Dependencies, Scenario
+        from BreastLesionCAMLib.Jobs import JobState
 
         self.assertTrue(Dependencies.ensureDependencies(), "PyTorch and the packages blcam needs are missing")
         self.delayDisplay("Building phantom cases")
@@ -81,19 +82,18 @@ class BreastLesionCAMTest(ScriptedLoadableModuleTest):
                 logic.addCase(case.volume, os.path.join(work, "dataset"), case.patient, case.label, case.centres)
         self.delayDisplay("Exporting patches")
         export = logic.exportPatches(os.path.join(work, "dataset"), extraArgs=Scenario.EXPORT_ARGS)
-        self.assertEqual(export.wait(Scenario.TIMEOUT_S), 0, export.errorMessage())
+        self.assertEqual(export.wait(Scenario.TIMEOUT_S), JobState.SUCCEEDED, export.message)
         self.delayDisplay("Training a tiny model")
         train = logic.startTraining(os.path.join(work, "dataset", "patches"), os.path.join(work, "run"),
                                     **Scenario.TRAIN_SETTINGS)
-        self.assertEqual(train.wait(Scenario.TIMEOUT_S), 0, train.errorMessage())
+        self.assertEqual(train.wait(Scenario.TIMEOUT_S), JobState.SUCCEEDED, train.message)
         model = logic.getParameterNode().modelPath
         self.assertTrue(os.path.isfile(model))
         self.delayDisplay("Detect")
         test = next(c for c in cases if c.heldOut)
         detect = logic.detect(test.volume, model, extraArgs=Scenario.DETECT_ARGS)
-        self.assertEqual(detect.wait(Scenario.TIMEOUT_S), 0, detect.errorMessage())
+        self.assertEqual(detect.wait(Scenario.TIMEOUT_S), JobState.SUCCEEDED, detect.message)
         result = detect.result
-        self.assertIsNotNone(result, detect.loadError)
         problems = Scenario.checkDetection(test, result)
         self.assertEqual(problems, [])
         self.delayDisplay("Test passed")

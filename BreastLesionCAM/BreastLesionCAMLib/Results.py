@@ -40,7 +40,11 @@ class DetectionResult:
     heatmap: object          # vtkMRMLScalarVolumeNode
     candidates: object       # vtkMRMLMarkupsFiducialNode
     table: object            # vtkMRMLTableNode
-    folder: Path
+    folder: Path | None      # blcam detect's output folder; None once a temporary one is removed
+
+    def summary(self) -> str:
+        count = self.candidates.GetNumberOfControlPoints()
+        return f"{count} candidate(s)" + (f", files in {self.folder}" if self.folder is not None else "")
 
 
 def findOutputs(folder) -> tuple[Path, Path, Path | None]:

@@ -94,10 +94,10 @@ def test_parameter_bindings_match_the_parameter_node(loaded):
             bound[name] = widget
     unknown = sorted(set(bound) - set(hints))
     assert not unknown, f"SlicerParameterName without a parameter: {unknown}"
-    # Every user-editable parameter has a widget; paths are synced by hand, results (and the
-    # Detect speed the logic measures) are outputs.
+    # Every user-editable parameter has a widget; paths and the device menu (this computer's
+    # GPUs by name) are synced by hand, results (and the Detect speed the logic measures) are outputs.
     manual = {"datasetFolder", "modelPath", "runFolder", "heatmapVolume", "candidates", "candidateTable",
-              "detectSecondsPerMvox"}
+              "detectSecondsPerMvox", "device"}
     assert set(hints) - manual == set(bound)
     for name, widget in bound.items():
         base = typing.get_args(hints[name])[0] if typing.get_origin(hints[name]) is typing.Annotated else hints[name]

@@ -70,13 +70,17 @@ def test_parameter_node_round_trips_through_scene_save_and_load(headless, tmp_pa
         fresh.close()
 
 
-def test_parameter_choices_match_the_core_package():
+def test_parameter_choices_match_the_core_package(headless):
     from blcam.cohort import LABELS
     from blcam.model import ARCHS
-    from blcam.training.config import DEVICES
     assert Parameters.ARCHS == tuple(ARCHS)
-    assert Parameters.DEVICES == tuple(DEVICES)
     assert Parameters.LABELS == tuple(LABELS)
+    p = BreastLesionCAMLogic().getParameterNode()
+    for device in ("cpu", "cuda", "cuda:1", "mps", "auto"):  # a GPU by its index, as the panel lists it
+        p.device = device
+        assert p.device == device
+    with pytest.raises(ValueError, match="device 'cuda:0 \\(NVIDIA H200\\)'"):  # a label is not a name
+        p.device = "cuda:0 (NVIDIA H200)"
 
 
 def test_add_case_writes_volume_centres_and_cohort_row(headless, tmp_path):

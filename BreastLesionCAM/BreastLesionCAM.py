@@ -37,15 +37,18 @@ trained on lesion-centred and healthy patches, Grad-CAM localisation). Built on 
 
 class BreastLesionCAMWidget(ScriptedLoadableModuleWidget):
     def __init__(self, parent=None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
+        # slicer.util.getModuleLogic("BreastLesionCAM") returns this attribute; set before the
+        # base class, which may call setup() itself.
+        self.logic = BreastLesionCAMLogic()
         self.panel = None
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         from BreastLesionCAMLib.Widget import BreastLesionCAMPanel
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/BreastLesionCAM.ui"))
         self.layout.addWidget(uiWidget)
-        self.panel = BreastLesionCAMPanel(uiWidget, BreastLesionCAMLogic(), lambda: self.parent.isEntered)
+        self.panel = BreastLesionCAMPanel(uiWidget, self.logic, lambda: self.parent.isEntered)
 
     def enter(self):
         self.panel.initializeParameterNode()

@@ -20,17 +20,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "BreastLesionCAM"))
+sys.path.insert(0, str(ROOT / "Testing" / "Python"))     # the slicer-core scene and offscreen views
 
+from _headless import createScene, renderSliceViews  # noqa: E402
 from BreastLesionCAMLib import Scenario  # noqa: E402
-from BreastLesionCAMLib.Headless import createScene, renderSliceViews  # noqa: E402
+from BreastLesionCAMLib.Jobs import JobState  # noqa: E402
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic  # noqa: E402
 from BreastLesionCAMLib.NodeIO import controlPointsWorldRAS  # noqa: E402
 
 
-def _run(runner, what: str):
-    if runner.wait(Scenario.TIMEOUT_S) != 0:
-        raise SystemExit(f"{what} failed: {runner.errorMessage()}")
-    return runner
+def _run(job, what: str):
+    if job.wait(Scenario.TIMEOUT_S) is not JobState.SUCCEEDED:
+        raise SystemExit(f"{what} failed: {job.message}")
+    return job
 
 
 def draw(out: Path, size: int) -> None:
@@ -49,8 +51,6 @@ def draw(out: Path, size: int) -> None:
             held = next(case for case in cases if case.heldOut)
             detect = _run(logic.detect(held.volume, logic.getParameterNode().modelPath, outFolder=Path(work) / "detect",
                                        extraArgs=Scenario.DETECT_ARGS), "detect")
-            if detect.result is None:
-                raise SystemExit(f"detect's results could not be loaded: {detect.loadError}")
             problems = Scenario.checkDetection(held, detect.result)
             if problems:
                 raise SystemExit("Detect went wrong: " + "; ".join(problems))

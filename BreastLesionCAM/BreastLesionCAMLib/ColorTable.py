@@ -1,16 +1,19 @@
-"""The heatmap's colour table, made by the module itself.
+"""The heatmap's colour table: Slicer's own *Inferno*, or the module's copy where it is missing.
 
-Not every Slicer build ships a perceptually uniform hot map (``Inferno`` appeared late and
-``ColdToHotRainbow`` is not uniform), and a heatmap that looks different from one install to
-the next is a bad start for a radiologist. So the module builds its own 256-entry table from
-17 anchors of matplotlib's *inferno* (linear interpolation between them stays within 0.03 of
-the original in every channel) and stores it in the scene, where it is saved like any node.
+The heatmap wants a perceptually uniform hot map, the same on every install. Slicer ships
+*Inferno* as a colour file (node ID ``vtkMRMLColorTableNodeFileInferno.txt``, in every
+Slicer 5); the heatmap uses it there, so the user finds it in the Colors module and in the
+colour menus like any of Slicer's tables. Without it (``slicer-core`` loads no colour
+files, nor may a trimmed build) the module builds its own 256-entry table from 17 anchors of
+matplotlib's *inferno* (linear interpolation between them stays within 0.03 of the original
+in every channel) and stores it in the scene, where it is saved like any node.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+SLICER_INFERNO_ID = "vtkMRMLColorTableNodeFileInferno.txt"
 COLOR_TABLE_NAME = "BreastLesionCAM Inferno"
 COLOR_TABLE_ATTRIBUTE = "BreastLesionCAM.ColorTable"
 NUMBER_OF_COLORS = 256
@@ -40,6 +43,19 @@ def findInfernoColorTable(scene):
         if node.GetAttribute(COLOR_TABLE_ATTRIBUTE) == "inferno":
             return node
     return None
+
+
+def heatmapColorTable(scene):
+    """Slicer's Inferno table if ``scene`` has it, else the module's (added the first time)."""
+    node = scene.GetNodeByID(SLICER_INFERNO_ID)
+    return node if node is not None else getOrCreateInfernoColorTable(scene)
+
+
+def isInfernoColorNode(node) -> bool:
+    """Is ``node`` Slicer's Inferno table or the module's copy of it?"""
+    if node is None:
+        return False
+    return node.GetID() == SLICER_INFERNO_ID or node.GetAttribute(COLOR_TABLE_ATTRIBUTE) == "inferno"
 
 
 def getOrCreateInfernoColorTable(scene):

@@ -2,10 +2,15 @@
 
 Methods take MRML nodes and plain values, never widgets, and never import Qt: the same code
 runs in Slicer and with only ``slicer-core`` (real MRML, no GUI). The heavy work runs in a
-background ``python -m blcam`` process (:class:`.ProcessRunner`); the methods that start one
-return the runner at once. The caller keeps calling ``runner.poll()`` (the widget from a
-``qt.QTimer``, scripts through ``runner.wait()``), which delivers progress callbacks and, at
-the end, loads results into the scene on the caller's thread.
+background ``python -m blcam`` process; the methods that start one return a :class:`.Job`
+at once. The caller keeps calling ``job.poll()`` (the widget from a ``qt.QTimer``, scripts
+through ``job.wait()``), which delivers progress and, at the end, loads results into the
+scene on the caller's thread. ``logic.jobs`` (:class:`.JobBoard`) holds the jobs and refuses
+a second heavy job on a busy device.
+
+The process runner is a parameter (``BreastLesionCAMLogic(process=...)``, a
+:data:`.ProcessFactory`; :class:`.ProcessRunner` by default), so a test or another front end
+can run the jobs its own way.
 
 Example (Slicer's Python console or a plain script with slicer-core)::
 
@@ -13,31 +18,44 @@ Example (Slicer's Python console or a plain script with slicer-core)::
     logic.addCase(volume, "/data/abus", "P001", "lesion", centres)
     logic.exportPatches("/data/abus").wait()
     run = logic.startTraining("/data/abus/patches", "/data/abus/runs/r1", epochs=50)
-    run.wait()
+    run.wait()                                   # JobState.SUCCEEDED, run.result.model
     detect = logic.detect(volume, logic.getParameterNode().modelPath)
     detect.wait()
-    heatmap = logic.getParameterNode().heatmapVolume
+    heatmap = detect.result.heatmap              # also logic.getParameterNode().heatmapVolume
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
+from typing import Optional
 
 import slicer
 
+from blcam.device import check_device_name, concrete_device, device_choices
 from blcam.errors import BlcamError
 
 from .Dataset import COHORT_NAME, CaseRecord, addCase, safeName
+from .Jobs import ExportResult, Job, JobBoard, TrainingResult, describeEpoch
 from .NodeIO import geometryOf, writeVolumeNode
 from .Parameters import BreastLesionCAMParameterNode
-from .ProcessRunner import ProcessRunner, blcamCommand
+from .ProcessRunner import ProcessFactory, ProcessRunner, blcamCommand
 from .Results import DetectionResult, jumpToCandidate, loadResults, setForegroundOpacity, setHeatmapDisplay
 from .Segmentation import CandidateSegment, segmentCandidate
 
 MODULE_NAME = "BreastLesionCAM"
+
+
+def temporaryFolder(key: str) -> Path:
+    """A new, empty folder in Slicer's temporary folder (``slicer.util.tempDirectory``, which
+    the user sets in the application settings); the system's outside the Slicer application."""
+    if getattr(slicer, "app", None) is not None:
+        return Path(slicer.util.tempDirectory(f"{key}-{uuid.uuid4().hex[:8]}-"))
+    return Path(tempfile.mkdtemp(prefix=f"{key}-"))
 
 
 class BreastLesionCAMLogic:
@@ -45,9 +63,12 @@ class BreastLesionCAMLogic:
 
     moduleName = MODULE_NAME
 
-    def __init__(self):
+    def __init__(self, process: Optional[ProcessFactory] = None):
         self.isSingletonParameterNode = True
+        self.process: ProcessFactory = process or ProcessRunner
+        self.jobs = JobBoard()
         self.lastDetection: DetectionResult | None = None
+        self._devices: list[tuple[str, str]] | None = None
 
     # -- parameter node (same conventions as ScriptedLoadableModuleLogic) --------------
     def getParameterNode(self) -> BreastLesionCAMParameterNode:
@@ -63,92 +84,111 @@ class BreastLesionCAMLogic:
             node.SetAttribute("ModuleName", MODULE_NAME)
         return BreastLesionCAMParameterNode(node)
 
+    # -- devices ---------------------------------------------------------------------
+    def deviceChoices(self) -> list[tuple[str, str]]:
+        """``(name, label)`` of each device this computer can run jobs on: auto, cpu, each
+        CUDA GPU by name, mps (:func:`blcam.device.available_devices`). Before PyTorch is
+        installed: auto and cpu (asked again later, not remembered)."""
+        if self._devices is None:
+            try:
+                from blcam.device import available_devices
+                self._devices = available_devices()
+            except ImportError:
+                return device_choices()
+        return self._devices
+
+    def concreteDevice(self, name: str) -> str:
+        """The device a job given ``name`` runs on ('auto' and 'cuda' resolved)."""
+        check_device_name(name)
+        return concrete_device(name, [choice for choice, _ in self.deviceChoices()])
+
+    def _start(self, kind: str, args, device: str, onEvent, onLog, onFinished, **jobOptions) -> Job:
+        job = Job(kind, args, self.process, device, **jobOptions).listen(onEvent, onLog, onFinished)
+        return self.jobs.add(job).start(slicer.mrmlScene)
+
     # -- case and dataset ------------------------------------------------------------
     def addCase(self, volumeNode, datasetFolder, patientId: str, label: str, centresNode=None) -> CaseRecord:
         """Write the volume, its lesion centres and its cohort row (see :mod:`.Dataset`)."""
         return addCase(volumeNode, datasetFolder, patientId, label, centresNode)
 
     def exportPatches(self, datasetFolder, outFolder=None, extraArgs=(), onEvent=None, onLog=None,
-                      onFinished=None) -> ProcessRunner:
-        """Run ``blcam export`` on the dataset's cohort; patches go to ``<dataset>/patches``."""
+                      onFinished=None) -> Job:
+        """Run ``blcam export`` on the dataset's cohort (a CPU job); patches go to ``<dataset>/patches``."""
         cohort = Path(datasetFolder or "") / COHORT_NAME
         if not str(datasetFolder or "").strip() or not cohort.is_file():
             raise BlcamError(f"{cohort}: no cohort yet; add cases to the dataset first")
         out = Path(outFolder) if outFolder else Path(datasetFolder) / "patches"
         args = blcamCommand("export", cohort, "--out", out, *extraArgs)
-        return ProcessRunner(args, onEvent, onLog, onFinished).start()
+        return self._start("export", args, "cpu", onEvent, onLog, onFinished, complete=lambda job: ExportResult(out))
 
     # -- training --------------------------------------------------------------------
     def startTraining(self, patchesFolder, runFolder=None, arch: str = "resnet18", epochs: int = 250,
                       batchSize: int = 14, learningRate: float = 1e-3, device: str = "auto",
-                      extraArgs=(), onEvent=None, onLog=None, onFinished=None) -> ProcessRunner:
-        """Run ``blcam train`` with JSON progress; at the end the model becomes the current one."""
+                      extraArgs=(), onEvent=None, onLog=None, onFinished=None) -> Job:
+        """Run ``blcam train`` with JSON progress; when it succeeds, its model becomes the
+        current one (``job.result``: :class:`.TrainingResult`)."""
         patches = Path(patchesFolder or "")
         if not (patches / "manifest.csv").is_file():
             raise BlcamError(f"{patches}: no exported patches (manifest.csv); export patches first")
+        concrete = self.concreteDevice(device)
+        self.jobs.checkFree("train", concrete)
         run = Path(runFolder) if runFolder else patches.parent / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
         args = blcamCommand("train", patches, "--out", run, "--arch", arch, "--epochs", int(epochs),
                             "--batch-size", int(batchSize), "--lr", repr(float(learningRate)),
-                            "--device", device, "--progress-json", *extraArgs)
+                            "--device", concrete, "--progress-json", *extraArgs)
 
-        def finished(runner):
-            model = next((e.get("model") for e in reversed(runner.events) if e.get("event") == "done"), None)
-            runner.model = model
-            if runner.succeeded and model:
-                parameters = self.getParameterNode()
-                parameters.modelPath = str(model)
-                parameters.runFolder = str(run)
-            if onFinished:
-                onFinished(runner)
+        def complete(job) -> TrainingResult:
+            model = next((e.get("model") for e in reversed(job.process.events) if e.get("event") == "done"), None)
+            if not model:
+                raise BlcamError("blcam train ended without naming its model file")
+            parameters = self.getParameterNode()
+            parameters.modelPath = str(model)
+            parameters.runFolder = str(run)
+            return TrainingResult(Path(model), run)
 
-        runner = ProcessRunner(args, onEvent, onLog, finished)
-        runner.model = None
-        runner.runFolder = run
-        return runner.start()
+        return self._start("train", args, concrete, onEvent, onLog, onFinished, complete=complete,
+                           progressEvents=("epoch",), describe=describeEpoch)
 
     # -- detect ----------------------------------------------------------------------
     def detect(self, volumeNode, modelPath, outFolder=None, device: str = "auto", opacity: float | None = None,
                threshold: float | None = None, extraArgs=(), onEvent=None, onLog=None,
-               onFinished=None) -> ProcessRunner:
+               onFinished=None) -> Job:
         """Run ``blcam detect`` on ``volumeNode``; when it ends, the heatmap, candidates and
-        table are in the scene (``runner.result``) and shown in the slice views."""
+        table are in the scene (``job.result``: :class:`.DetectionResult`) and shown in the
+        slice views. The input copy, and the outputs unless ``outFolder`` is given, live in a
+        temporary folder that is removed when the job ends."""
+        if volumeNode is None:
+            raise BlcamError("choose the volume to run Detect on")
         if not modelPath or not Path(modelPath).is_file():
             raise BlcamError(f"model file '{modelPath}' not found; train a model or choose one")
-        out = Path(outFolder) if outFolder else Path(tempfile.mkdtemp(prefix="BreastLesionCAM-detect-"))
-        work = Path(tempfile.mkdtemp(prefix="BreastLesionCAM-input-"))
-        inputPath = work / f"{safeName(volumeNode.GetName())}.nrrd"
+        concrete = self.concreteDevice(device)
+        self.jobs.checkFree("detect", concrete)
+        name = volumeNode.GetName()
+        work = temporaryFolder("BreastLesionCAM-Detect")
+        out = Path(outFolder) if outFolder else work / "out"
         try:
-            sentGeometry = writeVolumeNode(volumeNode, inputPath, compress=False)
+            sentGeometry = writeVolumeNode(volumeNode, work / f"{safeName(name)}.nrrd", compress=False)
         except Exception:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        # blcam detect runs on CUDA or CPU; on a Mac ('mps') 'auto' picks the CPU.
-        args = blcamCommand("detect", modelPath, inputPath, "--out", out,
-                            "--device", "auto" if device == "mps" else device, "--progress-json", *extraArgs)
+        args = blcamCommand("detect", modelPath, work / f"{safeName(name)}.nrrd", "--out", out,
+                            "--device", concrete, "--progress-json", *extraArgs)
         parameters = self.getParameterNode()
         opacity = parameters.heatmapOpacity if opacity is None else opacity
         threshold = parameters.heatmapThreshold if threshold is None else threshold
 
-        def finished(runner):
-            shutil.rmtree(work, ignore_errors=True)
-            runner.result = None
-            if runner.succeeded:
-                try:
-                    runner.result = self.lastDetection = loadResults(volumeNode, out, sentGeometry, opacity, threshold)
-                except BlcamError as exc:
-                    runner.loadError = str(exc)
-                else:
-                    p = self.getParameterNode()
-                    p.heatmapVolume = runner.result.heatmap
-                    p.candidates = runner.result.candidates
-                    p.candidateTable = runner.result.table
-                    self._recordSpeed(volumeNode, modelPath, out)
-            if onFinished:
-                onFinished(runner)
+        def complete(job) -> DetectionResult:
+            if volumeNode.GetScene() is None:
+                raise BlcamError(f"the input volume '{name}' was removed from the scene while Detect ran")
+            result = loadResults(volumeNode, out, sentGeometry, opacity, threshold)
+            p = self.getParameterNode()
+            p.heatmapVolume, p.candidates, p.candidateTable = result.heatmap, result.candidates, result.table
+            self._recordSpeed(volumeNode, modelPath, out)
+            self.lastDetection = result if outFolder else dataclasses.replace(result, folder=None)
+            return self.lastDetection
 
-        runner = ProcessRunner(args, onEvent, onLog, finished)
-        runner.result, runner.loadError, runner.outFolder = None, None, out
-        return runner.start()
+        return self._start("detect", args, concrete, onEvent, onLog, onFinished, complete=complete,
+                           cleanup=lambda: shutil.rmtree(work, ignore_errors=True))
 
     def describeDetect(self, volumeNode, modelPath) -> str:
         """One line for the panel before Detect starts: the model's spacing, the grid this

@@ -13,7 +13,12 @@ a script therefore opens in Slicer with the same state, and the other way round.
 
 Choices are plain tuples here rather than imports from :mod:`blcam`: the module must load
 in Slicer *before* torch is installed (so it can offer to install it), and ``blcam.model``
-imports torch. A test checks the tuples against :mod:`blcam`.
+imports torch. A test checks the tuples against :mod:`blcam`. The device is not a fixed
+choice: the panel lists this computer's GPUs by name (``cuda:1``), so it is checked by
+:func:`blcam.device.is_device_name`, which needs no torch.
+
+The learning rate's range is the .ui spin box's (6 decimals: 1e-6 is the smallest step it
+shows); a test holds the two together.
 """
 
 from __future__ import annotations
@@ -23,15 +28,19 @@ from typing import Annotated
 
 import slicer
 
+from blcam.device import check_device_name
+from blcam.errors import BlcamError
+
 ARCHS = ("resnet10", "resnet18")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 LABELS = ("healthy", "lesion")
+LEARNING_RATE_RANGE = (1e-6, 1.0)
 
 try:  # Slicer: the real wrapper, GUI binding included
-    from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+    from slicer.parameterNodeWrapper import Choice, Validator, WithinRange, parameterNodeWrapper
     HAVE_SLICER_WRAPPER = True
 except ImportError:  # slicer-core without Qt
     HAVE_SLICER_WRAPPER = False
+    Validator = object
 
     class Choice:
         """Stand-in validator: the value must be one of ``choices``."""
@@ -55,6 +64,16 @@ except ImportError:  # slicer-core without Qt
 
     def parameterNodeWrapper(cls):
         return _plainParameterNodeWrapper(cls)
+
+
+class DeviceName(Validator):
+    """The value must be a device ``blcam`` accepts: auto, cpu, cuda, cuda:N or mps."""
+
+    def validate(self, value) -> None:
+        try:
+            check_device_name(value, option="device")
+        except BlcamError as exc:  # validators raise ValueError
+            raise ValueError(str(exc)) from None
 
 
 class _PlainParameter:
@@ -138,8 +157,8 @@ class BreastLesionCAMParameterNode:
     arch: Annotated[str, Choice(ARCHS)] = "resnet18"
     epochs: Annotated[int, WithinRange(1, 10000)] = 250
     batchSize: Annotated[int, WithinRange(1, 1024)] = 14
-    learningRate: Annotated[float, WithinRange(1e-7, 1.0)] = 1e-3
-    device: Annotated[str, Choice(DEVICES)] = "auto"
+    learningRate: Annotated[float, WithinRange(*LEARNING_RATE_RANGE)] = 1e-3
+    device: Annotated[str, DeviceName()] = "auto"          # the device menu is filled by the panel
     runFolder: str = ""
     # Detect
     modelPath: str = ""

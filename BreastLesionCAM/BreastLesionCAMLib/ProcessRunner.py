@@ -13,8 +13,14 @@ swallow them. tqdm bars (``42%|####  | 5/12``) become ``{"event": "progress", "d
 "total": 12}`` so commands without JSON progress still drive a progress bar; everything
 else is log.
 
-:meth:`cancel` kills the whole process tree (DataLoader workers, export pools, ...) with
-psutil: killing only the direct child would leave its workers computing. No Qt here.
+:meth:`cancel` stops the whole process tree (DataLoader workers, export pools, ...): killing
+only the direct child would leave its workers computing. It returns at once, so a Cancel
+button never freezes the GUI: it asks every process to terminate, and :meth:`poll` kills
+whatever is still alive after a grace period. :meth:`stop` is the blocking form for scripts,
+tests and application exit. No Qt here.
+
+:class:`ProcessProtocol` is what the module's jobs (:mod:`.Jobs`) need from a runner, so the
+Logic can be given another implementation (``BreastLesionCAMLogic(process=...)``).
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import Callable, Protocol
 
 MODULE_DIR = Path(__file__).resolve().parents[1]  # BreastLesionCAM/, which holds blcam/
 _TQDM = re.compile(r"(\d+)%\|.*?\|\s*(\d+)/(\d+)")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _END = object()
 ORPHAN_GRACE_S = 5.0
+KILL_GRACE_S = 3.0   # after cancel(): time to exit on SIGTERM before poll() kills
 
 
 def pythonExecutable() -> str:
@@ -65,12 +73,37 @@ def blcamCommand(*args) -> list[str]:
     return [pythonExecutable(), "-u", "-m", "blcam", *[str(a) for a in args]]
 
 
+class ProcessProtocol(Protocol):
+    """One background command as the jobs drive it (see :class:`ProcessRunner`)."""
+
+    args: list
+    log: deque
+    events: list             # the non-progress JSON events, e.g. training's {"event": "done", ...}
+    returncode: int | None
+    cancelled: bool
+
+    def start(self) -> "ProcessProtocol": ...
+    def poll(self) -> bool: ...
+    def cancel(self, grace: float = KILL_GRACE_S) -> None: ...
+    def stop(self, timeout: float = 5.0) -> bool: ...
+    def errorMessage(self) -> str: ...
+
+    @property
+    def elapsed(self) -> float: ...
+
+
+# Builds a process from the command line and the three callbacks (``ProcessRunner`` itself).
+ProcessFactory = Callable[..., ProcessProtocol]
+
+
 class ProcessRunner:
     """Start, follow and stop one background command.
 
     Callbacks (all optional, all called from :meth:`poll`): ``onEvent(dict)`` for progress
     events, ``onLog(str)`` for other output lines, ``onFinished(runner)`` once at the end,
-    after every line has been delivered.
+    after every line has been delivered. The run counts as finished before ``onFinished`` is
+    called; an exception a callback raises reaches the caller of :meth:`poll` (the jobs of
+    :mod:`.Jobs` turn it into a failed job, so nothing is left half-ended).
     """
 
     def __init__(self, args, onEvent=None, onLog=None, onFinished=None, env=None, cwd=None,
@@ -90,6 +123,9 @@ class ProcessRunner:
         self._open = 0           # output streams not yet at end-of-file
         self._exitSeen: float | None = None
         self._finished = False
+        self._cancelTree: list = []      # the processes alive when cancel() was called
+        self._killAt: float | None = None
+        self._killed = False
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> "ProcessRunner":
@@ -156,9 +192,14 @@ class ProcessRunner:
 
     # -- polling ----------------------------------------------------------------------
     def poll(self, maxLines: int = 1000) -> bool:
-        """Deliver pending output as callbacks; returns True while more is to come."""
+        """Deliver pending output as callbacks; returns True while more is to come.
+
+        After :meth:`cancel`, it also kills what outlived the grace period, and the run
+        ends only once every process of the job is gone."""
         if self._proc is None or self._finished:
             return False
+        if self.cancelled and not self._killed and time.monotonic() >= self._killAt:
+            self._killTree()
         for _ in range(maxLines):
             try:
                 stream, item = self._queue.get_nowait()
@@ -169,6 +210,8 @@ class ProcessRunner:
             else:
                 self._handleLine(item, stream)
         if self._proc.poll() is None or not self._queue.empty():
+            return True
+        if self.cancelled and _alive(self._cancelTree):  # workers still on their way out
             return True
         # Exited. Finish once both streams are drained, or soon after exit if an orphaned
         # grandchild still holds a pipe open (it must not keep the job "running" forever).
@@ -236,28 +279,59 @@ class ProcessRunner:
         except psutil.NoSuchProcess:
             return []
 
-    def cancel(self, timeout: float = 5.0) -> bool:
-        """Kill the process and every descendant; True if all are gone within ``timeout`` s."""
-        import psutil
+    def cancel(self, grace: float = KILL_GRACE_S) -> None:
+        """Ask every process of the job to terminate, and return at once.
+
+        :meth:`poll` kills whatever is still alive ``grace`` seconds later; a second call
+        can only shorten that wait."""
         if self._proc is None or self._finished:
-            return True
+            return
+        deadline = time.monotonic() + max(0.0, grace)
+        if self.cancelled:
+            self._killAt = min(self._killAt, deadline)
+            return
         self.cancelled = True
-        for proc in self.processTree():  # freeze first, so nobody spawns while we collect
+        self._killAt = deadline
+        self._cancelTree = self.processTree()
+        self._signalTree(self._cancelTree, "terminate", signal.SIGTERM)
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Kill the job now and wait until it has ended; True if every process is gone within
+        ``timeout`` s. Blocks: for scripts, tests and application exit, not for a button."""
+        if self._proc is None:
+            return True
+        self.cancel(grace=0.0)
+        self.wait(timeout)
+        return self._finished and not _alive(self._cancelTree)
+
+    def _killTree(self) -> None:
+        self._killed = True
+        # Also the processes started since cancel() (they are in the job's process group).
+        self._signalTree(self._cancelTree + self.processTree(), "kill", getattr(signal, "SIGKILL", None))
+
+    def _signalTree(self, procs: list, method: str, groupSignal) -> None:
+        import psutil
+        for proc in procs:
             try:
-                proc.suspend()
-            except psutil.Error:
-                pass
-        tree = self.processTree()
-        for proc in tree:
-            try:
-                proc.kill()
+                getattr(proc, method)()
             except psutil.Error:
                 pass
         if os.name != "nt":
             # The job runs in its own session: this also reaches orphans whose parent died first.
             try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
+                os.killpg(self._proc.pid, groupSignal)
             except OSError:
                 pass
-        _, alive = psutil.wait_procs(tree, timeout=timeout)
-        return not alive
+
+
+def _alive(procs: list) -> list:
+    """The processes of ``procs`` that still run (a zombie has ended: only its exit status is left)."""
+    import psutil
+    alive = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.Error:
+            pass
+    return alive

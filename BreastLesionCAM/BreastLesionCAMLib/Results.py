@@ -2,8 +2,8 @@
 
 * heatmap: a scalar volume with *exactly* the input's IJK-to-RAS matrix and parent transform
   (the file is checked against the geometry that was sent, then its voxels are put on the
-  input's own grid), the module's inferno table, window 0–1 and a lower threshold so cold
-  areas stay transparent; shown as the 30 % foreground of every slice view;
+  input's own grid), the Inferno colour table (:mod:`.ColorTable`), window 0–1 and a lower
+  threshold so cold areas stay transparent; shown as the 30 % foreground of every slice view;
 * candidates: a fiducial node read by Slicer's markups storage (LPS → RAS handled there),
   placed under the input's parent transform with unchanged world positions;
 * a table node (label, score, R, A, S and the CLI's size estimate i × j × k when present) that the
@@ -27,7 +27,7 @@ from vtkmodules.vtkCommonCore import vtkDoubleArray, vtkStringArray
 from blcam.errors import BlcamError
 from blcam.io.volume import Geometry, read_volume
 
-from .ColorTable import getOrCreateInfernoColorTable
+from .ColorTable import heatmapColorTable
 from .NodeIO import arrayToMatrix, controlPointsWorldRAS, ijkToRAS, readMarkupsJson
 
 SOURCE_ATTRIBUTE = "BreastLesionCAM.DetectInput"   # value: the input volume's node ID
@@ -40,7 +40,11 @@ class DetectionResult:
     heatmap: object          # vtkMRMLScalarVolumeNode
     candidates: object       # vtkMRMLMarkupsFiducialNode
     table: object            # vtkMRMLTableNode
-    folder: Path
+    folder: Path | None      # blcam detect's output folder; None once a temporary one is removed
+
+    def summary(self) -> str:
+        count = self.candidates.GetNumberOfControlPoints()
+        return f"{count} candidate(s)" + (f", files in {self.folder}" if self.folder is not None else "")
 
 
 def findOutputs(folder) -> tuple[Path, Path, Path | None]:
@@ -105,7 +109,7 @@ def setHeatmapDisplay(heatmapNode, threshold: float | None = None) -> None:
         heatmapNode.CreateDefaultDisplayNodes()
         display = heatmapNode.GetDisplayNode()
     wasModifying = display.StartModify()
-    display.SetAndObserveColorNodeID(getOrCreateInfernoColorTable(heatmapNode.GetScene()).GetID())
+    display.SetAndObserveColorNodeID(heatmapColorTable(heatmapNode.GetScene()).GetID())
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(0.0, 1.0)
     display.AutoThresholdOff()

@@ -20,6 +20,7 @@ import slicer
 
 from blcam.phantom import LesionSpec, make_volume
 
+from .ColorTable import isInfernoColorNode
 from .NodeIO import arrayToMatrix, ijkToRAS, worldIJKToRAS
 
 SHAPE = (64, 96, 96)                  # k, j, i
@@ -130,8 +131,8 @@ def checkDetection(case: PhantomCase, result) -> list[str]:
     if values.min() < 0 or values.max() > 1:
         problems.append(f"heatmap outside [0, 1]: {values.min()}..{values.max()}")
     display = heat.GetDisplayNode()
-    if display.GetColorNode() is None or display.GetColorNode().GetAttribute("BreastLesionCAM.ColorTable") != "inferno":
-        problems.append("heatmap does not use the module's inferno colour table")
+    if not isInfernoColorNode(display.GetColorNode()):
+        problems.append("heatmap does not use an Inferno colour table")
     if (display.GetWindowLevelMin(), display.GetWindowLevelMax()) != (0.0, 1.0) or not display.GetApplyThreshold():
         problems.append("heatmap display is not window 0-1 with the lower threshold on")
     count = result.candidates.GetNumberOfControlPoints()

@@ -1,14 +1,17 @@
 """The Qt side of the panel: wires the .ui widgets to the parameter node and the Logic.
 
-Everything slow runs in a background process (see :mod:`.ProcessRunner`); a ``qt.QTimer``
-polls the running jobs every 200 ms, so the GUI never blocks. A job's button becomes its
-Cancel button while it runs (like SlicerMONAIAuto3DSeg's Apply/Cancel), its progress bar
-follows the CLI's JSON progress events, and every output line goes to the Log section.
+Everything slow runs in a background job (:mod:`.Jobs`); a ``qt.QTimer`` polls the Logic's
+jobs every 200 ms, so the GUI never blocks, and shows what :class:`.JobBoard` says of each:
+a job's button becomes its Cancel button while it runs (like SlicerMONAIAuto3DSeg's
+Apply/Cancel), its progress bar follows the CLI's progress, every output line goes to the
+Log section. The job state machine itself has no Qt and is tested with real processes;
+this file only displays it.
 
 The state lives in the scene's parameter node (``connectGui`` binds the widgets that carry a
 ``SlicerParameterName`` property); folder and file pickers are synced by hand because the
 wrapper binds ``ctkPathLineEdit`` only to ``pathlib.Path`` parameters, and an empty path
-must stay distinguishable from ".".
+must stay distinguishable from "."; so is the device menu, whose entries (each GPU by name)
+depend on the computer.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from blcam.errors import BlcamError
 
 from . import Dependencies
 from .Dataset import summarizeCohort
-from .ProcessRunner import progressFraction
+from .Jobs import JobState
 
 POLL_MS = 200
 
@@ -41,13 +44,15 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self._parameterNode = None
         self._guiTag = None
-        self.jobs = {"export": None, "train": None, "detect": None}
         self._describedPlan = None      # (volume, model, speed) that detectPlanLabel describes
+        self.buttons = {"export": self.ui.exportButton, "train": self.ui.trainButton, "detect": self.ui.detectButton}
+        self.bars = {"export": self.ui.exportProgressBar, "train": self.ui.trainProgressBar,
+                     "detect": self.ui.detectProgressBar}
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MS)
         self.timer.connect("timeout()", self.pollJobs)
-        for bar in (self.ui.exportProgressBar, self.ui.trainProgressBar, self.ui.detectProgressBar):
-            bar.setVisible(False)
+        for name, label in self.logic.deviceChoices():
+            self.ui.deviceComboBox.addItem(label, name)
         self.ui.candidatesTableView.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
         self._connect()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -59,6 +64,7 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         ui.centresSelector.connect("currentNodeChanged(vtkMRMLNode*)", ui.centresMarkupsWidget.setCurrentNode)
         ui.datasetFolderPathLineEdit.connect("currentPathChanged(QString)", self.onDatasetFolderChanged)
         ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
+        ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         ui.addCaseButton.connect("clicked(bool)", self.onAddCase)
         ui.exportButton.connect("clicked(bool)", self.onExport)
         ui.trainButton.connect("clicked(bool)", self.onTrain)
@@ -97,23 +103,24 @@ class BreastLesionCAMPanel(VTKObservationMixin):
                 wasBlocked = edit.blockSignals(True)
                 edit.currentPath = value
                 edit.blockSignals(wasBlocked)
+        device = ui.deviceComboBox.findData(p.device)
+        if device < 0:  # e.g. a scene saved on a computer with more GPUs
+            ui.deviceComboBox.addItem(f"{p.device} (not on this computer)", p.device)
+            device = ui.deviceComboBox.count - 1
+        wasBlocked = ui.deviceComboBox.blockSignals(True)
+        ui.deviceComboBox.currentIndex = device
+        ui.deviceComboBox.blockSignals(wasBlocked)
         ui.centresMarkupsWidget.setCurrentNode(p.centres)
         ui.datasetStatusLabel.text = summarizeCohort(p.datasetFolder)
         if ui.candidatesTableView.mrmlTableNode() is not p.candidateTable:
             ui.candidatesTableView.setMRMLTableNode(p.candidateTable)
-        idle = {kind: self.jobs[kind] is None for kind in self.jobs}
         ui.addCaseButton.enabled = bool(p.inputVolume and p.datasetFolder and p.patientId)
-        ui.exportButton.enabled = bool(p.datasetFolder) or not idle["export"]
-        ui.trainButton.enabled = bool(p.datasetFolder) or not idle["train"]
-        ui.detectButton.enabled = bool(p.inputVolume and p.modelPath) or not idle["detect"]
         ui.segmentCandidateButton.enabled = bool(p.heatmapVolume and p.candidates)
         plan = (p.inputVolume.GetID() if p.inputVolume else None, p.modelPath, p.detectSecondsPerMvox)
         if plan != self._describedPlan:       # reading the model's header once per change
             self._describedPlan = plan
             ui.detectPlanLabel.text = self.logic.describeDetect(p.inputVolume, p.modelPath)
-        ui.exportButton.text = "Export patches" if idle["export"] else "Cancel export"
-        ui.trainButton.text = "Start training" if idle["train"] else "Cancel training"
-        ui.detectButton.text = "Detect" if idle["detect"] else "Cancel Detect"
+        self.showJobs()
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
@@ -130,6 +137,10 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         if self._parameterNode is not None:
             self._parameterNode.modelPath = path
 
+    def onDeviceChanged(self, index: int) -> None:
+        if self._parameterNode is not None and index >= 0:
+            self._parameterNode.device = self.ui.deviceComboBox.itemData(index)
+
     # -- case and dataset ----------------------------------------------------------------
     def onAddCase(self) -> None:
         p = self._parameterNode
@@ -140,77 +151,68 @@ class BreastLesionCAMPanel(VTKObservationMixin):
             slicer.util.showStatusMessage(f"{verb} case {record.volume}", 3000)
         self.updateGUI()
 
+    # -- jobs: each button starts its job, or cancels it while it runs ------------------
     def onExport(self) -> None:
-        if self._cancelIfRunning("export"):
-            return
-        if not Dependencies.ensureDependencies():
-            return
         p = self._parameterNode
-        self._start("export", lambda: self.logic.exportPatches(
-            p.datasetFolder, onEvent=lambda e: self._onProgress(self.ui.exportProgressBar, e),
-            onLog=self.log, onFinished=self._onExportFinished))
+        self._startOrCancel("export", lambda: self.logic.exportPatches(
+            p.datasetFolder, onLog=self.log, onFinished=self._onJobEnded))
 
-    def _onExportFinished(self, runner) -> None:
-        self._finish("export", runner, "Export")
-        if runner.succeeded:
-            self.log(f"Patches written to {Path(self._parameterNode.datasetFolder) / 'patches'}")
-
-    # -- training --------------------------------------------------------------------
     def onTrain(self) -> None:
-        if self._cancelIfRunning("train", confirm="Stop training? The run is interrupted; "
-                                 "use the command line's --resume to continue it later."):
-            return
-        if not Dependencies.ensureDependencies():
-            return
         p = self._parameterNode
-        self.ui.trainStatusLabel.text = "Starting ..."
         self.ui.curvesLabel.clear()
-        self._start("train", lambda: self.logic.startTraining(
+        self._startOrCancel("train", lambda: self.logic.startTraining(
             Path(p.datasetFolder) / "patches", None, p.arch, p.epochs, p.batchSize, p.learningRate, p.device,
-            onEvent=self._onTrainEvent, onLog=self.log, onFinished=self._onTrainFinished))
+            onLog=self.log, onFinished=self._onJobEnded),
+            confirm="Stop training? The run is interrupted; use the command line's --resume to continue it later.")
 
-    def _onTrainEvent(self, event: dict) -> None:
-        if event.get("event") != "epoch":  # tqdm's per-batch bars would make the bar jump
-            return
-        self._onProgress(self.ui.trainProgressBar, event)
-        parts = [f"Epoch {event.get('epoch')}/{event.get('epochs')}"]
-        for key, name in (("train_loss", "loss"), ("val_loss", "held-out loss"), ("val_acc", "held-out accuracy")):
-            if isinstance(event.get(key), (int, float)):
-                parts.append(f"{name} {event[key]:.3f}")
-        if isinstance(event.get("eta_s"), (int, float)):
-            parts.append(f"about {event['eta_s'] / 60:.0f} min left")
-        self.ui.trainStatusLabel.text = " · ".join(parts)
-
-    def _onTrainFinished(self, runner) -> None:
-        self._finish("train", runner, "Training")
-        if runner.succeeded:
-            self.ui.trainStatusLabel.text = f"Done: model {runner.model}"
-            curves = Path(runner.runFolder) / "curves.png"
-            if curves.exists():
-                pixmap = qt.QPixmap(str(curves))
-                self.ui.curvesLabel.setPixmap(pixmap.scaledToWidth(max(200, self.ui.curvesLabel.width),
-                                                                   qt.Qt.SmoothTransformation))
-
-    # -- detect ----------------------------------------------------------------------
     def onDetect(self) -> None:
-        if self._cancelIfRunning("detect"):
-            return
-        if not Dependencies.ensureDependencies():
-            return
         p = self._parameterNode
-        self._start("detect", lambda: self.logic.detect(
-            p.inputVolume, p.modelPath, device=p.device,
-            onEvent=lambda e: self._onProgress(self.ui.detectProgressBar, e),
-            onLog=self.log, onFinished=self._onDetectFinished))
+        self._startOrCancel("detect", lambda: self.logic.detect(
+            p.inputVolume, p.modelPath, device=p.device, onLog=self.log, onFinished=self._onJobEnded))
 
-    def _onDetectFinished(self, runner) -> None:
-        self._finish("detect", runner, "Detect")
-        if runner.loadError:
-            slicer.util.errorDisplay(f"Detect finished but its results could not be loaded: {runner.loadError}")
-        elif runner.result is not None:
-            count = runner.result.candidates.GetNumberOfControlPoints()
-            self.ui.candidatesTableView.setMRMLTableNode(runner.result.table)
-            self.log(f"Detect: {count} candidate(s); results in {runner.outFolder}")
+    def _startOrCancel(self, kind: str, launch, confirm: str | None = None) -> None:
+        job = self.logic.jobs.job(kind)
+        if job is not None and job.running:
+            if confirm is None or slicer.util.confirmYesNoDisplay(confirm, windowTitle="BreastLesionCAM"):
+                job.cancel()  # returns at once; the timer sees the job end
+        elif Dependencies.ensureDependencies():
+            try:
+                job = launch()
+            except BlcamError as exc:
+                slicer.util.errorDisplay(str(exc))
+                return
+            self.log(f"$ {' '.join(job.args)}")
+            self.timer.start()
+        self.showJobs()
+
+    def _onJobEnded(self, job) -> None:
+        self.log(job.message)
+        if job.state is JobState.FAILED:  # after this poll, not inside it: the dialog is modal
+            message = f"{job.message}\n\nSee the Log section for details."
+            qt.QTimer.singleShot(0, lambda: slicer.util.errorDisplay(message))
+        if job.kind == "train" and job.succeeded and job.result.curves is not None:
+            pixmap = qt.QPixmap(str(job.result.curves))
+            self.ui.curvesLabel.setPixmap(pixmap.scaledToWidth(max(200, self.ui.curvesLabel.width),
+                                                               qt.Qt.SmoothTransformation))
+
+    def pollJobs(self) -> None:
+        if not self.logic.jobs.poll():
+            self.timer.stop()
+        self.showJobs()
+
+    def showJobs(self) -> None:
+        """Buttons and progress bars as :meth:`.JobBoard.view` describes them."""
+        p = self._parameterNode
+        ready = {"export": bool(p and p.datasetFolder), "train": bool(p and p.datasetFolder),
+                 "detect": bool(p and p.inputVolume and p.modelPath)}
+        for kind, button in self.buttons.items():
+            view = self.logic.jobs.view(kind)
+            button.text = view.buttonText
+            button.enabled = view.buttonEnabled and (view.running or ready[kind])
+            self.bars[kind].setVisible(view.progressVisible)
+            self.bars[kind].setRange(0, 0 if view.progress is None else 1000)  # 0-0: busy
+            self.bars[kind].setValue(int(round((view.progress or 0.0) * 1000)))
+        self.ui.trainStatusLabel.text = self.logic.jobs.view("train").status
 
     def onThresholdChanged(self, value: float) -> None:
         if self._parameterNode is not None:
@@ -226,59 +228,6 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not segment the candidate.", waitCursor=True):
             self.log(self.logic.segmentCandidate(max(row, 0)).describe())
 
-    # -- jobs ------------------------------------------------------------------------
-    def _start(self, kind: str, launch) -> None:
-        try:
-            runner = launch()
-        except BlcamError as exc:
-            slicer.util.errorDisplay(str(exc))
-            return
-        self.log(f"$ {' '.join(runner.args)}")
-        self.jobs[kind] = runner
-        bar = {"export": self.ui.exportProgressBar, "train": self.ui.trainProgressBar,
-               "detect": self.ui.detectProgressBar}[kind]
-        bar.setRange(0, 0)  # busy until the first progress event
-        bar.setVisible(True)
-        self.timer.start()
-        self.updateGUI()
-
-    def _cancelIfRunning(self, kind: str, confirm: str | None = None) -> bool:
-        runner = self.jobs[kind]
-        if runner is None:
-            return False
-        if confirm and not slicer.util.confirmYesNoDisplay(confirm, windowTitle="BreastLesionCAM"):
-            return True
-        runner.cancel()
-        return True
-
-    def _finish(self, kind: str, runner, title: str) -> None:
-        self.jobs[kind] = None
-        bar = {"export": self.ui.exportProgressBar, "train": self.ui.trainProgressBar,
-               "detect": self.ui.detectProgressBar}[kind]
-        bar.setVisible(False)
-        if runner.cancelled:
-            self.log(f"{title} cancelled.")
-        elif not runner.succeeded:
-            message = runner.errorMessage()
-            self.log(f"{title} failed: {message}")
-            slicer.util.errorDisplay(f"{title} failed:\n{message}\n\nSee the Log section for details.")
-        else:
-            self.log(f"{title} finished in {runner.elapsed:.0f} s.")
-        self.updateGUI()
-
-    def pollJobs(self) -> None:
-        for runner in list(self.jobs.values()):
-            if runner is not None:
-                runner.poll()
-        if all(runner is None for runner in self.jobs.values()):
-            self.timer.stop()
-
-    def _onProgress(self, bar, event: dict) -> None:
-        fraction = progressFraction(event)
-        if fraction is not None:
-            bar.setRange(0, 1000)
-            bar.setValue(int(round(fraction * 1000)))
-
     def log(self, text: str) -> None:
         self.ui.logTextEdit.appendPlainText(text)
         logging.info(f"BreastLesionCAM: {text}")
@@ -290,8 +239,6 @@ class BreastLesionCAMPanel(VTKObservationMixin):
 
     def cleanup(self) -> None:
         """Module closing (Slicer exits): stop jobs, nothing may outlive the application."""
-        for runner in self.jobs.values():
-            if runner is not None:
-                runner.cancel()
+        self.logic.jobs.stopAll()
         self.timer.stop()
         self.removeObservers()

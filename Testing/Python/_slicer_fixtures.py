@@ -10,7 +10,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
-from BreastLesionCAMLib.Headless import createScene  # noqa: E402
+from _headless import createScene  # noqa: E402
 
 
 @pytest.fixture
@@ -21,16 +21,19 @@ def headless():
     h.close()
 
 
-def assert_cancel_kills_tree(runner, pids, seconds: float = 5.0) -> None:
-    """Cancel ``runner`` and check it and every process in ``pids`` are gone within ``seconds``."""
+def assert_cancel_kills_tree(target, pids, seconds: float = 5.0) -> None:
+    """Cancel ``target`` (a ProcessRunner, or a Job around one) without blocking, poll it to its
+    end, and check that it and every process in ``pids`` are gone within ``seconds``."""
     import time
 
     import psutil
 
     t0 = time.monotonic()
-    assert runner.cancel(timeout=seconds)
-    assert runner.wait(timeout=seconds) is not None
+    target.cancel()
+    assert time.monotonic() - t0 < 0.5, "cancel() must return at once (it runs on the GUI thread)"
+    target.wait(timeout=seconds)
     assert time.monotonic() - t0 < seconds
-    assert runner.cancelled and not runner.succeeded
+    process = getattr(target, "process", target)
+    assert process.finished and process.cancelled and not target.succeeded
     alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert alive == []

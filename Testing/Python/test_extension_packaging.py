@@ -71,6 +71,24 @@ def test_module_file_defines_module_widget_logic_and_self_test():
     assert "BreastLesionCAMLogic" in imported  # slicer.util.getModuleLogic finds it in the module file
 
 
+def test_get_module_logic_finds_the_logic_the_panel_uses():
+    """``slicer.util.getModuleLogic("BreastLesionCAM")`` returns ``getModuleWidget(...).logic`` for
+    a scripted module (Slicer's ``Base/Python/slicer/util.py``) and raised while the widget had
+    no ``logic``. The widget creates it before the base class's ``__init__`` (which calls
+    ``setup()`` itself for a widget without parent) and gives that same logic to the panel.
+    (slicer-core has no ``ScriptedLoadableModule`` to run the module file, so it is read.)"""
+    tree = ast.parse((MODULE / "BreastLesionCAM.py").read_text(encoding="utf-8"))
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "BreastLesionCAMWidget")
+    methods = {n.name: n for n in widget.body if isinstance(n, ast.FunctionDef)}
+    init = [ast.unparse(statement) for statement in methods["__init__"].body]
+    assign = init.index("self.logic = BreastLesionCAMLogic()")
+    base = init.index("ScriptedLoadableModuleWidget.__init__(self, parent)")
+    assert assign < base
+    calls = [n for n in ast.walk(methods["setup"]) if isinstance(n, ast.Call)
+             and getattr(n.func, "id", None) == "BreastLesionCAMPanel"]
+    assert len(calls) == 1 and ast.unparse(calls[0].args[1]) == "self.logic"
+
+
 def test_extension_cmakelists_and_catalog_entry_agree_and_validate():
     jsonschema = pytest.importorskip("jsonschema")
     shared = ROOT.parent / "shared" / "schemas" / SCHEMA_NAME

@@ -94,10 +94,10 @@ def test_parameter_bindings_match_the_parameter_node(loaded):
             bound[name] = widget
     unknown = sorted(set(bound) - set(hints))
     assert not unknown, f"SlicerParameterName without a parameter: {unknown}"
-    # Every user-editable parameter has a widget; paths are synced by hand, results (and the
-    # Detect speed the logic measures) are outputs.
+    # Every user-editable parameter has a widget; paths and the device menu (this computer's
+    # GPUs by name) are synced by hand, results (and the Detect speed the logic measures) are outputs.
     manual = {"datasetFolder", "modelPath", "runFolder", "heatmapVolume", "candidates", "candidateTable",
-              "detectSecondsPerMvox"}
+              "detectSecondsPerMvox", "device"}
     assert set(hints) - manual == set(bound)
     for name, widget in bound.items():
         base = typing.get_args(hints[name])[0] if typing.get_origin(hints[name]) is typing.Annotated else hints[name]
@@ -117,3 +117,25 @@ def test_mrml_widgets_receive_the_scene():
                  if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
     mrml = {w.get("name") for w in tree.iter("widget") if w.get("class", "").startswith(("qMRML", "qSlicer"))}
     assert mrml - {"BreastLesionCAM"} == receivers
+
+
+def test_spin_boxes_cannot_reach_a_value_their_parameter_refuses(loaded):
+    """Slicer's binding sets a bound spin box's range from the parameter's ``WithinRange``, but
+    the spin box rounds it to its decimals: a minimum it cannot show becomes a value the
+    validator refuses (the learning rate's 1e-7 became 0 on a 6-decimal spin box)."""
+    from BreastLesionCAMLib import Parameters
+    _, root, _ = loaded
+    hints = typing.get_type_hints(Parameters.BreastLesionCAMParameterNode, include_extras=True)
+    checked = []
+    for widget in root.findChildren(QtWidgets.QDoubleSpinBox):
+        name = widget.property("SlicerParameterName")
+        ranges = [a for a in typing.get_args(hints.get(name))[1:] if hasattr(a, "minimum")] if name else []
+        if not ranges:
+            continue
+        assert (widget.minimum(), widget.maximum()) == (ranges[0].minimum, ranges[0].maximum), name
+        widget.setRange(ranges[0].minimum, ranges[0].maximum)  # what Slicer's connector does
+        for value in (widget.minimum(), widget.maximum()):
+            widget.setValue(value)
+            ranges[0].validate(widget.value())
+        checked.append(name)
+    assert "learningRate" in checked

@@ -19,7 +19,7 @@ from _slicer_fixtures import assert_cancel_kills_tree, headless, slicer  # noqa:
 
 from BreastLesionCAMLib import Parameters
 from BreastLesionCAMLib.ColorTable import getOrCreateInfernoColorTable, infernoColors
-from BreastLesionCAMLib.Headless import createScene
+from _headless import createScene
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
 from BreastLesionCAMLib.ProcessRunner import ProcessRunner, progressFraction
 from BreastLesionCAMLib.Scenario import addPhantomCase, addTransform, rasToIJK
@@ -70,13 +70,17 @@ def test_parameter_node_round_trips_through_scene_save_and_load(headless, tmp_pa
         fresh.close()
 
 
-def test_parameter_choices_match_the_core_package():
+def test_parameter_choices_match_the_core_package(headless):
     from blcam.cohort import LABELS
     from blcam.model import ARCHS
-    from blcam.training.config import DEVICES
     assert Parameters.ARCHS == tuple(ARCHS)
-    assert Parameters.DEVICES == tuple(DEVICES)
     assert Parameters.LABELS == tuple(LABELS)
+    p = BreastLesionCAMLogic().getParameterNode()
+    for device in ("cpu", "cuda", "cuda:1", "mps", "auto"):  # a GPU by its index, as the panel lists it
+        p.device = device
+        assert p.device == device
+    with pytest.raises(ValueError, match="device 'cuda:0 \\(NVIDIA H200\\)'"):  # a label is not a name
+        p.device = "cuda:0 (NVIDIA H200)"
 
 
 def test_add_case_writes_volume_centres_and_cohort_row(headless, tmp_path):
@@ -148,6 +152,40 @@ def test_colour_table_is_inferno_and_created_once(headless):
     reference = matplotlib.colormaps["inferno"](np.linspace(0, 1, 256))[:, :3]
     assert np.abs(ours - reference).max() < 0.03
     assert np.allclose(ours, infernoColors(), atol=1 / 255)  # the lookup table stores 8 bits
+
+
+def test_heatmap_uses_slicers_own_inferno_where_the_scene_has_it(headless, tmp_path):
+    """Slicer loads its colour files as singleton nodes (``Inferno.txt`` becomes the node
+    ``vtkMRMLColorTableNodeFileInferno.txt``); slicer-core loads none. Made the way Slicer's
+    colour logic makes it, that node is what the heatmap shows, and the module adds no table."""
+    from BreastLesionCAMLib.ColorTable import (SLICER_INFERNO_ID, findInfernoColorTable, heatmapColorTable,
+                                               isInfernoColorNode)
+    from BreastLesionCAMLib.Results import setHeatmapDisplay
+    scene = headless.scene
+    assert scene.GetNodeByID(SLICER_INFERNO_ID) is None  # slicer-core: the module's own table
+    assert heatmapColorTable(scene) is findInfernoColorTable(scene) is not None
+
+    fresh = createScene()
+    try:
+        colors = "".join(f"{n} inferno{n} {' '.join(str(round(255 * c)) for c in rgb)} 255\n"
+                         for n, rgb in enumerate(infernoColors()))
+        (tmp_path / "Inferno.txt").write_text(f"# 256 values\n{colors}", encoding="utf-8")
+        slicers = slicer.vtkMRMLColorTableNode()
+        slicers.SetTypeToFile()
+        slicers.SetSingletonTag("FileInferno.txt")
+        slicers.SetName("Inferno")
+        storage = slicer.vtkMRMLColorTableStorageNode()
+        storage.SetFileName(str(tmp_path / "Inferno.txt"))
+        assert storage.ReadData(slicers)
+        fresh.scene.AddNode(slicers)
+        assert slicers.GetID() == SLICER_INFERNO_ID
+        heat = addPhantomCase(fresh.scene, "heat", 2).volume
+        setHeatmapDisplay(heat, 0.2)
+        assert heat.GetDisplayNode().GetColorNode() is slicers and isInfernoColorNode(slicers)
+        assert findInfernoColorTable(fresh.scene) is None  # no second, module-made table
+    finally:
+        fresh.close()
+        slicer.mrmlScene = headless.scene
 
 
 def _script(tmp_path, body: str):

@@ -24,7 +24,8 @@ from _slicer_fixtures import assert_cancel_kills_tree, slicer  # noqa: F401
 
 from BreastLesionCAMLib import Scenario
 from BreastLesionCAMLib.ColorTable import COLOR_TABLE_ATTRIBUTE
-from BreastLesionCAMLib.Headless import VIEW_COLORS, createScene, renderSliceView, renderSliceViews
+from _headless import VIEW_COLORS, createScene, renderSliceView, renderSliceViews
+from BreastLesionCAMLib.Jobs import JobState
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
 from BreastLesionCAMLib.NodeIO import controlPointsWorldRAS, ijkToRAS
 from BreastLesionCAMLib.Results import findOutputs
@@ -34,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "Resources" / "Screenshots" / "RedSliceDetect.png"
 
 
-def _run(runner, what):
-    code = runner.wait(Scenario.TIMEOUT_S)
-    assert code == 0, f"{what} failed ({code}): {runner.errorMessage()}\n" + "\n".join(list(runner.log)[-20:])
-    return runner
+def _run(job, what):
+    state = job.wait(Scenario.TIMEOUT_S)
+    assert state is JobState.SUCCEEDED, f"{what} {state.value}: {job.message}\n" + "\n".join(list(job.log)[-20:])
+    return job
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def pipeline(tmp_path_factory):
     assert detect.running and time.monotonic() - t2 < 2.0
     _run(detect, "detect")
     t3 = time.monotonic()
-    assert detect.result is not None, detect.loadError
+    assert detect.result.folder == work / "detect"  # a folder the caller chose is kept
     print(f"\npipeline: cases {t0 - start:.1f} s, export {t1 - t0:.1f} s, train {t2 - t1:.1f} s, "
           f"detect {t3 - t2:.1f} s")
     yield SimpleNamespace(work=work, headless=headless, logic=logic, cases=cases, dataset=dataset, held=held,
@@ -90,7 +91,8 @@ def test_training_runs_through_the_cli_and_becomes_the_current_model(pipeline):
     assert [e["epoch"] for e in pipeline.epochs] == list(range(1, settings["epochs"] + 1))
     assert all({"train_loss", "val_acc", "eta_s"} <= set(e) for e in pipeline.epochs)
     model = pipeline.logic.getParameterNode().modelPath
-    assert model == pipeline.train.model and Path(model).is_file()
+    assert Path(model) == pipeline.train.result.model and Path(model).is_file()
+    assert pipeline.train.message.startswith("Training finished in") and pipeline.train.result.curves is not None
     assert pipeline.logic.getParameterNode().runFolder == str(pipeline.work / "run")
 
 
@@ -250,7 +252,7 @@ def test_results_and_state_survive_scene_save_and_reload(pipeline, tmp_path):
         assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.0, 1.0) and display.GetApplyThreshold()
         np.testing.assert_allclose(controlPointsWorldRAS(candidates), before, atol=1e-3)
         assert table.GetNumberOfRows() == len(before)
-        assert p.modelPath == pipeline.train.model and p.runFolder == str(pipeline.work / "run")
+        assert p.modelPath == str(pipeline.train.result.model) and p.runFolder == str(pipeline.work / "run")
     finally:
         fresh.close()
         slicer.mrmlScene = headless.scene
@@ -272,15 +274,16 @@ def test_cancel_stops_a_long_training_job_and_its_workers_within_seconds(pipelin
     settings = dict(Scenario.TRAIN_SETTINGS, epochs=1000,
                     extraArgs=("--stem", "fast", "--widen", "0.25", "--crop", "12", "40", "40",
                                "--workers", "2", "--resident", "off"))
-    runner = pipeline.logic.startTraining(pipeline.dataset / "patches", pipeline.work / "run-cancelled", **settings)
+    job = pipeline.logic.startTraining(pipeline.dataset / "patches", pipeline.work / "run-cancelled", **settings)
     deadline = time.monotonic() + 120
     tree = []
-    while time.monotonic() < deadline and runner.poll():
-        tree = runner.processTree()
+    while time.monotonic() < deadline and job.poll():
+        tree = job.process.processTree()
         if len(tree) >= 3:  # the trainer and its DataLoader workers are up
             break
         time.sleep(0.1)
-    assert len(tree) >= 3, f"training never started its workers: {list(runner.log)[-5:]}"
+    assert len(tree) >= 3, f"training never started its workers: {list(job.log)[-5:]}"
     pids = [p.pid for p in tree]
-    assert_cancel_kills_tree(runner, pids)
+    assert_cancel_kills_tree(job, pids)
+    assert job.state is JobState.CANCELLED and job.message == "Training cancelled." and job.result is None
     assert pipeline.logic.getParameterNode().modelPath == model_before  # a cancelled run changes nothing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..demo import DemoConfig, run_demo
+from ..device import device_name
 from . import positive_int
 
 
@@ -19,8 +20,8 @@ def register(sub) -> None:
                    help=f"phantom patients, 1-2 volumes each (default: {d.patients})")
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"training epochs (default: {d.epochs})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of cohort, splits and training (default: {d.seed})")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=d.device,
-                   help=f"where the network runs (default: {d.device})")
+    p.add_argument("--device", type=device_name, default=d.device,
+                   help=f"where the network runs: auto, cpu, cuda, cuda:N or mps (default: {d.device})")
     p.add_argument("--jobs", type=positive_int, default=d.jobs,
                    help=f"processes for phantom and export (default: {d.jobs})")
     p.set_defaults(func=run)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from ..cam.dense import CONTEXTS
 from ..detect.pipeline import METHODS, DetectSettings, detect
 from ..detect.refine import MODES as REFINE_MODES
-from ..training.distributed import resolve_device
+from ..device import device_name, resolve_device
 from . import positive_int
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def register(sub) -> None:
@@ -35,8 +33,9 @@ def register(sub) -> None:
                    help="--context slab: slices between slab starts (default: the model's patch depth minus its "
                    "crop depth, the lesions' depth jitter in training: 12 for 28/16; the crop depth reads each "
                    "voxel once)")
-    p.add_argument("--device", choices=DEVICES, default="auto",
-                   help="where the network runs; 'auto': CUDA, else MPS, else CPU (default: auto)")
+    p.add_argument("--device", type=device_name, default="auto",
+                   help="where the network runs: auto, cpu, cuda, cuda:N or mps; 'auto': CUDA, else MPS, else CPU "
+                   "(default: auto)")
     p.add_argument("--top-k", type=positive_int, default=d.top_k,
                    help=f"most candidates kept per volume (default: {d.top_k})")
     p.add_argument("--min-score", type=float, default=d.min_score,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..device import device_name
 from ..evaluation import evaluate_model
 from ..model import resolve_model_path
 from . import positive_int
@@ -20,8 +21,8 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, metavar="metrics.json",
                    help="JSON to write; .md and _roc.png go beside it (default: evaluation_<split>.json "
                    "next to the model)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                   help="where to run the network (default: auto)")
+    p.add_argument("--device", type=device_name, default="auto",
+                   help="where to run the network: auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=14, help="crops per forward pass (default: 14)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-crop positions (default: 0)")
     p.set_defaults(func=run)

@@ -13,12 +13,13 @@ import json
 import os
 from dataclasses import fields
 
+from ..device import device_name
 from ..errors import BlcamError
 from ..io.resample import mm_to_voxels
 from ..model import ARCHS, OUTPUT_STRIDES, STEMS
 from ..recipes import RECIPES, recipe_config
 from ..training import TrainConfig, train_model
-from ..training.config import DEVICES, LR_SCHEDULES, MONITORS, PRECISIONS, RESIDENT
+from ..training.config import LR_SCHEDULES, MONITORS, PRECISIONS, RESIDENT
 from ..training.history import clean_record
 from . import positive_int
 
@@ -78,8 +79,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    "cohort, bench/RESULTS.md)")
     p.add_argument("--point-sigma", type=float, default=None, metavar="S",
                    help=f"width of the point targets in feature spacings (default: {_D.point_sigma})")
-    p.add_argument("--device", choices=DEVICES, default=_D.device,
-                   help="where to train: auto picks cuda, then mps, then cpu (default: auto)")
+    p.add_argument("--device", type=device_name, default=_D.device,
+                   help="where to train: auto, cpu, cuda, cuda:N or mps; auto picks cuda, then mps, then cpu "
+                   "(default: auto)")
     p.add_argument("--seed", type=int, default=_D.seed,
                    help=f"seed of initial weights, patch order, crops and flips (default: {_D.seed})")
     p.add_argument("--workers", type=int, default=_D.workers,

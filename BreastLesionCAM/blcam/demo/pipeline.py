@@ -37,7 +37,7 @@ from ..patches.export import ExportSettings, export_dataset
 from ..phantom import make_cohort
 from ..recipes import recipe_config
 from ..training import train_model
-from ..training.distributed import resolve_device
+from ..device import resolve_device
 from .report import write_report
 
 

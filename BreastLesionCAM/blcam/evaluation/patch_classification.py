@@ -21,7 +21,7 @@ from ..metrics.classification import binary_summary
 from ..model import load_model, resolve_model_path
 from ..patches.dataset import PatchDataset, load_dataset
 from ..training.data import STREAM_EVAL, PatchSource, centre_offset, crop_ranges, random_params
-from ..training.distributed import resolve_device
+from ..device import resolve_device
 from ..training.predict import predict_logits, sigmoid
 from .report import markdown_table, plot_roc
 

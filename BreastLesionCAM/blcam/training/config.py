@@ -11,9 +11,9 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import BlcamError
+from ..device import DEVICES, is_device_name
 from ..model import ARCHS, OUTPUT_STRIDES, STEMS
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 RESIDENT = ("auto", "on", "off")
 LR_SCHEDULES = ("constant", "cosine")
@@ -90,7 +90,7 @@ class TrainConfig:
             (self.positive_fraction is None or 0.0 < self.positive_fraction < 1.0,
              f"--positive-fraction must be in (0, 1) or 'as-exported', got {self.positive_fraction}"),
             (self.fold is None or self.fold >= 0, f"--fold must be ≥ 0, got {self.fold}"),
-            (self.device in DEVICES, f"--device '{self.device}': choose one of {', '.join(DEVICES)}"),
+            (is_device_name(self.device), f"--device '{self.device}': choose one of {', '.join(DEVICES)} or cuda:N"),
             (self.workers >= 0, f"--workers must be ≥ 0, got {self.workers}"),
             (self.resident in RESIDENT, f"--resident '{self.resident}': choose one of {', '.join(RESIDENT)}"),
             (self.precision in PRECISIONS, f"--precision '{self.precision}': choose one of {', '.join(PRECISIONS)}"),

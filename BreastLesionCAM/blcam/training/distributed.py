@@ -1,4 +1,4 @@
-"""Device choice and multi-process (DDP) plumbing for ``blcam train``.
+"""Multi-process (DDP) plumbing for ``blcam train`` (device names: :mod:`blcam.device`).
 
 The same command runs alone or under ``torchrun --nproc_per_node N``: torchrun sets
 ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``, and :func:`setup` then joins the process group
@@ -15,25 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..device import cuda_index, resolve_device  # noqa: F401  (resolve_device: re-exported)
 from ..errors import BlcamError
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' → CUDA if present, else Apple MPS, else CPU; explicit names are checked."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise BlcamError("--device cuda: no CUDA GPU is visible to PyTorch (try --device auto)")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise BlcamError("--device mps: Apple MPS is not available (try --device auto)")
-    return torch.device(name)
 
 
 @dataclass
@@ -90,6 +73,9 @@ def setup(device_name: str) -> tuple[DistContext, torch.device]:
     if world <= 1:
         return DistContext(), resolve_device(device_name)
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda_index(device_name) is not None:
+        raise BlcamError(f"--device {device_name} under torchrun: every process would use that one GPU; "
+                         "use --device cuda (each process takes its own)")
     device = resolve_device(device_name, local_rank)
     if device.type == "mps":
         raise BlcamError("multi-process training is not supported on Apple MPS; run one process")

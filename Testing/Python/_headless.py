@@ -1,9 +1,10 @@
-"""Slicer's MRML without the Slicer application: a working scene and offscreen slice views.
+"""Slicer's MRML without the Slicer application, for the tests: a scene and offscreen slice views.
 
 The ``slicer-core`` wheel holds MRML and the module logics but no Qt, no layout manager and
 no ``slicer.app``. :func:`createScene` wires the pieces the module needs (colours, markups,
-volumes, segmentations, three slice views Red/Yellow/Green) so the Logic runs in scripts and
-tests exactly as in Slicer. :func:`renderSliceView` draws one slice view (background + foreground +
+volumes, segmentations, three slice views Red/Yellow/Green) so the Logic runs in the tests
+exactly as in Slicer (inside Slicer, the application provides all of this: the module never
+needs it). :func:`renderSliceView` draws one slice view (background + foreground +
 markups, through Slicer's own slice logic and markups displayable manager) to a PNG with
 VTK's offscreen OpenGL (EGL or OSMesa), i.e. the picture a radiologist sees in the Red view;
 :func:`renderSliceViews` puts the three views side by side in one picture.

@@ -8,10 +8,12 @@ import torch
 from _cam_fixtures import blob_volume, dark_blob_model, random_model
 from monai.visualize import GradCAM
 
+from blcam.cam.base import MapOptions
 from blcam.cam.dense import DenseLesionMapper, default_slab_step
 from blcam.cam.gradcam import PatchGradCAM, patch_gradcam
 from blcam.cam.maps import LesionMap, crop_mean, crop_window, feature_offset, upsample_features
-from blcam.cam.sliding import sliding_lesion_map, window_count
+from blcam.cam.registry import make_mapper
+from blcam.cam.sliding import window_count
 from blcam.cam.tiling import plan_tiles, stage_geometry
 from blcam.errors import BlcamError
 from blcam.intensity import network_input, normalise_volume
@@ -190,17 +192,18 @@ def test_upsampling_places_features_at_receptive_field_centres():
 
 
 def test_fast_path_and_sliding_baseline_agree_on_a_lesion():
-    """The slow reference (Grad-CAM per window, blended) and both fast contexts see the same lesion."""
+    """The slow reference (Grad-CAM per window, blended) and both fast contexts see the same lesion
+    (each built by its --method name, as Detect builds it)."""
     model = dark_blob_model(spread=True)
     lesion = (16, 48, 48)
     stored = normalise_volume(blob_volume((32, 80, 96), [lesion], radius_vox=10, seed=4))
     crop = (16, 48, 48)
     steps = []
-    slow = sliding_lesion_map(model, stored, crop, STRIDE, on_step=lambda *a: steps.append(a))
+    slow = make_mapper("sliding", model, crop, STRIDE)(stored, on_step=lambda *a: steps.append(a))
     assert len(steps) == window_count(stored.shape, crop) == 27
     maps = {"sliding": slow}
     for context in ("slab", "volume"):
-        maps[context] = DenseLesionMapper(model, crop, context=context)(stored)
+        maps[context] = make_mapper("fast", model, crop, STRIDE, options=MapOptions(context=context))(stored)
         assert np.corrcoef(maps[context].heatmap.ravel(), slow.heatmap.ravel())[0, 1] >= 0.85
     assert maps["slab"].logit.shape == (3, 5, 6) and maps["volume"].logit.shape == (2, 5, 6)
     for name, lm in maps.items():

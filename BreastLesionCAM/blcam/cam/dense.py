@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from ..errors import BlcamError
 from ..intensity import network_input
+from .base import LesionMapper, MapOptions, StepCallback
 from .maps import LesionMap, crop_window, feature_offset, normalise_heatmap, upsample_features
 from .tiling import StageGeometry, run_tiled, stage_geometry
 
@@ -98,8 +99,8 @@ def slab_starts(depth: int, crop_depth: int, step: int) -> list[int]:
     return list(range(0, reach + step, step)) if reach else [0]
 
 
-class DenseLesionMapper:
-    """Computes :class:`LesionMap` s of whole volumes with one model (reuse it across volumes).
+class DenseLesionMapper(LesionMapper):
+    """``--method fast``: :class:`LesionMap` s of whole volumes with one model (reuse it across volumes).
 
     ``max_memory_gb`` bounds the process's RAM on the CPU, the device memory on CUDA; tiles
     are sized to fit it (:meth:`plan`). ``dtype`` is the tiles' compute type (float32; float64
@@ -162,6 +163,14 @@ class DenseLesionMapper:
         self.crop = tuple(int(v) for v in crop)
         self.max_memory_gb = float(max_memory_gb)
 
+    @classmethod
+    def build(cls, model: nn.Module, crop, stride, device: str | torch.device,
+              options: MapOptions) -> DenseLesionMapper:
+        """The fast map as Detect runs it. ``stride`` is not needed: it is read off the network's
+        layers; the slab step defaults to :func:`default_slab_step` of the crop and training patch."""
+        step = options.slab_step or default_slab_step(crop, options.patch)
+        return cls(model, crop, device, options.max_memory_gb, options.context, step)
+
     # ------------------------------------------------------------------ memory planning
     def plan(self, shape, resident_voxels: int | None = None, batch: int = 1) -> list[int]:
         """Largest tile (in input cells) per stage such that the whole pass fits the budget.
@@ -206,12 +215,12 @@ class DenseLesionMapper:
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
             return net(x.contiguous(memory_format=self.layout))
 
-    def logit_grid(self, stored_uint8: np.ndarray, progress: bool = False, on_step=None,
+    def logit_grid(self, stored_uint8: np.ndarray, progress: bool = False, on_step: StepCallback | None = None,
                    resident_voxels: int | None = None) -> np.ndarray:
         """Local-logit grid ``(k, j, i)`` of one pass over ``stored_uint8`` (normalised uint8)."""
         return self.logit_grids(stored_uint8[None], progress, on_step, resident_voxels)[0]
 
-    def logit_grids(self, stack_uint8: np.ndarray, progress: bool = False, on_step=None,
+    def logit_grids(self, stack_uint8: np.ndarray, progress: bool = False, on_step: StepCallback | None = None,
                     resident_voxels: int | None = None) -> np.ndarray:
         """Local-logit grids ``(B, k, j, i)`` of ``B`` equal-sized blocks, passed as one batch."""
         cells = self.plan(stack_uint8.shape[1:], resident_voxels, batch=len(stack_uint8))
@@ -266,7 +275,8 @@ class DenseLesionMapper:
                 return batch
         return 1
 
-    def __call__(self, stored_uint8: np.ndarray, progress: bool = False, on_step=None) -> LesionMap:
+    def __call__(self, stored_uint8: np.ndarray, progress: bool = False,
+                 on_step: StepCallback | None = None) -> LesionMap:
         """The lesion map of one volume (stored uint8 units, as :func:`normalise_volume` gives)."""
         offset = list(feature_offset(self.stride))
         stride, window = self.stride, None

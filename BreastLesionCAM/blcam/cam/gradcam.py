@@ -15,6 +15,10 @@ MONAI registers its hooks on the network permanently, so they are put on a priva
 the model, never on the caller's. Upsampling is :func:`.maps.feature_upsampler` (feature
 ``f`` at the centre of its ``stride``-voxel block, exact for any input size), shared with
 the whole-volume paths so that all three maps are comparable voxel for voxel.
+
+This is a patch-level tool, not a whole-volume map (:class:`.base.LesionMapper`): it takes
+crop-sized network-input tensors and returns tensors, with neither tiling nor local logits.
+``--method sliding`` (:class:`.sliding.SlidingGradCAMMapper`) is what makes a volume map of it.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ reference for :mod:`.dense`.
 
 Each window also yields its local logits ``w · A + b`` (from the same forward pass), blended
 the same way and sampled at the feature-voxel centres, so both methods produce the same
-:class:`.maps.LesionMap` and the same calibrated candidate scores.
+:class:`.maps.LesionMap` and the same calibrated candidate scores. :class:`SlidingGradCAMMapper`
+puts it behind the one map interface (:mod:`.base`); the function stays the implementation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from monai.inferers import sliding_window_inference
 from scipy.ndimage import map_coordinates
 
 from ..intensity import NORMALISATION, network_input
+from .base import LesionMapper, MapOptions, StepCallback
 from .gradcam import PatchGradCAM
 from .maps import LesionMap, feature_offset, feature_upsampler, normalise_heatmap
 
@@ -39,7 +41,7 @@ def window_count(shape, crop, overlap: float = OVERLAP) -> int:
 
 def sliding_lesion_map(model: torch.nn.Module, stored_uint8: np.ndarray, crop, stride,
                        device: str | torch.device = "cpu", batch_size: int = 1, overlap: float = OVERLAP,
-                       progress: bool = False, on_step=None) -> LesionMap:
+                       progress: bool = False, on_step: StepCallback | None = None) -> LesionMap:
     """Blend patch Grad-CAMs (and local logits) of every window into a :class:`LesionMap`."""
     device = torch.device(device)
     crop = tuple(int(v) for v in crop)
@@ -65,6 +67,31 @@ def sliding_lesion_map(model: torch.nn.Module, stored_uint8: np.ndarray, crop, s
     del x
     heat, top = normalise_heatmap(blended[0, 0].numpy())
     return LesionMap(sample_at_features(blended[0, 1].numpy(), stride), bias, tuple(stride), crop, heat, top)
+
+
+class SlidingGradCAMMapper(LesionMapper):
+    """``--method sliding``: :func:`sliding_lesion_map` behind the :class:`.base.LesionMapper` call.
+
+    Holds the network and the window settings; each call maps one volume (Grad-CAM works on
+    its own copy of the network, so the caller's model is never hooked).
+    """
+
+    def __init__(self, model: torch.nn.Module, crop, stride, device: str | torch.device = "cpu",
+                 batch_size: int = 1, overlap: float = OVERLAP):
+        self.model, self.device = model, torch.device(device)
+        self.crop = tuple(int(v) for v in crop)
+        self.stride = tuple(int(v) for v in stride)
+        self.batch_size, self.overlap = batch_size, overlap
+
+    @classmethod
+    def build(cls, model: torch.nn.Module, crop, stride, device: str | torch.device,
+              options: MapOptions) -> SlidingGradCAMMapper:
+        return cls(model, crop, stride, device, options.batch_size)
+
+    def __call__(self, stored_uint8: np.ndarray, progress: bool = False,
+                 on_step: StepCallback | None = None) -> LesionMap:
+        return sliding_lesion_map(self.model, stored_uint8, self.crop, self.stride, self.device,
+                                  self.batch_size, self.overlap, progress, on_step)
 
 
 def sample_at_features(volume: np.ndarray, stride) -> np.ndarray:

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cam.dense import CONTEXTS, DenseLesionMapper, default_slab_step
-from ..cam.sliding import sliding_lesion_map
+from ..cam.base import LesionMapper, MapOptions, StepCallback
+from ..cam.dense import CONTEXTS
+from ..cam.maps import LesionMap
+from ..cam.registry import MAPPERS, make_mapper
 from ..cohort import read_cohort
 from ..errors import BlcamError
 from ..intensity import count_non_finite, non_finite_warning, normalise_volume
@@ -35,7 +37,7 @@ from .refine import MODES as REFINE_MODES
 from .refine import CandidateRefiner, default_mode
 from .resume import FinishedVolumes
 
-METHODS = ("fast", "sliding")
+METHODS = MAPPERS   # the registry itself, so that every registered map is a valid --method
 
 
 @dataclass
@@ -123,16 +125,15 @@ class Detector:
         self.stride = model_stride(self.meta)
         self.spacing = model_spacing(self.meta)
         self.refiner = None
-        step = settings.slab_step or default_slab_step(self.crop, self.meta.get("patch"))
-        self.mapper = (DenseLesionMapper(self.model, self.crop, self.device, settings.max_memory_gb,
-                                         settings.context, step)
-                       if settings.method == "fast" else None)
+        options = MapOptions(max_memory_gb=settings.max_memory_gb, context=settings.context,
+                             slab_step=settings.slab_step, patch=self.meta.get("patch"),
+                             batch_size=settings.batch_size)
+        self.mapper: LesionMapper = make_mapper(settings.method, self.model, self.crop, self.stride,
+                                                self.device, options)
 
-    def lesion_map(self, stored: np.ndarray, progress: bool = False, on_step=None):
-        if self.mapper is not None:
-            return self.mapper(stored, progress, on_step)
-        return sliding_lesion_map(self.model, stored, self.crop, self.stride, self.device,
-                                  self.settings.batch_size, progress=progress, on_step=on_step)
+    def lesion_map(self, stored: np.ndarray, progress: bool = False,
+                   on_step: StepCallback | None = None) -> LesionMap:
+        return self.mapper(stored, progress, on_step)
 
     def run(self, job: VolumeJob, out_dir: Path, progress: bool = False, on_step=None) -> dict:
         """Process one volume; returns its ``detections.csv`` row."""

@@ -1,0 +1,30 @@
+"""The ``--method`` names and the map class behind each: adding a map is one class and one entry.
+
+:data:`MAPPERS` is the only list of methods; ``blcam detect``'s ``--method`` choices and
+:class:`~blcam.detect.pipeline.DetectSettings` validation read it, so an entry added here
+(or at run time, as the tests do) is a method Detect can run by name.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import BlcamError
+from .base import LesionMapper, MapOptions
+from .dense import DenseLesionMapper
+from .sliding import SlidingGradCAMMapper
+
+MAPPERS: dict[str, type[LesionMapper]] = {
+    "fast": DenseLesionMapper,
+    "sliding": SlidingGradCAMMapper,
+}
+
+
+def make_mapper(method: str, model: torch.nn.Module, crop, stride, device: str | torch.device = "cpu",
+                options: MapOptions = MapOptions()) -> LesionMapper:
+    """The mapper registered as ``method``, built for ``model`` (see :meth:`LesionMapper.build`)."""
+    try:
+        cls = MAPPERS[method]
+    except KeyError:
+        raise BlcamError(f"--method '{method}': choose one of {', '.join(MAPPERS)}") from None
+    return cls.build(model, crop, stride, device, options)

@@ -1,6 +1,6 @@
 """The panel's background jobs as a state machine that the Qt widget only displays.
 
-A job (patch export, training, Detect) is one background process plus what happens when it
+A job (patch export, training, Detect, batch Detect) is one background process plus what happens when it
 ends (loading Detect's results into the scene, making a trained model the current one) and
 what is cleaned up afterwards (temporary folders). Its state goes
 
@@ -31,10 +31,11 @@ from blcam.errors import BlcamError
 
 from .ProcessRunner import KILL_GRACE_S, ProcessFactory, progressFraction
 
-KINDS = ("export", "train", "detect")
-TITLES = {"export": "Export", "train": "Training", "detect": "Detect"}
-IDLE_TEXTS = {"export": "Export patches", "train": "Start training", "detect": "Detect"}
-CANCEL_TEXTS = {"export": "Cancel export", "train": "Cancel training", "detect": "Cancel Detect"}
+KINDS = ("export", "train", "detect", "batch")
+TITLES = {"export": "Export", "train": "Training", "detect": "Detect", "batch": "Batch Detect"}
+IDLE_TEXTS = {"export": "Export patches", "train": "Start training", "detect": "Detect", "batch": "Detect all"}
+CANCEL_TEXTS = {"export": "Cancel export", "train": "Cancel training", "detect": "Cancel Detect",
+                "batch": "Cancel batch Detect"}
 CANCELLING_TEXT = "Cancelling ..."
 
 

@@ -39,12 +39,14 @@ import slicer
 from blcam.device import check_device_name, concrete_device, device_choices
 from blcam.errors import BlcamError
 
+from .Batch import batchInputs, loadBatchTable, openBatchRow
 from .Dataset import COHORT_NAME, CaseRecord, addCase, safeName
 from .Jobs import ExportResult, Job, JobBoard, TrainingResult, describeEpoch
 from .NodeIO import geometryOf, writeVolumeNode
 from .Parameters import BreastLesionCAMParameterNode
 from .ProcessRunner import ProcessFactory, ProcessRunner, blcamCommand
 from .Results import DetectionResult, jumpToCandidate, loadResults, setForegroundOpacity, setHeatmapDisplay
+from .Review import addReviewedCase, nextUnreviewed, setVerdict
 from .Segmentation import CandidateSegment, segmentCandidate
 
 MODULE_NAME = "BreastLesionCAM"
@@ -189,6 +191,59 @@ class BreastLesionCAMLogic:
 
         return self._start("detect", args, concrete, onEvent, onLog, onFinished, complete=complete,
                            cleanup=lambda: shutil.rmtree(work, ignore_errors=True))
+
+    def batchDetect(self, inputPath, modelPath, outFolder, device: str = "auto", extraArgs=(), onEvent=None,
+                    onLog=None, onFinished=None) -> Job:
+        """Run ``blcam detect`` on every volume of a folder or a cohort CSV (:mod:`.Batch`);
+        when it ends, ``job.result`` is the table of volume scores, most suspicious first, and
+        the parameter node's ``batchTable``. Outputs stay in ``outFolder`` (rows open from there)."""
+        if not modelPath or not Path(modelPath).is_file():
+            raise BlcamError(f"model file '{modelPath}' not found; train a model or choose one")
+        if not str(outFolder or "").strip():
+            raise BlcamError("choose a folder for the batch Detect outputs")
+        inputs = batchInputs(inputPath)
+        concrete = self.concreteDevice(device)
+        self.jobs.checkFree("batch", concrete)
+        out = Path(outFolder)
+        args = blcamCommand("detect", modelPath, *inputs, "--out", out, "--device", concrete, "--progress-json",
+                            *extraArgs)
+
+        def complete(job):
+            table = loadBatchTable(slicer.mrmlScene, out)
+            self.getParameterNode().batchTable = table
+            return table
+
+        return self._start("batch", args, concrete, onEvent, onLog, onFinished, complete=complete)
+
+    def openBatchResult(self, table, row: int, opacity: float | None = None,
+                        threshold: float | None = None) -> DetectionResult:
+        """Open row ``row`` of a batch table: its volume, heatmap and candidates, ready for review."""
+        volume, folder, name = openBatchRow(table, row)
+        p = self.getParameterNode()
+        result = loadResults(volume, folder, geometryOf(volume), p.heatmapOpacity if opacity is None else opacity,
+                             p.heatmapThreshold if threshold is None else threshold, name=name)
+        p.inputVolume = volume
+        p.heatmapVolume, p.candidates, p.candidateTable = result.heatmap, result.candidates, result.table
+        self.lastDetection = result
+        return result
+
+    # -- review ----------------------------------------------------------------------
+    def reviewCandidate(self, index: int, verdict: str | None) -> int | None:
+        """Record the reader's verdict on candidate ``index`` of the current result (see
+        :mod:`.Review`); returns the next candidate without a verdict, for the panel to show."""
+        p = self.getParameterNode()
+        if p.candidates is None:
+            raise BlcamError("run Detect first: there are no candidates to review")
+        setVerdict(p.candidates, index, verdict, p.candidateTable)
+        return nextUnreviewed(p.candidates, index)
+
+    def addReviewedCase(self, datasetFolder, patientId: str) -> CaseRecord:
+        """"Add case" after review: the current volume with its accepted candidates as lesion
+        centres (added to the case's centres node) and its rejected ones as reviewed negatives."""
+        p = self.getParameterNode()
+        if p.inputVolume is None:
+            raise BlcamError("select the reviewed volume")
+        return addReviewedCase(p.inputVolume, p.candidates, datasetFolder, patientId, p.centres)
 
     def describeDetect(self, volumeNode, modelPath) -> str:
         """One line for the panel before Detect starts: the model's spacing, the grid this

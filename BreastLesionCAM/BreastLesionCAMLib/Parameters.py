@@ -169,3 +169,7 @@ class BreastLesionCAMParameterNode:
     heatmapVolume: slicer.vtkMRMLScalarVolumeNode
     candidates: slicer.vtkMRMLMarkupsFiducialNode
     candidateTable: slicer.vtkMRMLTableNode
+    # Batch Detect: a folder of volumes or a cohort CSV, where its outputs go, and the score table
+    batchInput: str = ""
+    batchOutput: str = ""
+    batchTable: slicer.vtkMRMLTableNode

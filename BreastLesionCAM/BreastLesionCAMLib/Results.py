@@ -6,8 +6,11 @@
   threshold so cold areas stay transparent; shown as the 30 % foreground of every slice view;
 * candidates: a fiducial node read by Slicer's markups storage (LPS → RAS handled there),
   placed under the input's parent transform with unchanged world positions;
-* a table node (label, score, R, A, S and the CLI's size estimate i × j × k when present) that the
-  panel shows; selecting a row jumps all slice views to that candidate.
+* a table node (label, score, R, A, S and the CLI's size estimate i × j × k) that the panel
+  shows; selecting a row jumps all slice views to that candidate.
+
+File names and columns come from Detect's output contract (:mod:`blcam.detect.outputs`,
+importable without torch); values are read from its CSV columns, never parsed out of text.
 
 Nodes made for an input are tagged with its ID and reused by the next Detect on it, so
 re-running does not pile up copies.
@@ -16,7 +19,6 @@ re-running does not pile up copies.
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import numpy as np
 import slicer
 from vtkmodules.vtkCommonCore import vtkDoubleArray, vtkStringArray
 
+from blcam.detect.outputs import CANDIDATE_COLUMNS, VolumeOutputs
 from blcam.errors import BlcamError
 from blcam.io.volume import Geometry, read_volume
 
@@ -47,27 +50,30 @@ class DetectionResult:
         return f"{count} candidate(s)" + (f", files in {self.folder}" if self.folder is not None else "")
 
 
-def findOutputs(folder) -> tuple[Path, Path, Path | None]:
-    """The heatmap, candidates markups and candidates CSV that ``blcam detect`` wrote."""
+def findOutputs(folder, name: str | None = None) -> VolumeOutputs:
+    """The files ``blcam detect`` wrote for volume ``name`` into ``folder`` (``None``: the one
+    volume there, as after a single-volume Detect)."""
     folder = Path(folder)
-    heatmaps = sorted(folder.glob("*_heatmap.nrrd"))
-    if len(heatmaps) != 1:
-        raise BlcamError(f"{folder}: expected one *_heatmap.nrrd from blcam detect, found {len(heatmaps)}")
-    stem = heatmaps[0].name[: -len("_heatmap.nrrd")]
-    markups = folder / f"{stem}_candidates.mrk.json"
-    if not markups.exists():
-        raise BlcamError(f"{markups}: candidates file missing from blcam detect's output")
-    table = folder / f"{stem}_candidates.csv"
-    return heatmaps[0], markups, table if table.exists() else None
+    if name is None:
+        names = VolumeOutputs.names_in(folder)
+        if len(names) != 1:
+            raise BlcamError(f"{folder}: expected the outputs of one volume from blcam detect, found {len(names)}")
+        name = names[0]
+    files = VolumeOutputs(folder, name)
+    for path in (files.heatmap, files.markups):
+        if not path.is_file():
+            raise BlcamError(f"{path}: missing from blcam detect's output")
+    return files
 
 
 def loadResults(volumeNode, folder, sentGeometry: Geometry, opacity: float = 0.3,
-                threshold: float = 0.2) -> DetectionResult:
-    """Turn one Detect output folder into nodes next to ``volumeNode`` and show them."""
-    heatmapPath, markupsPath, csvPath = findOutputs(folder)
-    heatmap = loadHeatmap(volumeNode, heatmapPath, sentGeometry)
-    candidates = loadCandidates(volumeNode, markupsPath)
-    table = candidateTable(volumeNode, candidates, csvPath)
+                threshold: float = 0.2, name: str | None = None) -> DetectionResult:
+    """Turn one volume's Detect outputs (``name`` in ``folder``; see :func:`findOutputs`) into
+    nodes next to ``volumeNode`` and show them."""
+    files = findOutputs(folder, name)
+    heatmap = loadHeatmap(volumeNode, files.heatmap, sentGeometry)
+    candidates = loadCandidates(volumeNode, files.markups)
+    table = candidateTable(volumeNode, candidates, files.csv if files.csv.is_file() else None)
     showHeatmap(volumeNode, heatmap, opacity, threshold)
     return DetectionResult(heatmap, candidates, table, Path(folder))
 
@@ -161,28 +167,29 @@ def loadCandidates(volumeNode, path):
     return node
 
 
-def candidateScore(description: str) -> float:
-    """The score ``blcam detect`` put in a control point's description (first number in it)."""
-    match = re.search(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?", description or "")
-    return float(match.group()) if match else float("nan")
+SIZE_COLUMNS = tuple(c for c in CANDIDATE_COLUMNS if c.startswith("size_"))   # i, j, k in mm
 
 
-def _sizes(csvPath) -> list[str] | None:
-    """Per-candidate size text ("5.1 × 3.2 × 4.0") from the CLI's CSV ``size*`` columns, if any."""
+def _number(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def candidateRows(csvPath, labels: list[str]) -> list[dict]:
+    """The candidates CSV's row for each markups label (empty where the CSV lacks it)."""
     if csvPath is None:
-        return None
+        return [{} for _ in labels]
     with Path(csvPath).open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c for c in (reader.fieldnames or []) if "size" in c.lower()]
-        if not columns:
-            return None
-        sizes = []
-        for row in reader:
-            try:
-                sizes.append(" × ".join(f"{float(row[c]):.1f}" for c in columns))
-            except (TypeError, ValueError):
-                sizes.append("")
-    return sizes
+        byLabel = {row.get("label"): row for row in csv.DictReader(fh)}
+    return [byLabel.get(label, {}) for label in labels]
+
+
+def _sizeText(row: dict) -> str:
+    """"5.1 × 3.2 × 4.0" (mm, i × j × k) from the CSV's size columns that hold a number."""
+    sizes = [_number(row.get(c)) for c in SIZE_COLUMNS if row.get(c) not in (None, "")]
+    return " × ".join(f"{v:.1f}" for v in sizes if v == v)
 
 
 def candidateTable(volumeNode, candidatesNode, csvPath=None):
@@ -191,12 +198,14 @@ def candidateTable(volumeNode, candidatesNode, csvPath=None):
     table.RemoveAllColumns()
     world = controlPointsWorldRAS(candidatesNode)
     count = candidatesNode.GetNumberOfControlPoints()
+    names = [candidatesNode.GetNthControlPointLabel(n) for n in range(count)]
+    rows = candidateRows(csvPath, names)
     labels = vtkStringArray()
     labels.SetName("Label")
-    columns = {"Score": [candidateScore(candidatesNode.GetNthControlPointDescription(n)) for n in range(count)],
+    columns = {"Score": [_number(row.get("score")) for row in rows],
                "R": world[:, 0].tolist(), "A": world[:, 1].tolist(), "S": world[:, 2].tolist()}
-    for n in range(count):
-        labels.InsertNextValue(candidatesNode.GetNthControlPointLabel(n))
+    for name in names:
+        labels.InsertNextValue(name)
     table.AddColumn(labels)
     for name, values in columns.items():
         array = vtkDoubleArray()
@@ -204,8 +213,8 @@ def candidateTable(volumeNode, candidatesNode, csvPath=None):
         for value in values:
             array.InsertNextValue(float(value))
         table.AddColumn(array)
-    sizes = _sizes(csvPath)
-    if sizes is not None and len(sizes) == count:
+    sizes = [_sizeText(row) for row in rows]
+    if any(sizes):
         text = vtkStringArray()
         text.SetName("Size (mm)")
         for value in sizes:

@@ -45,9 +45,19 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         self._parameterNode = None
         self._guiTag = None
         self._describedPlan = None      # (volume, model, speed) that detectPlanLabel describes
-        self.buttons = {"export": self.ui.exportButton, "train": self.ui.trainButton, "detect": self.ui.detectButton}
+        self.buttons = {"export": self.ui.exportButton, "train": self.ui.trainButton, "detect": self.ui.detectButton,
+                        "batch": self.ui.batchDetectButton}
         self.bars = {"export": self.ui.exportProgressBar, "train": self.ui.trainProgressBar,
-                     "detect": self.ui.detectProgressBar}
+                     "detect": self.ui.detectProgressBar, "batch": self.ui.batchProgressBar}
+        self.paths = {"datasetFolder": self.ui.datasetFolderPathLineEdit, "modelPath": self.ui.modelPathLineEdit,
+                      "batchInput": self.ui.batchInputPathLineEdit, "batchOutput": self.ui.batchOutputPathLineEdit}
+        # Review keys: active while the panel (e.g. the candidates table) has the focus.
+        self.shortcuts = []
+        for key, verdict in (("L", "lesion"), ("N", "not lesion")):
+            shortcut = qt.QShortcut(qt.QKeySequence(key), uiWidget)
+            shortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
+            shortcut.connect("activated()", lambda v=verdict: self.onReview(v))
+            self.shortcuts.append(shortcut)
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MS)
         self.timer.connect("timeout()", self.pollJobs)
@@ -62,8 +72,8 @@ class BreastLesionCAMPanel(VTKObservationMixin):
     def _connect(self) -> None:
         ui = self.ui
         ui.centresSelector.connect("currentNodeChanged(vtkMRMLNode*)", ui.centresMarkupsWidget.setCurrentNode)
-        ui.datasetFolderPathLineEdit.connect("currentPathChanged(QString)", self.onDatasetFolderChanged)
-        ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
+        for name, edit in self.paths.items():
+            edit.connect("currentPathChanged(QString)", lambda path, n=name: self.onPathChanged(n, path))
         ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         ui.addCaseButton.connect("clicked(bool)", self.onAddCase)
         ui.exportButton.connect("clicked(bool)", self.onExport)
@@ -73,6 +83,11 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         ui.thresholdSliderWidget.connect("valueChanged(double)", self.onThresholdChanged)
         ui.candidatesTableView.connect("clicked(QModelIndex)", self.onCandidateClicked)
         ui.segmentCandidateButton.connect("clicked(bool)", self.onSegmentCandidate)
+        ui.reviewLesionButton.connect("clicked(bool)", lambda: self.onReview("lesion"))
+        ui.reviewRejectButton.connect("clicked(bool)", lambda: self.onReview("not lesion"))
+        ui.addReviewedCaseButton.connect("clicked(bool)", self.onAddReviewedCase)
+        ui.batchDetectButton.connect("clicked(bool)", self.onBatchDetect)
+        ui.batchTableView.connect("clicked(QModelIndex)", self.onBatchRowClicked)
 
     # -- parameter node ----------------------------------------------------------------
     def initializeParameterNode(self) -> None:
@@ -98,7 +113,8 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         if p is None:
             return
         ui = self.ui
-        for edit, value in ((ui.datasetFolderPathLineEdit, p.datasetFolder), (ui.modelPathLineEdit, p.modelPath)):
+        for name, edit in self.paths.items():
+            value = getattr(p, name)
             if edit.currentPath != value:
                 wasBlocked = edit.blockSignals(True)
                 edit.currentPath = value
@@ -112,10 +128,14 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         ui.deviceComboBox.blockSignals(wasBlocked)
         ui.centresMarkupsWidget.setCurrentNode(p.centres)
         ui.datasetStatusLabel.text = summarizeCohort(p.datasetFolder)
-        if ui.candidatesTableView.mrmlTableNode() is not p.candidateTable:
-            ui.candidatesTableView.setMRMLTableNode(p.candidateTable)
+        for view, table in ((ui.candidatesTableView, p.candidateTable), (ui.batchTableView, p.batchTable)):
+            if view.mrmlTableNode() is not table:
+                view.setMRMLTableNode(table)
         ui.addCaseButton.enabled = bool(p.inputVolume and p.datasetFolder and p.patientId)
         ui.segmentCandidateButton.enabled = bool(p.heatmapVolume and p.candidates)
+        for button in (ui.reviewLesionButton, ui.reviewRejectButton):
+            button.enabled = bool(p.candidates and p.candidates.GetNumberOfControlPoints())
+        ui.addReviewedCaseButton.enabled = bool(p.candidates and p.datasetFolder and p.patientId)
         plan = (p.inputVolume.GetID() if p.inputVolume else None, p.modelPath, p.detectSecondsPerMvox)
         if plan != self._describedPlan:       # reading the model's header once per change
             self._describedPlan = plan
@@ -129,13 +149,9 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         if self.isEntered():
             self.initializeParameterNode()
 
-    def onDatasetFolderChanged(self, path: str) -> None:
+    def onPathChanged(self, name: str, path: str) -> None:
         if self._parameterNode is not None:
-            self._parameterNode.datasetFolder = path
-
-    def onModelPathChanged(self, path: str) -> None:
-        if self._parameterNode is not None:
-            self._parameterNode.modelPath = path
+            setattr(self._parameterNode, name, path)
 
     def onDeviceChanged(self, index: int) -> None:
         if self._parameterNode is not None and index >= 0:
@@ -169,6 +185,39 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         p = self._parameterNode
         self._startOrCancel("detect", lambda: self.logic.detect(
             p.inputVolume, p.modelPath, device=p.device, onLog=self.log, onFinished=self._onJobEnded))
+
+    def onBatchDetect(self) -> None:
+        p = self._parameterNode
+        self._startOrCancel("batch", lambda: self.logic.batchDetect(
+            p.batchInput, p.modelPath, p.batchOutput, device=p.device, onLog=self.log, onFinished=self._onJobEnded))
+
+    def onBatchRowClicked(self, index) -> None:
+        p = self._parameterNode
+        if p is not None and p.batchTable is not None and index.row() >= 0:
+            with slicer.util.tryWithErrorDisplay("Could not open the volume.", waitCursor=True):
+                result = self.logic.openBatchResult(p.batchTable, index.row())
+                slicer.util.setSliceViewerLayers(background=p.inputVolume, fit=True)
+                self.log(f"Opened {p.inputVolume.GetName()}: {result.summary()}")
+
+    # -- review: a verdict per candidate, then the case goes into the dataset ------------
+    def onReview(self, verdict: str) -> None:
+        p = self._parameterNode
+        if p is None or p.candidates is None or not p.candidates.GetNumberOfControlPoints():
+            return
+        row = max(self.ui.candidatesTableView.currentIndex().row(), 0)
+        with slicer.util.tryWithErrorDisplay("Could not record the verdict."):
+            following = self.logic.reviewCandidate(row, verdict)
+            if following is not None:
+                self.ui.candidatesTableView.selectRow(following)
+                self.logic.jumpToCandidate(p.candidates, following)
+
+    def onAddReviewedCase(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Could not add the reviewed case.", waitCursor=True):
+            record = self.logic.addReviewedCase(p.datasetFolder, p.patientId)
+            self.log(f"Added reviewed {record.patient} / {record.volume} ({record.label}, "
+                     f"{record.centres} centre(s), reviewed negatives in the cohort's 'negatives' column)")
+        self.updateGUI()
 
     def _startOrCancel(self, kind: str, launch, confirm: str | None = None) -> None:
         job = self.logic.jobs.job(kind)
@@ -204,7 +253,8 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         """Buttons and progress bars as :meth:`.JobBoard.view` describes them."""
         p = self._parameterNode
         ready = {"export": bool(p and p.datasetFolder), "train": bool(p and p.datasetFolder),
-                 "detect": bool(p and p.inputVolume and p.modelPath)}
+                 "detect": bool(p and p.inputVolume and p.modelPath),
+                 "batch": bool(p and p.batchInput and p.batchOutput and p.modelPath)}
         for kind, button in self.buttons.items():
             view = self.logic.jobs.view(kind)
             button.text = view.buttonText

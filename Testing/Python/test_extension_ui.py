@@ -78,7 +78,8 @@ def test_sections_are_collapsible_and_in_order():
     tree = ET.parse(UI)
     sections = [(w.get("name"), w.find("property[@name='text']/string").text)
                 for w in tree.iter("widget") if w.get("class") == "ctkCollapsibleButton"]
-    assert [title for _, title in sections] == ["Case", "Lesion centres", "Dataset", "Training", "Detect", "Log"]
+    assert [title for _, title in sections] == ["Case", "Lesion centres", "Dataset", "Training", "Detect", "Batch Detect",
+                                             "Log"]
 
 
 def test_parameter_bindings_match_the_parameter_node(loaded):
@@ -97,7 +98,7 @@ def test_parameter_bindings_match_the_parameter_node(loaded):
     # Every user-editable parameter has a widget; paths and the device menu (this computer's
     # GPUs by name) are synced by hand, results (and the Detect speed the logic measures) are outputs.
     manual = {"datasetFolder", "modelPath", "runFolder", "heatmapVolume", "candidates", "candidateTable",
-              "detectSecondsPerMvox", "device"}
+              "detectSecondsPerMvox", "device", "batchInput", "batchOutput", "batchTable"}
     assert set(hints) - manual == set(bound)
     for name, widget in bound.items():
         base = typing.get_args(hints[name])[0] if typing.get_origin(hints[name]) is typing.Annotated else hints[name]

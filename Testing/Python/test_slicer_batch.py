@@ -52,3 +52,37 @@ def test_batch_inputs_refuse_what_detect_cannot_read(tmp_path):
     assert batchInputs(tmp_path / "cohort.csv") == [tmp_path / "cohort.csv"]
     with pytest.raises(BlcamError, match="detections.csv: missing"):
         loadBatchTable(None, tmp_path)
+
+
+def test_batch_detect_through_the_logic_then_open_review_and_add_the_case(headless, tmp_path):
+    """The panel's path: Detect all (a real background process) → the score table → a row
+    opens with its heatmap and candidates → verdicts → "Add reviewed case" files it."""
+    import csv
+
+    from BreastLesionCAMLib.Jobs import JobState
+    from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
+    from BreastLesionCAMLib.Review import verdicts
+    folder = tmp_path / "worklist"
+    geometry = Geometry(SHAPE[::-1], (0.5, 0.5, 0.5), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    write_volume(folder / "blob.nrrd", blob_volume(SHAPE, [(16, 36, 36)], seed=4), geometry)
+    write_volume(folder / "clear.nrrd", blob_volume(SHAPE, [], seed=5), geometry)
+    model = save_test_model(tmp_path / "m.safetensors", dark_blob_model())
+    logic = BreastLesionCAMLogic()
+    job = logic.batchDetect(folder, model, tmp_path / "out", device="cpu", extraArgs=("--refine", "0"))
+    other = slicer.util.addVolumeFromArray(np.zeros((4, 4, 4), np.uint8), name="other")
+    with pytest.raises(BlcamError, match="is running on cpu"):      # one heavy job per device
+        logic.detect(other, model, device="cpu")
+    assert job.wait(300) is JobState.SUCCEEDED, job.message
+    p = logic.getParameterNode()
+    assert p.batchTable is job.result and batchRow(job.result, 0)["Name"] == "blob"
+    result = logic.openBatchResult(job.result, 0)
+    assert p.inputVolume.GetName() == "blob" and result.candidates.GetNumberOfControlPoints() > 0
+    assert slicer.util.arrayFromVolume(result.heatmap).shape == SHAPE
+    assert logic.reviewCandidate(0, "lesion") in (None, 1)
+    if result.candidates.GetNumberOfControlPoints() > 1:
+        logic.reviewCandidate(1, "not lesion")
+    assert verdicts(result.candidates)[0] == "lesion"
+    record = logic.addReviewedCase(tmp_path / "dataset", "B1")
+    assert record.label == "lesion" and record.centres >= 1
+    rows = list(csv.DictReader((tmp_path / "dataset" / "cohort.csv").open(encoding="utf-8")))
+    assert [r["patient"] for r in rows] == ["B1"]

@@ -115,13 +115,13 @@ def test_heatmap_is_on_the_inputs_exact_grid_with_the_modules_display(pipeline):
         assert composite.GetForegroundOpacity() == pytest.approx(0.3)
     # The voxel values are the CLI's file, unchanged.
     from blcam.io.volume import read_volume
-    heatmap_file, _, _ = findOutputs(pipeline.work / "detect")
+    heatmap_file = findOutputs(pipeline.work / "detect").heatmap
     np.testing.assert_allclose(slicer.util.arrayFromVolume(heat), read_volume(heatmap_file)[0], atol=1e-6)
 
 
 def test_candidates_sit_where_the_cli_put_them_and_inside_true_lesions(pipeline):
     result, held = pipeline.result, pipeline.held
-    _, markups_file, _ = findOutputs(pipeline.work / "detect")
+    markups_file = findOutputs(pipeline.work / "detect").markups
     cli_ras = read_points(markups_file) * [-1, -1, 1]  # the file is LPS, world frame
     np.testing.assert_allclose(controlPointsWorldRAS(result.candidates), cli_ras, atol=1e-3)
     assert result.candidates.GetTransformNodeID() == held.volume.GetTransformNodeID()

@@ -98,13 +98,13 @@ class Job:
     ``complete(job)`` runs once when the process exits with status 0 and returns the typed
     result (:class:`ExportResult`, :class:`TrainingResult`, ``Results.DetectionResult``); if
     it raises, the job failed. ``cleanup()`` runs once at the end whatever the outcome.
-    Only events named in ``progressEvents`` (all when None) move the progress fraction;
-    ``describe(event)`` turns one into the status line.
+    Progress records (``{"event": "progress", "fraction": ...}``, :mod:`blcam.cli.progress`)
+    move the progress fraction; ``describe(record)`` turns one into the status line.
     """
 
     def __init__(self, kind: str, args, process: ProcessFactory, device: str = "cpu",
                  complete: Callable | None = None, cleanup: Callable | None = None,
-                 progressEvents: tuple | None = None, describe: Callable | None = None):
+                 describe: Callable | None = None):
         if kind not in KINDS:
             raise ValueError(f"job kind '{kind}': choose one of {', '.join(KINDS)}")
         self.kind, self.device, self.title = kind, device, TITLES[kind]
@@ -115,7 +115,7 @@ class Job:
         self.result = None
         self.cancelReason: str | None = None   # set by cancel(): why ("" for the user's Cancel)
         self._complete, self._cleanup = complete, cleanup
-        self._progressEvents, self._describe = progressEvents, describe
+        self._describe = describe
         self._listeners = {"event": [], "log": [], "ended": []}
         self._scene = self._sceneTag = None
         self.process = process(args, self._onEvent, self._onLog, self._onProcessEnded)
@@ -214,10 +214,9 @@ class Job:
 
     # -- process callbacks -------------------------------------------------------------
     def _onEvent(self, event: dict) -> None:
-        if self._progressEvents is None or event.get("event") in self._progressEvents:
-            fraction = progressFraction(event)
-            if fraction is not None:
-                self.fraction = fraction
+        fraction = progressFraction(event)
+        if fraction is not None:
+            self.fraction = fraction
             if self._describe is not None:
                 self.status = self._describe(event)
         for listener in self._listeners["event"]:

@@ -120,7 +120,7 @@ class BreastLesionCAMLogic:
         if not str(datasetFolder or "").strip() or not cohort.is_file():
             raise BlcamError(f"{cohort}: no cohort yet; add cases to the dataset first")
         out = Path(outFolder) if outFolder else Path(datasetFolder) / "patches"
-        args = blcamCommand("export", cohort, "--out", out, *extraArgs)
+        args = blcamCommand("export", cohort, "--out", out, "--progress-json", *extraArgs)
         return self._start("export", args, "cpu", onEvent, onLog, onFinished, complete=lambda job: ExportResult(out))
 
     # -- training --------------------------------------------------------------------
@@ -149,7 +149,7 @@ class BreastLesionCAMLogic:
             return TrainingResult(Path(model), run)
 
         return self._start("train", args, concrete, onEvent, onLog, onFinished, complete=complete,
-                           progressEvents=("epoch",), describe=describeEpoch)
+                           describe=describeEpoch)
 
     # -- detect ----------------------------------------------------------------------
     def detect(self, volumeNode, modelPath, outFolder=None, device: str = "auto", opacity: float | None = None,

@@ -7,11 +7,10 @@ bundled package). Two threads read its stdout and stderr into a queue; :meth:`po
 by the owner (a ``qt.QTimer`` in the widget, a loop in :meth:`wait` elsewhere), turns lines
 into callbacks *on the caller's thread*, which is the only thread allowed to touch MRML.
 
-Lines on stdout that are JSON objects (``--progress-json``) become events (``"event"``
-defaults to ``"progress"``); stdout is read apart from stderr, where tqdm redraws without newlines and would
-swallow them. tqdm bars (``42%|####  | 5/12``) become ``{"event": "progress", "done": 5,
-"total": 12}`` so commands without JSON progress still drive a progress bar; everything
-else is log.
+Lines on stdout that are the records of ``blcam``'s one progress protocol
+(``--progress-json``, :mod:`blcam.cli.progress`: JSON objects with an ``"event"``) become
+events; every other line, on either stream, is log. stdout is read apart from stderr, where
+tqdm redraws without newlines and would swallow the records.
 
 :meth:`cancel` stops the whole process tree (DataLoader workers, export pools, ...): killing
 only the direct child would leave its workers computing. It returns at once, so a Cancel
@@ -40,7 +39,6 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 MODULE_DIR = Path(__file__).resolve().parents[1]  # BreastLesionCAM/, which holds blcam/
-_TQDM = re.compile(r"(\d+)%\|.*?\|\s*(\d+)/(\d+)")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _END = object()
 ORPHAN_GRACE_S = 5.0
@@ -57,15 +55,11 @@ def pythonExecutable() -> str:
 
 
 def progressFraction(event: dict) -> float | None:
-    """Fraction done (0–1) that a progress event reports, whatever keys its command uses."""
-    for key in ("progress", "fraction"):  # an overall fraction beats a per-step count
-        if isinstance(event.get(key), (int, float)) and not isinstance(event.get(key), bool):
-            return max(0.0, min(1.0, float(event[key])))
-    for done, total in (("epoch", "epochs"), ("done", "total"), ("step", "steps")):
-        a, b = event.get(done), event.get(total)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0:
-            return max(0.0, min(1.0, a / b))
-    return None
+    """The fraction done (0–1) of a ``progress`` record; ``None`` for any other record."""
+    value = event.get("fraction")
+    if event.get("event") != "progress" or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return max(0.0, min(1.0, float(value)))
 
 
 def blcamCommand(*args) -> list[str]:
@@ -241,19 +235,13 @@ class ProcessRunner:
                 event = json.loads(text)
             except ValueError:
                 event = None
-            if isinstance(event, dict):
-                event.setdefault("event", "progress")  # e.g. detect's per-step lines
-            else:
+            if not isinstance(event, dict) or not isinstance(event.get("event"), str):
                 event = None
         if event is None:
             self.log.append(line)
-            match = _TQDM.search(line)
-            if not match:  # plain output; bar redraws only become progress events
-                if self.onLog and text:
-                    self.onLog(line)
-                return
-            event = {"event": "progress", "done": int(match.group(2)), "total": int(match.group(3)),
-                     "text": text}
+            if self.onLog and text:
+                self.onLog(line)
+            return
         self.lastEvent = event
         if event.get("event") != "progress":
             self.events.append(event)

@@ -56,3 +56,26 @@ def test_train_options_come_from_the_config_dataclass():
     train = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions if a.dest == "arch")
     stem = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions if a.dest == "stem")
     assert set(train.choices) == set(ARCHS) and set(stem.choices) == set(STEMS)
+
+
+def test_export_speaks_the_one_progress_protocol_and_failures_end_with_an_error_record(tmp_path, capsys):
+    """--progress-json: only protocol records on stdout, fractions rising to 1, then done; a
+    failing command's last record is the error (the same one line as on stderr)."""
+    import json
+
+    from _cohort_fixtures import small_cohort
+
+    from blcam.cli import main
+    cohort = small_cohort(tmp_path / "c", n_healthy=3, n_lesion=3, shape=(8, 24, 24))
+    assert main(["export", str(cohort), "--out", str(tmp_path / "p"), "--patch", "4", "8", "8",
+                 "--folds", "2", "--progress-json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    progress = [r for r in records if r["event"] == "progress"]
+    assert {r["stage"] for r in progress} == {"export"}
+    assert [r["done"] for r in progress] == list(range(1, progress[-1]["total"] + 1))
+    assert [r["fraction"] for r in progress] == sorted(r["fraction"] for r in progress) and progress[-1]["fraction"] == 1
+    assert records[-1] == {"event": "done", "manifest": str(tmp_path / "p" / "manifest.csv")}
+    assert main(["export", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "q"), "--progress-json"]) == 2
+    out, err = capsys.readouterr()
+    last = json.loads(out.splitlines()[-1])
+    assert last["event"] == "error" and "missing.csv" in last["message"] and last["message"] in err

@@ -108,8 +108,11 @@ def test_detect_cli_progress_json_sliding_and_errors(tmp_path, capsys):
     assert main(["detect", str(model), str(tmp_path / "a.nrrd"), "--out", str(tmp_path / "o"),
                  "--method", "sliding", "--device", "cpu", "--overlays", "0", "--progress-json"]) == 0
     lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
-    assert lines and lines[-1]["progress"] == 1.0 and {ln["step"] for ln in lines} >= {"sliding", "done"}
-    assert [ln["progress"] for ln in lines] == sorted(ln["progress"] for ln in lines)
+    progress = [ln for ln in lines if ln["event"] == "progress"]
+    assert lines[-1] == {"event": "done", "summary": str(tmp_path / "o" / "detections.csv")}
+    assert progress[-1]["fraction"] == 1.0 and {ln["stage"] for ln in progress} >= {"map", "done"}
+    assert [ln["fraction"] for ln in progress] == sorted(ln["fraction"] for ln in progress)
+    assert 0 < min(ln["fraction"] for ln in progress if ln["stage"] == "map") <= 0.85   # the map's share
     assert main(["detect", str(tmp_path / "nope.safetensors"), str(tmp_path / "a.nrrd"), "--out", "x"]) == 2
     assert "model" in capsys.readouterr().err
     assert main(["detect", str(model), str(tmp_path / "missing.nrrd"), "--out", str(tmp_path / "o")]) == 2

@@ -57,6 +57,8 @@ class DarknessMapper(LesionMapper):
     """A new map in one class, with no network: the darker the 9-voxel neighbourhood of a
     feature position, the higher its local logit (a dark planted blob becomes the top candidate)."""
 
+    calls = 0                                   # volumes mapped, in this process
+
     def __init__(self, crop, stride, options: MapOptions):
         self.crop, self.stride, self.options = tuple(crop), tuple(stride), options
 
@@ -68,6 +70,7 @@ class DarknessMapper(LesionMapper):
         sk, sj, si = self.stride
         logit = (128.0 - uniform_filter(stored_uint8.astype(np.float32), 9)[::sk, ::sj, ::si]) / 64.0
         heat, top = normalise_heatmap(upsample_features(np.maximum(logit, 0), stored_uint8.shape, self.stride))
+        DarknessMapper.calls += 1
         if on_step is not None:
             on_step("darkness", 1, 1)
         return LesionMap(logit, 0.0, self.stride, self.crop, heat, top)
@@ -84,10 +87,13 @@ def test_a_map_registered_by_name_is_what_detect_runs(tmp_path, monkeypatch, cap
     shape, lesion = (32, 64, 80), (16, 32, 48)          # the lesion on a feature position
     write_volume(tmp_path / "case.nrrd", blob_volume(shape, [lesion], radius_vox=9),
                  Geometry(tuple(reversed(shape)), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    before = DarknessMapper.calls
     assert main(["detect", str(model), str(tmp_path / "case.nrrd"), "--out", str(tmp_path / "out"),
                  "--method", "darkness", "--device", "cpu", "--overlays", "0", "--progress-json"]) == 0
-    steps = {json.loads(ln)["step"] for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")}
-    assert "darkness" in steps and not steps & {"slabs", "sliding"}       # this map ran, no other
+    records = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    assert DarknessMapper.calls == before + 1                          # this map ran, once
+    assert {r["stage"] for r in records if r["event"] == "progress"} >= {"map", "done"}
+    assert records[-1] == {"event": "done", "summary": str(tmp_path / "out" / "detections.csv")}
     summary = list(csv.DictReader((tmp_path / "out" / "detections.csv").open()))
     assert summary[0]["method"] == "darkness"
     top = next(csv.DictReader((tmp_path / "out" / "case_candidates.csv").open()))

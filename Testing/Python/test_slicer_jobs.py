@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals (SIGTERM 
 
 SLEEPER = """
     import json, time
-    print(json.dumps({"event": "progress", "done": 1, "total": 4}), flush=True)
+    print(json.dumps({"event": "progress", "stage": "export", "fraction": 0.25, "done": 1, "total": 4}), flush=True)
     time.sleep(600)
 """
 STUBBORN = """
@@ -78,7 +78,8 @@ def test_a_job_reports_progress_and_succeeds_with_a_typed_result(headless, tmp_p
     logic = BreastLesionCAMLogic(process=script_runner(tmp_path, """
         import json
         for done in range(1, 5):
-            print(json.dumps({"event": "progress", "done": done, "total": 4}), flush=True)
+            print(json.dumps({"event": "progress", "stage": "export", "fraction": done / 4, "done": done, "total": 4}),
+                  flush=True)
     """))
     ended = []
     job = logic.exportPatches(a_cohort(tmp_path), onFinished=ended.append)
@@ -175,7 +176,8 @@ def test_training_without_its_model_file_fails_instead_of_pretending(headless, t
     the current model is unchanged."""
     logic = BreastLesionCAMLogic(process=script_runner(tmp_path, """
         import json
-        print(json.dumps({"event": "epoch", "epoch": 1, "epochs": 1, "train_loss": 0.5, "eta_s": 0}), flush=True)
+        print(json.dumps({"event": "progress", "stage": "epoch", "fraction": 1.0, "epoch": 1, "epochs": 1,
+                          "train_loss": 0.5, "eta_s": 0}), flush=True)
     """))
     patches = tmp_path / "patches"
     patches.mkdir()
@@ -192,7 +194,7 @@ def test_listeners_that_raise_and_a_reader_that_breaks_still_end_the_job(headles
         raise RuntimeError("display broke")
     logic = BreastLesionCAMLogic(process=script_runner(tmp_path, """
         import json
-        print(json.dumps({"event": "progress", "done": 1, "total": 1}), flush=True)
+        print(json.dumps({"event": "progress", "stage": "map", "fraction": 1.0}), flush=True)
         print("a log line", flush=True)
     """))
     job = logic.exportPatches(a_cohort(tmp_path), onEvent=broken, onLog=broken, onFinished=broken)

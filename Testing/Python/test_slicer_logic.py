@@ -195,24 +195,27 @@ def _script(tmp_path, body: str):
 
 
 def test_runner_turns_output_into_events_log_and_error(tmp_path):
+    """Protocol records on stdout (blcam.cli.progress) are events; everything else is log."""
     args = _script(tmp_path, """
         import json, sys
-        print(json.dumps({"event": "epoch", "epoch": 1, "epochs": 2, "train_loss": 0.5}))
+        print(json.dumps({"event": "progress", "stage": "epoch", "fraction": 0.5, "epoch": 1, "epochs": 2,
+                          "train_loss": 0.5}))
+        print(json.dumps({"no": "event key"}))
         print("export:  50%|#####     | 2/4 [00:01<00:01, 2.0vol/s]", file=sys.stderr, flush=True)
         print("plain log line")
+        print(json.dumps({"event": "error", "message": "bad label"}))
         print("blcam train: error: patches/manifest.csv row 3: bad label", file=sys.stderr)
         sys.exit(2)
     """)
     seen, logs, done = [], [], []
     runner = ProcessRunner(args, seen.append, logs.append, done.append).start()
     assert runner.wait(timeout=30) == 2
-    by_kind = {e["event"]: e for e in seen}  # stdout and stderr are read apart: no order across them
-    assert sorted(by_kind) == ["epoch", "progress"] and len(seen) == 2
-    assert by_kind["progress"]["done"] == 2 and by_kind["progress"]["total"] == 4
-    assert by_kind["epoch"]["train_loss"] == 0.5
-    assert "plain log line" in logs
+    assert [e["event"] for e in seen] == ["progress", "error"]
+    assert seen[0]["train_loss"] == 0.5 and runner.events == [seen[1]]
+    assert "plain log line" in logs and '{"no": "event key"}' in logs
+    assert any("2/4" in line for line in logs)             # a tqdm bar is log, not progress
     assert done == [runner] and not runner.succeeded and not runner.cancelled
-    assert runner.errorMessage() == "blcam train: error: patches/manifest.csv row 3: bad label"
+    assert runner.errorMessage() == "bad label"          # the error record, before stderr's last line
 
 
 def test_runner_cancel_kills_the_whole_process_tree_within_seconds(tmp_path):
@@ -232,14 +235,12 @@ def test_runner_cancel_kills_the_whole_process_tree_within_seconds(tmp_path):
     assert_cancel_kills_tree(runner, pids)
 
 
-def test_progress_fraction_understands_each_commands_events():
-    assert progressFraction({"event": "epoch", "epoch": 3, "epochs": 12}) == pytest.approx(0.25)
-    assert progressFraction({"event": "progress", "done": 2, "total": 4}) == pytest.approx(0.5)
-    assert progressFraction({"event": "tile", "fraction": 1.7}) == 1.0
-    detect_step = {"event": "progress", "volume": 1, "volumes": 2, "step": "layer2", "done": 3, "total": 4,
-                   "progress": 0.4}
-    assert progressFraction(detect_step) == pytest.approx(0.4)  # overall, not the step's 3/4
-    assert progressFraction({"event": "done", "model": "m.safetensors"}) is None
+def test_progress_fraction_reads_the_one_protocol():
+    assert progressFraction({"event": "progress", "stage": "epoch", "fraction": 0.25, "epoch": 3}) == 0.25
+    assert progressFraction({"event": "progress", "stage": "map", "fraction": 1.7}) == 1.0
+    assert progressFraction({"event": "progress", "stage": "export", "done": 2, "total": 4}) is None  # no fraction
+    assert progressFraction({"event": "done", "model": "m.safetensors", "fraction": 1.0}) is None
+    assert progressFraction({"event": "progress", "fraction": True}) is None
 
 
 def test_dataset_summary_and_refusals_before_any_process_starts(headless, tmp_path):

@@ -54,7 +54,7 @@ def pipeline(tmp_path_factory):
     t1 = time.monotonic()
     epochs = []
     train = logic.startTraining(dataset / "patches", work / "run", onEvent=lambda e: epochs.append(e)
-                                if e.get("event") == "epoch" else None, **Scenario.TRAIN_SETTINGS)
+                                if e.get("event") == "progress" else None, **Scenario.TRAIN_SETTINGS)
     returned = time.monotonic() - t1
     assert train.running and returned < 2.0, "starting a job must not block the caller (the GUI)"
     _run(train, "train")

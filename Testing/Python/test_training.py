@@ -68,7 +68,7 @@ def test_sigkilled_run_resumes_to_identical_weights(tmp_path_factory, tmp_path):
     try:
         for line in proc.stdout:
             event = json.loads(line)
-            assert event["event"] == "epoch", event
+            assert event["event"] == "progress" and event["stage"] == "epoch", event
             if event["epoch"] == 2:
                 break
         deadline = time.time() + 120
@@ -86,7 +86,7 @@ def test_sigkilled_run_resumes_to_identical_weights(tmp_path_factory, tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     events = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [e["epoch"] for e in events if e["event"] == "epoch"] == list(range(killed_at + 1, cfg.epochs + 1))
+    assert [e["epoch"] for e in events if e["event"] == "progress"] == list(range(killed_at + 1, cfg.epochs + 1))
     assert events[-1] == {"event": "done", "model": str(out / "model.safetensors")}
     resumed = load_checkpoint(out / LAST)
     assert resumed["epoch"] == straight["epoch"] == cfg.epochs
@@ -114,7 +114,8 @@ def test_torchrun_two_processes_gloo(tmp_path_factory, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert [e["event"] for e in events] == ["epoch", "epoch", "done"]   # rank 1 printed nothing
+    assert [e["event"] for e in events] == ["progress", "progress", "done"]   # rank 1 printed nothing
+    assert [e["fraction"] for e in events[:2]] == [0.5, 1.0]
     meta = read_metadata(out / "model.safetensors")
     assert meta["training"]["world_size"] == 2
     ckpt = load_checkpoint(out / LAST)

@@ -29,6 +29,7 @@ import torch
 from .maps import LesionMap
 
 StepCallback = Callable[[str, int, int], None]   # (step name, done, total), for callers without a tty
+FractionCallback = Callable[[float], None]        # the share of one map done, 0-1
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,21 @@ class LesionMapper(abc.ABC):
 
     crop: tuple[int, ...]
     stride: tuple[int, ...]
+    # Each step's (start, share) of a whole map; a step not listed spans the map (0, 1).
+    STEP_SHARES: dict[str, tuple[float, float]] = {}
+
+    @classmethod
+    def fraction(cls, step: str, done: int, total: int) -> float:
+        """How much of one map is done when ``step`` reports ``done`` of ``total``: callers
+        get a single number and never need this map's step names."""
+        start, share = cls.STEP_SHARES.get(step, (0.0, 1.0))
+        return start + share * min(1.0, done / max(total, 1))
+
+    def map_with_fraction(self, stored_uint8: np.ndarray, progress: bool = False,
+                          on_fraction: FractionCallback | None = None) -> LesionMap:
+        """:meth:`__call__` reporting the share of the map done (0-1) instead of steps."""
+        report = None if on_fraction is None else (lambda s, d, t: on_fraction(self.fraction(s, d, t)))
+        return self(stored_uint8, progress, report)
 
     @classmethod
     @abc.abstractmethod

@@ -124,6 +124,9 @@ class DenseLesionMapper(LesionMapper):
       ``bench/RESULTS.md``).
     """
 
+    # the volume context's stages (70 % of the FLOPs are in the first); slabs report "slabs"
+    STEP_SHARES = {"stem+layer1": (0.0, 0.7), "layer2": (0.7, 0.1), "layers3-4": (0.8, 0.2)}
+
     def __init__(self, model: nn.Module, crop, device: str | torch.device = "cpu",
                  max_memory_gb: float = 8.0, context: str = "slab", slab_step: int | None = None,
                  dtype: torch.dtype = torch.float32, store: torch.dtype | None = torch.bfloat16,

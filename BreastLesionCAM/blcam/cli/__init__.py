@@ -10,7 +10,8 @@ Whatever goes wrong, the user gets one line on stderr and a non-zero exit status
 * 1: an unexpected exception (a bug): its type and message;
 * 130: interrupted (Ctrl-C).
 
-The global ``--debug`` flag also prints the traceback, for bug reports.
+The global ``--debug`` flag also prints the traceback, for bug reports. A command run with
+``--progress-json`` also gets the failure as its last stdout record (:mod:`.progress`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def main(argv=None) -> int:
             traceback.print_exc()
         code, message = describe_failure(exc, args.command)
         print(f"blcam {args.command}: {message}", file=sys.stderr)
+        if getattr(args, "progress_json", False):
+            from .progress import ProgressEmitter
+            ProgressEmitter(True).error(message)
         return code
 
 

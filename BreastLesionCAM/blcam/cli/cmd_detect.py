@@ -7,6 +7,7 @@ from ..detect.pipeline import METHODS, DetectSettings, detect
 from ..detect.refine import MODES as REFINE_MODES
 from ..device import device_name, resolve_device
 from . import positive_int
+from .progress import ProgressEmitter
 
 
 def register(sub) -> None:
@@ -60,7 +61,8 @@ def register(sub) -> None:
                    help="recompute every volume, even those an earlier run into --out finished from the same "
                    "model, volume and settings (default: skip them)")
     p.add_argument("--progress-json", action="store_true",
-                   help="print one JSON line per step on stdout (for the Slicer module) (default: off)")
+                   help="print progress as JSON lines on stdout (blcam.cli.progress; for the Slicer module) "
+                   "(default: off)")
     p.set_defaults(func=run)
 
 
@@ -69,8 +71,12 @@ def run(args) -> int:
                               min_score=args.min_score, nms_mm=args.nms_mm, max_memory_gb=args.max_memory_gb,
                               overlays=args.overlays, batch_size=args.batch_size, refine=args.refine,
                               refine_mode=args.refine_mode)
+    emitter = ProgressEmitter(args.progress_json)
+    on_progress = (lambda r: emitter.progress(**r)) if args.progress_json else None
     summary = detect(args.model, args.inputs, args.out, settings, str(resolve_device(args.device)),
-                     progress=not args.progress_json, progress_json=args.progress_json, force=args.force)
-    if not args.progress_json:
+                     progress=not args.progress_json, on_progress=on_progress, force=args.force)
+    if args.progress_json:
+        emitter.done(summary=str(summary))
+    else:
         print(f"wrote {summary}")
     return 0

@@ -7,6 +7,7 @@ from ..io.resample import check_spacing, mm_to_voxels
 from ..cohort import read_cohort
 from ..patches.export import ExportSettings, export_dataset, resolve_spacing
 from . import fraction, positive_int
+from .progress import ProgressEmitter
 
 
 def register(sub) -> None:
@@ -35,6 +36,8 @@ def register(sub) -> None:
                    "(default: 5, or fewer when a class has fewer training patients)")
     p.add_argument("--seed", type=int, default=0, help="seed for splits and negative positions (default: 0)")
     p.add_argument("--jobs", type=positive_int, default=1, help="volumes processed in parallel (default: 1)")
+    p.add_argument("--progress-json", action="store_true",
+                   help="print progress as JSON lines on stdout (blcam.cli.progress; for the Slicer module)")
     p.set_defaults(func=run)
 
 
@@ -61,6 +64,12 @@ def run(args) -> int:
         patch = mm_to_voxels(args.patch_mm, spacing, "--patch-mm")
     settings = ExportSettings(patch, args.negatives_per_volume, args.test_fraction, args.folds, args.seed,
                               spacing=spacing)
-    manifest = export_dataset(args.cohort, args.out, settings, jobs=args.jobs)
-    print(f"wrote {manifest}")
+    emitter = ProgressEmitter(args.progress_json)
+    on_progress = (lambda done, total: emitter.progress("export", done / max(total, 1), done=done, total=total))
+    manifest = export_dataset(args.cohort, args.out, settings, jobs=args.jobs, progress=not args.progress_json,
+                              on_progress=on_progress if args.progress_json else None)
+    if args.progress_json:
+        emitter.done(manifest=str(manifest))
+    else:
+        print(f"wrote {manifest}")
     return 0

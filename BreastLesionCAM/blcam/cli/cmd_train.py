@@ -1,15 +1,13 @@
 """``blcam train PATCHES --out RUN``: train the patch classifier (``--recipe paper``: the paper's method).
 
-Also the worker the Slicer module launches: with ``--progress-json`` every epoch prints one
-JSON object on its own flushed stdout line (``{"event": "epoch", ...}``), then
-``{"event": "done", "model": PATH}``, or ``{"event": "error", "message": ...}`` before a
-non-zero exit, so a GUI can drive a progress bar without parsing human text.
+Also the worker the Slicer module launches: with ``--progress-json`` every epoch is one
+``{"event": "progress", "stage": "epoch", "fraction": ..., <the epoch's history row>}``
+line, then ``{"event": "done", "model": PATH}`` (:mod:`blcam.cli.progress`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import fields
 
@@ -20,8 +18,8 @@ from ..model import ARCHS, OUTPUT_STRIDES, STEMS
 from ..recipes import RECIPES, recipe_config
 from ..training import TrainConfig, train_model
 from ..training.config import LR_SCHEDULES, MONITORS, PRECISIONS, RESIDENT
-from ..training.history import clean_record
 from . import positive_int
+from .progress import ProgressEmitter
 
 _D = TrainConfig()
 
@@ -151,29 +149,24 @@ def register(sub) -> None:
                    "training folds, validate on the test split)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--progress-json", action="store_true",
-                   help="print one JSON object per epoch on stdout (for the Slicer module)")
+                   help="print progress as JSON lines on stdout, one per epoch (blcam.cli.progress; for the "
+                   "Slicer module)")
     add_train_options(p)
     p.set_defaults(func=run)
 
 
-def emit(event: str, **fields) -> None:
-    """One flushed JSON line on stdout (only on rank 0 under torchrun)."""
-    if os.environ.get("RANK", "0") == "0":
-        print(json.dumps({"event": event, **clean_record(fields)}), flush=True)
-
-
 def run(args) -> int:
-    try:
-        config = config_from_args(args, fold=args.fold)
-        config.resolved_monitor()          # refuse selection on the test split before any work
-        on_epoch = (lambda rec: emit("epoch", **rec)) if args.progress_json else None
-        model = train_model(args.patches, args.out, config, progress=True, on_epoch=on_epoch, resume=args.resume)
-    except BlcamError as exc:
-        if args.progress_json:
-            emit("error", message=str(exc))
-        raise
+    config = config_from_args(args, fold=args.fold)
+    config.resolved_monitor()          # refuse selection on the test split before any work
+    emitter = ProgressEmitter(args.progress_json)
+
+    def on_epoch(record: dict) -> None:
+        emitter.progress("epoch", record["epoch"] / max(record["epochs"], 1), **record)
+
+    model = train_model(args.patches, args.out, config, progress=not args.progress_json,
+                        on_epoch=on_epoch if args.progress_json else None, resume=args.resume)
     if args.progress_json:
-        emit("done", model=str(model))
+        emitter.done(model=str(model))
     elif os.environ.get("RANK", "0") == "0":
         print(f"wrote {model}")
     return 0

@@ -3,17 +3,18 @@
 A volume is normalised exactly as for training (:func:`normalise_volume`, then
 :func:`network_input` per tile), mapped by the fast path (:class:`DenseLesionMapper`) or the
 sliding-window Grad-CAM baseline, and its candidates are found and written
-(:mod:`.outputs`, :mod:`.overlays`). Progress goes to a tqdm bar and, for the Slicer
-module, optionally as one JSON line per step (flushed), with an overall fraction.
+(:mod:`.outputs`, :mod:`.overlays`). Progress goes to a tqdm bar and to an optional
+``on_progress`` callback with the overall fraction done; the library never prints records
+itself (the CLI's ``--progress-json`` turns the callback into them, :mod:`blcam.cli.progress`).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,6 +39,10 @@ from .refine import CandidateRefiner, default_mode
 from .resume import FinishedVolumes
 
 METHODS = MAPPERS   # the registry itself, so that every registered map is a valid --method
+# Each stage's (start, share) of one volume's work; the map's own steps are the map's business.
+VOLUME_STAGES = {"map": (0.0, 0.85), "refine": (0.85, 0.05), "pictures": (0.9, 0.1)}
+StageCallback = Callable[[str, float], None]       # (stage, fraction of this volume done)
+ProgressCallback = Callable[[dict], None]          # {"stage", "fraction", "volume", "volumes", "name"}
 
 
 @dataclass
@@ -135,9 +140,16 @@ class Detector:
                    on_step: StepCallback | None = None) -> LesionMap:
         return self.mapper(stored, progress, on_step)
 
-    def run(self, job: VolumeJob, out_dir: Path, progress: bool = False, on_step=None) -> dict:
-        """Process one volume; returns its ``detections.csv`` row."""
+    def run(self, job: VolumeJob, out_dir: Path, progress: bool = False,
+            on_stage: StageCallback | None = None) -> dict:
+        """Process one volume; returns its ``detections.csv`` row. ``on_stage(stage, fraction)``
+        follows it (:data:`VOLUME_STAGES`)."""
         s = self.settings
+
+        def report(stage: str, within: float) -> None:
+            if on_stage is not None:
+                start, share = VOLUME_STAGES[stage]
+                on_stage(stage, start + share * within)
         start = time.perf_counter()
         raw, native = read_volume(job.path)
         bad = count_non_finite(raw)
@@ -151,10 +163,10 @@ class Detector:
         resample_s = time.perf_counter() - t
         stored = normalise_volume(raw, job.path)
         del raw
-        lmap = self.lesion_map(stored, progress, on_step)
+        lmap = self.mapper.map_with_fraction(stored, progress, lambda f: report("map", f))
         candidates, volume_score = find_candidates(lmap, geometry, s.top_k, s.min_score, s.nms_mm)
         map_s = time.perf_counter() - start        # read, resample and map, as before spacings
-        refine_s = self._refine(stored, lmap, geometry, candidates, on_step)
+        refine_s = self._refine(stored, lmap, geometry, candidates, lambda f: report("refine", f))
         heat_path = VolumeOutputs(out_dir, job.name).heatmap
         t = time.perf_counter()
         heat = resample(lmap.heatmap, geometry, native, fill=0.0)
@@ -165,8 +177,7 @@ class Detector:
                 "volume_score": round(volume_score, 6), "cam_max": lmap.cam_max, "stride": list(lmap.stride),
                 "crop": list(lmap.crop), "settings": asdict(s), "coordinate_system": "LPS", "non_finite_voxels": bad,
                 "model_spacing": None if self.spacing is None else list(self.spacing)}
-        if on_step is not None:
-            on_step("pictures", 0, 1)
+        report("pictures", 0.0)
         self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
         for cand in candidates if geometry != native else []:   # files index the input's own voxels
             cand.index_kji = tuple(float(v) for v in native.lps_to_index(cand.lps)[::-1])
@@ -178,7 +189,7 @@ class Detector:
                 "refine_seconds": round(refine_s, 2), "heatmap": heat_path.name,
                 "candidates_json": paths["json"].name, "non_finite_voxels": bad}
 
-    def _refine(self, stored, lmap, geometry: Geometry, candidates, on_step) -> float:
+    def _refine(self, stored, lmap, geometry: Geometry, candidates, on_fraction) -> float:
         """Move the best ``settings.refine`` candidates (:mod:`.refine`); returns the seconds spent."""
         start = time.perf_counter()
         todo = candidates[: self.settings.refine] if self.settings.method == "fast" else []
@@ -187,8 +198,7 @@ class Detector:
             self.refiner = CandidateRefiner(self.model, self.crop, self.stride, self.device, mode)
         spacing_kji = tuple(reversed(geometry.spacing))
         for n, cand in enumerate(todo):
-            if on_step is not None:
-                on_step("refine", n, len(todo))
+            on_fraction(n / len(todo))
             pos, _ = self.refiner(stored, cand.index_kji)
             cand.index_kji = tuple(float(v) for v in pos)
             cand.lps = tuple(float(v) for v in geometry.index_to_lps(pos[::-1]))
@@ -206,37 +216,24 @@ class Detector:
                       f"{job.name}: volume score {volume_score:.3f}", truth)
 
 
-def _emitter(stream, n: int, total: int, name: str):
-    """A step callback writing one flushed JSON line per step (for the Slicer module)."""
-    steps = {"stem+layer1": (0.0, 0.7), "layer2": (0.7, 0.1), "layers3-4": (0.8, 0.1),
-             "slabs": (0.0, 0.9), "sliding": (0.0, 0.9), "refine": (0.85, 0.05), "pictures": (0.9, 0.1)}
-
-    def emit(step: str, done: int, of: int) -> None:
-        if stream is None:
-            return
-        base, share = steps.get(step, (0.0, 1.0))
-        within = base + share * (done / max(of, 1))
-        stream.write(json.dumps({"volume": n, "volumes": total, "name": name, "step": step, "done": done,
-                                 "total": of, "progress": round((n - 1 + within) / total, 4)}) + "\n")
-        stream.flush()
-    return emit
-
-
 def detect(model_path, inputs, out_dir, settings: DetectSettings | None = None, device: str = "cpu",
-           progress: bool = True, progress_json: bool = False, force: bool = False) -> Path:
+           progress: bool = True, on_progress: ProgressCallback | None = None, force: bool = False) -> Path:
     """Detect lesions in every volume of ``inputs``; returns the ``detections.csv`` path.
 
     Holds ``out_dir``'s folder lock (:mod:`blcam.io.locks`). Volumes an earlier run into
     ``out_dir`` finished from the same model, volume and settings are skipped, their rows
     reused (:mod:`.resume`); ``force`` recomputes them. ``settings``: the defaults when ``None``.
+    ``on_progress(record)`` follows the whole run: ``record`` holds the ``stage`` (``map``,
+    ``refine``, ``pictures``, ``skipped``, ``done``), the overall ``fraction`` done, and the
+    ``volume`` number of ``volumes`` and its ``name``.
     """
     settings = DetectSettings() if settings is None else settings
     check_output_folder(out_dir)                      # before the lock, which would create the folder
     with folder_lock(out_dir, purpose="writing detections there"):
-        return _detect_locked(model_path, inputs, out_dir, settings, device, progress, progress_json, force)
+        return _detect_locked(model_path, inputs, out_dir, settings, device, progress, on_progress, force)
 
 
-def _detect_locked(model_path, inputs, out_dir, settings, device, progress, progress_json, force) -> Path:
+def _detect_locked(model_path, inputs, out_dir, settings, device, progress, on_progress, force) -> Path:
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -244,19 +241,23 @@ def _detect_locked(model_path, inputs, out_dir, settings, device, progress, prog
     detector = Detector(model_path, settings, device)
     make_folder(out_dir, "--out")
     rows = []
-    stream = sys.stdout if progress_json else None
     finished = FinishedVolumes(out_dir, detector.model_path, settings, force)
     bar = tqdm(jobs, desc="detect", unit="vol", disable=not progress)
     for n, job in enumerate(bar, 1):
-        emit = _emitter(stream, n, len(jobs), job.name)
+
+        def stage(name: str, within: float, n: int = n, job: VolumeJob = job) -> None:
+            if on_progress is not None:
+                on_progress({"stage": name, "fraction": round((n - 1 + within) / len(jobs), 4), "volume": n,
+                             "volumes": len(jobs), "name": job.name})
+
         row = finished.finished_row(job)
         if row is None:
-            row = detector.run(job, out_dir, progress=progress, on_step=emit)
+            row = detector.run(job, out_dir, progress=progress, on_stage=stage)
             finished.record(job, row)
         else:
-            emit("skipped", 1, 1)
+            stage("skipped", 1.0)
             bar.set_postfix(skipped=finished.skipped)
         rows.append(row)
-        emit("done", 1, 1)
+        stage("done", 1.0)
     finished.report(len(jobs), progress)
     return write_summary(out_dir, rows)

@@ -23,6 +23,7 @@ import zlib
 from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -96,8 +97,10 @@ class PatchJob:
 
 
 def export_dataset(cohort_csv, out, settings: ExportSettings | None = None, jobs: int = 1,
-                   progress: bool = True) -> Path:
-    """Export the patch dataset; returns the manifest path.
+                   progress: bool = True, on_progress: Callable[[int, int], None] | None = None) -> Path:
+    """Export the patch dataset; returns the manifest path. ``on_progress(done, total)`` is
+    called after each volume (its patch jobs: a volume with lesions and reviewed negatives
+    counts twice).
 
     Holds ``out``'s folder lock throughout: a second export, or a training reading ``out``,
     is refused while this one writes it (:mod:`blcam.io.locks`). ``settings``: the defaults
@@ -106,10 +109,10 @@ def export_dataset(cohort_csv, out, settings: ExportSettings | None = None, jobs
     settings = ExportSettings() if settings is None else settings
     check_output_folder(out)                          # before the lock, which would create the folder
     with folder_lock(out, purpose="exporting there"):
-        return _export_locked(cohort_csv, out, settings, jobs, progress)
+        return _export_locked(cohort_csv, out, settings, jobs, progress, on_progress)
 
 
-def _export_locked(cohort_csv, out, settings: ExportSettings, jobs: int, progress: bool) -> Path:
+def _export_locked(cohort_csv, out, settings: ExportSettings, jobs: int, progress: bool, on_progress) -> Path:
     out = Path(out)
     cohort = read_cohort(cohort_csv)
     require_both_classes(cohort)
@@ -123,16 +126,24 @@ def _export_locked(cohort_csv, out, settings: ExportSettings, jobs: int, progres
     remove_stale_temporaries(out)
     records: list[dict] = []
     bar = tqdm(total=len(jobs_list), desc="export", unit="vol", disable=not progress)
+    done = [0]
+
+    def step() -> None:
+        bar.update()
+        done[0] += 1
+        if on_progress is not None:
+            on_progress(done[0], len(jobs_list))
+
     if jobs <= 1:
         for job in jobs_list:
             records += cut_patches(job, out, settings)
-            bar.update()
+            step()
     else:
         with process_pool(jobs) as pool:
             futures = [pool.submit(cut_patches, job, out, settings) for job in jobs_list]
             for fut in as_completed(futures):
                 records += fut.result()
-                bar.update()
+                step()
     bar.close()
     records.sort(key=lambda r: (r["row"], r["kind"], r["patch_id"]))
     manifest = out / "manifest.csv"

@@ -291,3 +291,18 @@ def test_module_self_test_skips_before_installing_and_reload_and_test_reports_th
         < calls.index("Dependencies.ensureDependencies")
     handlers = [ast.unparse(h.type) for h in ast.walk(methods["runTest"]) if isinstance(h, ast.ExceptHandler)]
     assert handlers == ["unittest.SkipTest"]
+
+
+def test_the_modules_requirements_are_pyprojects_less_what_slicer_and_pytorch_utils_provide():
+    """Slicer installs what pip installs for the CLI: the same packages and minimum versions,
+    except numpy, SimpleITK and vtk (Slicer's own) and torch (PyTorch Utils' build), whose
+    minimum the torch check holds instead."""
+    import tomllib
+    root = Path(__file__).resolve().parents[2]
+    declared = {Requirement(r).name.lower(): Requirement(r)
+                for r in tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]}
+    module = {Requirement(r).name.lower(): Requirement(r) for r in InstallPlan.REQUIREMENTS}
+    provided = {n.lower() for n in InstallPlan.PINNED}
+    assert set(module) == set(declared) - provided
+    assert all(str(module[n].specifier) == str(declared[n].specifier) for n in module)
+    assert str(declared["torch"].specifier) == f">={InstallPlan.BLCAM_MINIMUM_TORCH}"

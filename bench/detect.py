@@ -127,7 +127,7 @@ def _resampled_child(method: str, shape, args, queue) -> None:
     import numpy as np
     import torch
 
-    from blcam.detect.pipeline import DetectSettings, Detector, VolumeJob
+    from blcam.detect.pipeline import Detector, DetectSettings, VolumeJob
     from blcam.io.resample import grid_at_spacing
     from blcam.io.volume import read_geometry
 

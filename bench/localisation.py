@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "BreastLesionCAM"))
 
 from blcam.demo.pipeline import DemoConfig, held_out_cohort  # noqa: E402
 from blcam.detect.pipeline import DetectSettings, detect  # noqa: E402
-from blcam.evaluation.detection import evaluate_detection  # noqa: E402
 from blcam.evaluation import evaluate_model  # noqa: E402
+from blcam.evaluation.detection import evaluate_detection  # noqa: E402
 from blcam.io.resample import mm_to_voxels  # noqa: E402
 from blcam.patches.export import ExportSettings, export_dataset  # noqa: E402
 from blcam.phantom import make_cohort  # noqa: E402

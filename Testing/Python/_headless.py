@@ -102,8 +102,14 @@ def renderSliceView(headless: HeadlessSlicer, path, view: str = "Red", size=(512
     import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkIOImage import vtkPNGWriter
-    from vtkmodules.vtkRenderingCore import (vtkActor2D, vtkImageMapper, vtkRenderer, vtkRenderWindow,
-                                             vtkRenderWindowInteractor, vtkWindowToImageFilter)
+    from vtkmodules.vtkRenderingCore import (
+        vtkActor2D,
+        vtkImageMapper,
+        vtkRenderer,
+        vtkRenderWindow,
+        vtkRenderWindowInteractor,
+        vtkWindowToImageFilter,
+    )
 
     sliceLogic = headless.sliceLogics[view]
     window = vtkRenderWindow()

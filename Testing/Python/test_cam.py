@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _cam_fixtures import blob_volume, dark_blob_model, random_model
 from monai.visualize import GradCAM
 
+from _cam_fixtures import blob_volume, dark_blob_model, random_model
 from blcam.cam.base import MapOptions
 from blcam.cam.dense import DenseLesionMapper, default_slab_step
 from blcam.cam.gradcam import PatchGradCAM, patch_gradcam

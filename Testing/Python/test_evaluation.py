@@ -5,13 +5,16 @@ import json
 import numpy as np
 import pytest
 
+from _training_fixtures import (
+    blob_dataset,
+    one_thread,  # noqa: F401 (autouse)
+    tiny_config,
+    trained_run,
+)
 from blcam.cli import main
 from blcam.errors import BlcamError
 from blcam.evaluation import cross_validate, evaluate_model
 from blcam.evaluation.patch_classification import METRICS, MODES
-
-from _training_fixtures import one_thread  # noqa: F401 (autouse)
-from _training_fixtures import blob_dataset, tiny_config, trained_run
 
 
 def test_evaluate_cli_writes_json_markdown_and_roc(tmp_path_factory, tmp_path, capsys):

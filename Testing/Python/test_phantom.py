@@ -21,8 +21,7 @@ from scipy import ndimage as ndi
 from blcam.cli import main
 from blcam.errors import BlcamError
 from blcam.io.points import read_points
-from blcam.phantom import (KINDS, LesionSpec, annotate, envelope, form_bmode, make_cohort,
-                           make_volume)
+from blcam.phantom import KINDS, LesionSpec, annotate, envelope, form_bmode, make_cohort, make_volume
 
 SHAPE = (20, 128, 112)
 SPACING = (1.0, 0.15, 0.2)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from vtkmodules.vtkCommonMath import vtkMatrix4x4  # noqa: E402  (after slicer-core's importorskip)
 
 from _slicer_fixtures import headless, slicer  # noqa: F401  (fixture)
-from vtkmodules.vtkCommonMath import vtkMatrix4x4  # noqa: E402  (after slicer-core's importorskip)
-from BreastLesionCAMLib import SamplePhantom
-from BreastLesionCAMLib.NodeIO import controlPointsWorldRAS, matrixToArray, readVolumeFile
 from blcam.errors import BlcamError
 from blcam.io.volume import read_volume
+from BreastLesionCAMLib import SamplePhantom
+from BreastLesionCAMLib.NodeIO import controlPointsWorldRAS, matrixToArray, readVolumeFile
 
 MODULE_FILE = Path(__file__).resolve().parents[2] / "BreastLesionCAM" / "BreastLesionCAM.py"
 # SampleDataLogic.registerCustomSampleDataSource's parameters in Slicer 5.8 (the oldest supported).

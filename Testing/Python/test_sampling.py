@@ -59,8 +59,8 @@ def test_a_balanced_cosine_run_stopped_and_resumed_equals_one_that_was_not(tmp_p
     """Both options end to end: repeats, the per-epoch subset of negatives and the rate are pure
     functions of seed and epoch, so a resumed run trains on exactly what it would have."""
     import torch
-    from _training_fixtures import blob_dataset, tiny_config
 
+    from _training_fixtures import blob_dataset, tiny_config
     from blcam.training import train_model
     from blcam.training.checkpoint import LAST, load_checkpoint
     data = blob_dataset(tmp_path_factory)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _segment_fixtures import GEOMETRY, OBLIQUE_FLIPPED, gradcam_like_heatmap, outer_layer, phantom_lesion
 
+from _segment_fixtures import GEOMETRY, OBLIQUE_FLIPPED, gradcam_like_heatmap, outer_layer, phantom_lesion
 from blcam.errors import BlcamError
 from blcam.io.volume import Geometry
 from blcam.segment import RegionRule, measure_region, segment_candidate

@@ -8,11 +8,11 @@ import pytest
 
 from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
 from _slicer_fixtures import headless, slicer  # noqa: F401
-from BreastLesionCAMLib.Batch import batchInputs, batchRow, loadBatchTable, openBatchRow
-from BreastLesionCAMLib.NodeIO import geometryOf
 from blcam.detect import DetectSettings, detect
 from blcam.errors import BlcamError
 from blcam.io.volume import Geometry, write_volume
+from BreastLesionCAMLib.Batch import batchInputs, batchRow, loadBatchTable, openBatchRow
+from BreastLesionCAMLib.NodeIO import geometryOf
 
 SHAPE = (32, 72, 72)
 

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _segment_fixtures import GEOMETRY, gradcam_like_heatmap, outer_layer, phantom_lesion
-from _slicer_fixtures import headless, slicer  # noqa: F401
 from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkCommonCore import vtkStringArray
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
+from _segment_fixtures import GEOMETRY, gradcam_like_heatmap, outer_layer, phantom_lesion
+from _slicer_fixtures import headless, slicer  # noqa: F401
+from blcam.errors import BlcamError
+from blcam.io.points import write_markups
+from blcam.io.volume import write_volume
 from BreastLesionCAMLib import Scenario
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
 from BreastLesionCAMLib.NodeIO import RAS_TO_LPS, geometryOf, ijkToRAS, matrixToArray, worldIJKToRAS
 from BreastLesionCAMLib.Results import loadCandidates, loadHeatmap
 from BreastLesionCAMLib.Segmentation import TAG, checkSameGrid
-from blcam.errors import BlcamError
-from blcam.io.points import write_markups
-from blcam.io.volume import write_volume
 
 
 @pytest.fixture

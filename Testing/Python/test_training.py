@@ -10,12 +10,18 @@ from pathlib import Path
 
 import torch
 
+from _training_fixtures import (
+    CROP,
+    PATCH,
+    SUBPROCESS_ENV,
+    blob_dataset,
+    one_thread,  # noqa: F401 (autouse)
+    tiny_config,
+    trained_run,
+)
 from blcam.evaluation import evaluate_model
 from blcam.model import load_model, read_metadata
 from blcam.training.checkpoint import LAST, load_checkpoint
-
-from _training_fixtures import one_thread  # noqa: F401 (autouse)
-from _training_fixtures import CROP, PATCH, SUBPROCESS_ENV, blob_dataset, tiny_config, trained_run
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -141,6 +147,7 @@ def test_without_a_fold_the_test_split_never_picks_the_model(tmp_path_factory, t
     (by the library and by the CLI, before anything is written)."""
     import pytest
     from safetensors.torch import load_file
+
     from blcam.errors import BlcamError
     from blcam.training import train_model
     data = blob_dataset(tmp_path_factory)

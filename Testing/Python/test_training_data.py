@@ -4,13 +4,24 @@ import numpy as np
 import pytest
 import torch
 
+from _training_fixtures import (
+    CROP,
+    blob_dataset,
+    one_thread,  # noqa: F401 (autouse)
+)
 from blcam.errors import BlcamError
 from blcam.patches.dataset import PatchDataset, load_dataset
-from blcam.training.data import (STREAM_TRAIN, PatchSource, centre_offset, crop_array, crop_gather,
-                                 crop_ranges, crop_slices, max_offsets, random_params)
-
-from _training_fixtures import one_thread  # noqa: F401 (autouse)
-from _training_fixtures import CROP, blob_dataset
+from blcam.training.data import (
+    STREAM_TRAIN,
+    PatchSource,
+    centre_offset,
+    crop_array,
+    crop_gather,
+    crop_ranges,
+    crop_slices,
+    max_offsets,
+    random_params,
+)
 
 
 def test_crop_positions_uniform_and_reproducible():

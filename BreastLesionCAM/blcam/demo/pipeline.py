@@ -29,15 +29,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..detect.pipeline import DetectSettings, detect
-from ..evaluation.detection import evaluate_detection
+from ..device import resolve_device
 from ..errors import BlcamError
 from ..evaluation import evaluate_model
+from ..evaluation.detection import evaluate_detection
 from ..io.atomic import write_csv_atomic, write_json_atomic
 from ..patches.export import ExportSettings, export_dataset
 from ..phantom import make_cohort
 from ..recipes import recipe_config
 from ..training import train_model
-from ..device import resolve_device
 from .report import write_report
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..cam.local_logits import LocalLogitNet, feature_positions
 from ..intensity import network_input
 from ..patches.extract import extract_box
-from ..cam.local_logits import LocalLogitNet, feature_positions
 
 MODES = ("local", "crop")
 

@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..errors import BlcamError
-from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..io.locks import folder_lock
 from ..patches.dataset import load_dataset
 from ..training import TrainConfig, train_model
 from ..training.checkpoint import LAST
-from .report import markdown_table
-from ..io.atomic import json_safe
 from .patch_classification import METRICS, MODES, evaluate_model
+from .report import markdown_table
 
 
 def _mean_sd(values: list[float]) -> dict:

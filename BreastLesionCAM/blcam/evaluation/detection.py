@@ -26,11 +26,16 @@ from ..detect.outputs import SUMMARY_FILE
 from ..errors import BlcamError
 from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..io.volume import read_volume
-from ..metrics.breakdown import (breakdown, breakdown_tables, find_lesion_table, md_table, plot_froc_by_group,
-                                 read_lesion_table)
+from ..metrics.breakdown import (
+    breakdown,
+    breakdown_tables,
+    find_lesion_table,
+    md_table,
+    plot_froc_by_group,
+    read_lesion_table,
+)
 from ..metrics.calibration import bins_table, calibration, calibration_table, plot_calibration
-from ..metrics.localisation import (FROC_RATES, VolumeDetections, VolumeTruth, evaluate_localisation,
-                                    plot_froc)
+from ..metrics.localisation import FROC_RATES, VolumeDetections, VolumeTruth, evaluate_localisation, plot_froc
 
 
 def load_detections(det_dir) -> dict[str, VolumeDetections]:

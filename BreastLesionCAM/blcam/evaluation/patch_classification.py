@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..device import resolve_device
 from ..errors import BlcamError
 from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..metrics.classification import binary_summary
 from ..model import load_model, resolve_model_path
 from ..patches.dataset import PatchDataset, load_dataset
 from ..training.data import STREAM_EVAL, PatchSource, centre_offset, crop_ranges, random_params
-from ..device import resolve_device
 from ..training.predict import predict_logits, sigmoid
 from .report import markdown_table, plot_roc
 

@@ -33,8 +33,8 @@ import os
 import shlex
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import BlcamError
 

@@ -29,7 +29,7 @@ class Geometry:
     direction: tuple[float, ...]
 
     @classmethod
-    def of(cls, image_or_reader) -> "Geometry":
+    def of(cls, image_or_reader) -> Geometry:
         obj = image_or_reader
         return cls(tuple(int(s) for s in obj.GetSize()), tuple(obj.GetSpacing()),
                    tuple(obj.GetOrigin()), tuple(obj.GetDirection()))

@@ -47,7 +47,7 @@ class VolumeTruth:
 
     @classmethod
     def with_mask(cls, name: str, lesion: bool, centres_lps, mask: np.ndarray | None,
-                  geometry: Geometry | None, hit_mm: float) -> "VolumeTruth":
+                  geometry: Geometry | None, hit_mm: float) -> VolumeTruth:
         """Attach each centre to the mask component it lies in (or the nearest within ``hit_mm``)."""
         centres = np.asarray(centres_lps, float).reshape(-1, 3)
         labels = []

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-
 CHUNK_ELEMENTS = 1 << 22   # 16 MB of float32: interpolation temporaries stay this small
 
 

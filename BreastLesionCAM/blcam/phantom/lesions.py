@@ -26,8 +26,7 @@ from scipy import ndimage as ndi
 
 from .anatomy import FAT, GLAND
 from .fields import smooth_noise
-from .shapes import (Ellipsoid, box_around, ellipsoid_distance, irregular_threshold,
-                     segment_distance, soft_inside)
+from .shapes import Ellipsoid, box_around, ellipsoid_distance, irregular_threshold, segment_distance, soft_inside
 
 KINDS = ("irregular", "oval", "cyst")
 MIMICS = ("fat_lobule", "shadow")

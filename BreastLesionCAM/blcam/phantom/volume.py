@@ -14,8 +14,7 @@ import numpy as np
 
 from ..errors import BlcamError
 from .anatomy import build_anatomy
-from .lesions import (BIRADS, KINDS, MAX_DIAMETER_MM, MIN_DIAMETER_MM, MIMICS, Lesion, paint,
-                      sample_semi_axes)
+from .lesions import BIRADS, KINDS, MAX_DIAMETER_MM, MIMICS, MIN_DIAMETER_MM, Lesion, paint, sample_semi_axes
 from .shapes import Ellipsoid
 from .speckle import Transducer, attenuated_power, bmode_from_power
 

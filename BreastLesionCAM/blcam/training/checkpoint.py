@@ -14,8 +14,8 @@ from __future__ import annotations
 import pickle
 import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

@@ -25,8 +25,8 @@ acoustic shadows fall along +j, so flipping it would show the network impossible
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Sequence
 
 import numpy as np
 import psutil

@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -32,8 +32,16 @@ from ..model import MODEL_FILE, build_model, make_metadata, save_model, total_st
 from ..patches.dataset import PatchDataset, load_dataset
 from .checkpoint import LAST, BackgroundWriter, load_checkpoint, restore_rng, rng_state, save_checkpoint, snapshot
 from .config import TrainConfig
-from .data import (STREAM_TRAIN, PatchSource, batch_slices, centre_offset, crop_ranges, max_offsets, random_params,
-                   to_network)
+from .data import (
+    STREAM_TRAIN,
+    PatchSource,
+    batch_slices,
+    centre_offset,
+    crop_ranges,
+    max_offsets,
+    random_params,
+    to_network,
+)
 from .distributed import DistContext, launched_as_main, per_rank_batch, setup
 from .hard_negatives import load_mined, mine, mined_manifest, mining_epochs
 from .history import plot_curves, write_history

@@ -26,7 +26,7 @@ def dataset_identity(root) -> dict:
     digest = hashlib.sha256()
     for name in IDENTITY_FILES:
         data = (root / name).read_bytes()
-        digest.update(f"{name}\0{len(data)}\0".encode("utf-8"))
+        digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
     return {"sha256": digest.hexdigest(), "path": str(root.resolve())}
 

@@ -90,7 +90,8 @@ def run_recipe(name, base: TrainConfig, det_changes: dict, c: DemoConfig, paths:
     seconds["detect"] = time.perf_counter() - t
     loc = evaluate_detection(det_dir, paths["test_cohort"], out / f"localisation-{name}.json", paths["masks"],
                              lesions=paths["lesions"])
-    return {"recipe": name, "auc_patch": table2["modes"]["patch"]["auc"], "auc_centre": table2["modes"]["centre"]["auc"],
+    return {"recipe": name, "auc_patch": table2["modes"]["patch"]["auc"],
+            "auc_centre": table2["modes"]["centre"]["auc"],
             "auc_random": table2["modes"]["random"]["auc"], "pointing": loc["pointing_game"],
             "distance_mm": loc["distance_mm_median"], "froc": loc["froc"]["mean_sensitivity"],
             "volume_auc": loc["volume_auc"], "volumes": loc["volumes"], "lesions": loc["lesions"],

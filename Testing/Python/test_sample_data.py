@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vtkmodules.vtkCommonMath import vtkMatrix4x4  # noqa: E402  (after slicer-core's importorskip)
 
-from _slicer_fixtures import headless, slicer  # noqa: F401  (fixture)
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
+from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
 from blcam.errors import BlcamError
 from blcam.io.volume import read_volume
 from BreastLesionCAMLib import SamplePhantom

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
 from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
-from _slicer_fixtures import headless, slicer  # noqa: F401
 from blcam.detect import DetectSettings, detect
 from blcam.errors import BlcamError
 from blcam.io.volume import Geometry, write_volume

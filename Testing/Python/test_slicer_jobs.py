@@ -21,7 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from _slicer_fixtures import headless, slicer  # noqa: F401
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
 from blcam.errors import BlcamError
 from BreastLesionCAMLib.Jobs import CANCELLING_TEXT, JobState
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic, temporaryFolder

@@ -15,8 +15,10 @@ import numpy as np
 import psutil
 import pytest
 
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
 from _headless import createScene
-from _slicer_fixtures import assert_cancel_kills_tree, headless, slicer  # noqa: F401
+from _slicer_fixtures import assert_cancel_kills_tree
 from blcam.cohort import read_cohort
 from blcam.errors import BlcamError
 from blcam.io.points import read_points

@@ -9,7 +9,8 @@ import csv
 import numpy as np
 import pytest
 
-from _slicer_fixtures import headless, slicer  # noqa: F401
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
 from blcam.errors import BlcamError
 from blcam.patches.dataset import load_dataset
 from blcam.patches.export import ExportSettings, export_dataset

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
 from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkCommonCore import vtkStringArray
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
 from _segment_fixtures import GEOMETRY, gradcam_like_heatmap, outer_layer, phantom_lesion
-from _slicer_fixtures import headless, slicer  # noqa: F401
 from blcam.errors import BlcamError
 from blcam.io.points import write_markups
 from blcam.io.volume import write_volume
@@ -26,7 +28,7 @@ from BreastLesionCAMLib.Segmentation import TAG, checkSameGrid
 
 
 @pytest.fixture
-def case(headless, tmp_path):  # noqa: F811
+def case(headless, tmp_path):
     """Input volume, Detect-like heatmap and candidates in the scene, set as the current result."""
     image, mask, centroid = phantom_lesion(0)
     lps_matrix = np.eye(4)

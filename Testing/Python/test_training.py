@@ -88,8 +88,8 @@ def test_sigkilled_run_resumes_to_identical_weights(tmp_path_factory, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     killed_at = load_checkpoint(out / LAST)["epoch"]
     assert 2 <= killed_at < cfg.epochs
-    done = subprocess.run(_train_cmd(data, out, cfg, resume=True), capture_output=True, text=True, encoding="utf-8", env=env,
-                          timeout=300)
+    done = subprocess.run(_train_cmd(data, out, cfg, resume=True), capture_output=True, text=True, encoding="utf-8",
+                          env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == list(range(killed_at + 1, cfg.epochs + 1))

@@ -79,7 +79,10 @@ def _mask_column(cohort_csv: Path) -> dict[int, str]:
     """CSV line number → value of an optional ``mask`` column."""
     with cohort_csv.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        return {reader.line_num: (row.get("mask") or "").strip() for row in reader}
+        masks = {}
+        for row in reader:          # line_num: the line the row ends on, as read_cohort reports it
+            masks[reader.line_num] = (row.get("mask") or "").strip()
+        return masks
 
 
 def load_truths(cohort_csv, masks_dir=None, hit_mm: float = 10.0, only=None) -> list[tuple[str, VolumeTruth]]:

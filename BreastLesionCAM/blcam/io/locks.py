@@ -74,7 +74,7 @@ def _os_lock(fd: int, shared: bool) -> bool:
 def _os_unlock_if_alone(fd: int, shared: bool) -> bool:
     """Upgrade to exclusive (only possible if no one else holds the lock); ``True`` if alone."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401  (probe only: POSIX, else Windows)
     except ImportError:
         return not shared or _windows_upgrade(fd)
     return not shared or _os_lock(fd, shared=False)

@@ -165,8 +165,9 @@ def _fat_texture(rng, p: _Painter, j0, j1) -> np.ndarray:
     """Fat lobules outlined by Cooper's ligaments: the zero set of a smooth random field.
 
     The zero level set of a band-limited field is a network of curved sheets that splits
-    space into irregular cells: the look of ligaments wrapping fat lobules. Dividing the distance to the nearest level by the field's
-    gradient gives sheets of uniform physical thickness instead of blobs.
+    space into irregular cells: the look of ligaments wrapping fat lobules. Dividing the distance
+    to the nearest level by the field's gradient gives sheets of uniform physical thickness
+    instead of blobs.
     """
     g = _noise(rng, p, j0, j1, (6.0, 2.2, 5.0))
     grad = None                     # |∇g|, one axis at a time (each is a full slab)

@@ -198,7 +198,7 @@ class _Trainer:
 
     def _set_training_records(self, records: list[dict]) -> None:
         """The patches trained on and their crop ranges (the epoch's draws: :mod:`.sampling`)."""
-        c, ctx = self.cfg, self.ctx
+        c = self.cfg
         self.train_recs = records
         self.train_src = PatchSource(self.ds, records, c.crop, self.device, c.resident, c.workers)
         self.crop_ranges = None if c.padded_crops else crop_ranges(self.ds, records, c.crop)

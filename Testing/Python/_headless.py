@@ -169,7 +169,7 @@ def renderSliceViews(headless: HeadlessSlicer, path, centerRAS, size=(512, 512),
     panels = [renderSliceView(headless, None, view, size, centerRAS) for view in views]
     width, height = size
     canvas = np.full((height + bar, len(views) * width + (len(views) - 1) * gap, 3), 24, np.uint8)
-    for n, (view, pixels) in enumerate(zip(views, panels)):
+    for n, (view, pixels) in enumerate(zip(views, panels, strict=True)):
         left = n * (width + gap)
         canvas[:bar, left:left + width] = VIEW_COLORS[view]
         canvas[bar:, left:left + width] = pixels

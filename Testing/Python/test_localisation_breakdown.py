@@ -181,7 +181,8 @@ def test_demo_report_shows_breakdown_calibration_and_hits_and_misses(tmp_path):
     mode = {"input": "16×32×48", "auc": 0.9, "accuracy": 0.8, "sensitivity": 0.7, "specificity": 0.9}
     write_json_atomic(paths["evaluation"], {"n": 12, "modes": {m: mode for m in ("patch", "centre", "random")}})
     (det / "detections.csv").write_text("name,volume,label,volume_score\n" + "".join(
-        f"{n},/data/{n},{'healthy' if n == 'C' else 'lesion'},{d.volume_score}\n" for n, d in zip("ABC", dets)),
+        f"{n},/data/{n},{'healthy' if n == 'C' else 'lesion'},{d.volume_score}\n"
+        for n, d in zip("ABC", dets, strict=True)),
         encoding="utf-8")
     for n in "ABC":
         (det / f"{n}_contact.png").write_bytes(b"png")

@@ -66,7 +66,7 @@ def test_lesion_sample_is_generated_then_loaded_as_volume_and_centres(headless, 
     mask = readVolumeFile(row.volume.parent.parent / "masks" / row.volume.name, headless.scene, "mask")
     maskArray, volumeArray = slicer.util.arrayFromVolume(mask), slicer.util.arrayFromVolume(loaded.volume)
     fileIndex = np.round(geometry.lps_to_index(row.centres_lps)).astype(int)
-    for (i, j, k), (fi, fj, fk) in zip(worldRASToIJK(loaded.volume, centresRAS), fileIndex):
+    for (i, j, k), (fi, fj, fk) in zip(worldRASToIJK(loaded.volume, centresRAS), fileIndex, strict=True):
         assert maskArray[k, j, i] > 0
         assert volumeArray[k, j, i] == image[fk, fj, fi]
 

@@ -31,7 +31,7 @@ def test_repeats_of_a_patch_get_their_own_crops_and_the_first_keeps_the_old_one(
     repeats = repeat_numbers(order)
     assert repeats.tolist() == [0, 1, 2, 0]
     offsets, flips = random_params(0, 1, 1, order, (28, 64, 96), (16, 32, 48), 0.5, None, repeats)
-    assert len({tuple(o) + tuple(f) for o, f in zip(offsets, flips)}) >= 2
+    assert len({tuple(o) + tuple(f) for o, f in zip(offsets, flips, strict=True)}) >= 2
     first, _ = random_params(0, 1, 1, [5], (28, 64, 96), (16, 32, 48), 0.5)
     assert np.array_equal(first[0], offsets[0])
 

@@ -79,7 +79,7 @@ def test_the_segment_is_on_the_inputs_grid_in_world_ras_and_inside_the_lesion(ca
     stored = vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(tuple(extent[::-1, 1] - extent[::-1, 0] + 1))
     start_kji = (extent[:, 0] + np.round(shift).astype(int))[::-1]
     whole = np.zeros(mask.shape, bool)
-    whole[tuple(slice(a, a + n) for a, n in zip(start_kji, stored.shape))] = stored > 0
+    whole[tuple(slice(a, a + n) for a, n in zip(start_kji, stored.shape, strict=True))] = stored > 0
     np.testing.assert_array_equal(whole, region.full(mask.shape))
     exported, labelNode = _exported(segmentation, result.segmentId, volume)
     np.testing.assert_allclose(ijkToRAS(labelNode), ijkToRAS(volume), atol=1e-9)

@@ -165,7 +165,7 @@ def _points_inside(where: str, r: CohortRow, path: Path, what: str) -> np.ndarra
         raise BlcamError(f"{where}: {exc}") from None
     index = r.geometry.lps_to_index(points)
     size = np.asarray(r.geometry.size, float)
-    for n, (p, idx) in enumerate(zip(points, index, strict=True), 1):
+    for n, (p, idx) in enumerate(zip(points, index), 1):
         if np.any(idx < -0.5) or np.any(idx > size - 0.5):
             raise BlcamError(
                 f"{where}: {what} {n} at LPS ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm lies outside "

@@ -37,7 +37,7 @@ class LocalLogitNet(nn.Module):
 def feature_positions(crop, stride) -> list[np.ndarray]:
     """Voxel position of each feature voxel of a crop, per axis (module doc)."""
     out = []
-    for n, s in zip(crop, stride, strict=True):
+    for n, s in zip(crop, stride):
         cells = math.ceil(n / s)
         out.append(np.array([(n - 1) / 2]) if cells == 1 else np.arange(cells) * float(s))
     return out

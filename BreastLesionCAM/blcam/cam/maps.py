@@ -85,8 +85,7 @@ def feature_upsampler(stride, offset=None):
     def make(spatial_size):
         def up(x: torch.Tensor) -> torch.Tensor:
             size = tuple(int(n) for n in spatial_size)
-            wk, wj, wi = (_axis_weights(n, m, s, o)
-                          for n, m, s, o in zip(size, x.shape[2:], stride, offset, strict=True))
+            wk, wj, wi = (_axis_weights(n, m, s, o) for n, m, s, o in zip(size, x.shape[2:], stride, offset))
             return _interp(_interp(_interp(x, 2, wk), 3, wj), 4, wi)
         return up
     return make
@@ -101,7 +100,7 @@ def crop_window(crop, stride, offset=None) -> list[tuple[int, int]]:
     """
     offset = feature_offset(stride) if offset is None else offset
     out = []
-    for n, s, o in zip(crop, stride, offset, strict=True):
+    for n, s, o in zip(crop, stride, offset):
         lo = math.floor((o - n / 2) / s + 0.5)   # ties (a crop of an odd number of strides): centred window
         out.append((lo, lo + math.ceil(n / s) - 1))
     return out

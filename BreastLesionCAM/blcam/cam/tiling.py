@@ -62,7 +62,7 @@ def stage_geometry(modules) -> StageGeometry:
                 continue
             if isinstance(layer, nn.Conv3d):
                 in_channels = layer.in_channels if in_channels is None else in_channels
-                cells = math.prod(j * s for j, s in zip(jump, triple(layer.stride), strict=True))
+                cells = math.prod(j * s for j, s in zip(jump, triple(layer.stride)))
                 peak = max(peak, layer.out_channels / cells)
             kernel, stride = triple(layer.kernel_size), triple(layer.stride)
             dilation, padding = triple(layer.dilation), triple(layer.padding)
@@ -87,11 +87,11 @@ def plan_tiles(shape, geometry: StageGeometry, max_voxels: int) -> list[tuple[Bo
     tile smaller (its halo then spans the tensor; the caller's budget check covers that).
     """
     shape = tuple(int(n) for n in shape)
-    stride, out_shape = geometry.stride, tuple(math.ceil(n / s) for n, s in zip(shape, geometry.stride, strict=True))
-    halo = tuple(math.ceil(r / s) for r, s in zip(geometry.reach, stride, strict=True))  # in output cells
+    stride, out_shape = geometry.stride, tuple(math.ceil(n / s) for n, s in zip(shape, geometry.stride))
+    halo = tuple(math.ceil(r / s) for r, s in zip(geometry.reach, stride))  # in output cells
 
     def tile_voxels(core):
-        return math.prod(min((c + 2 * h) * s, n) for c, h, s, n in zip(core, halo, stride, shape, strict=True))
+        return math.prod(min((c + 2 * h) * s, n) for c, h, s, n in zip(core, halo, stride, shape))
 
     core = list(out_shape)
     while tile_voxels(core) > max_voxels:
@@ -111,7 +111,7 @@ def plan_tiles(shape, geometry: StageGeometry, max_voxels: int) -> list[tuple[Bo
             break
         core = best[1]
     tiles = []
-    starts = [range(0, o, c) for o, c in zip(out_shape, core, strict=True)]
+    starts = [range(0, o, c) for o, c in zip(out_shape, core)]
     for start in itertools.product(*starts):
         inp, keep, where = [], [], []
         for a in range(3):
@@ -139,7 +139,7 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], source, geometry: Stag
     ever on the device. ``on_tile(done, total)`` reports progress to callers without a tty.
     """
     spatial = tuple(source.shape[-3:])
-    out_shape = tuple(math.ceil(n / s) for n, s in zip(spatial, geometry.stride, strict=True))
+    out_shape = tuple(math.ceil(n / s) for n, s in zip(spatial, geometry.stride))
     out = torch.empty((source.shape[0], out_channels, *out_shape), dtype=store_dtype)
     tiles = plan_tiles(spatial, geometry, max_voxels)
     prepare = prepare or (lambda block: torch.as_tensor(block).to(device, torch.float32))

@@ -72,7 +72,7 @@ def half_max_extent(heatmap: np.ndarray, index_kji, window, spacing_kji) -> tupl
     centre = np.clip(np.floor(np.asarray(index_kji) + 0.5).astype(int), 0, np.asarray(heatmap.shape) - 1)
     lo = np.maximum(centre - np.asarray(window), 0)
     hi = np.minimum(centre + np.asarray(window) + 1, heatmap.shape)
-    box = heatmap[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+    box = heatmap[tuple(slice(a, b) for a, b in zip(lo, hi))]
     peak = float(heatmap[tuple(centre)])
     if peak <= 0:
         return (0.0, 0.0, 0.0)

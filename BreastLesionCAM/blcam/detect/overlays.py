@@ -65,7 +65,7 @@ def candidate_figure(path, volume_u8: np.ndarray, heat: np.ndarray, spacing_kji,
     """One PNG: the three slices through a candidate, blended, candidate circled."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
     marker = max(2.0, 0.5 * max(cand.size_mm_ijk))
-    for ax, (axis_name, title, rc) in zip(axes, VIEWS, strict=True):
+    for ax, (axis_name, title, rc) in zip(axes, VIEWS):
         _draw_view(ax, volume_u8, heat, spacing_kji, cand.index_kji, "kji".index(axis_name), title, rc,
                    marker, truth_kji)
     fig.suptitle(f"{label}: lesion probability {cand.score:.3f}, size (i, j, k) "

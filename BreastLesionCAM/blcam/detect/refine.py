@@ -48,9 +48,8 @@ class CandidateRefiner:
         positions = feature_positions(crop, stride)
         # The feature voxel nearest the crop centre (local mode); ``anchor`` is where in the crop
         # the queried position goes: that feature voxel, or the crop's centre (crop mode).
-        self.centre_feature = tuple(int(np.argmin(np.abs(p - (n - 1) / 2)))
-                                    for p, n in zip(positions, crop, strict=True))
-        self.anchor = (np.array([p[f] for p, f in zip(positions, self.centre_feature, strict=True)]) if mode == "local"
+        self.centre_feature = tuple(int(np.argmin(np.abs(p - (n - 1) / 2))) for p, n in zip(positions, crop))
+        self.anchor = (np.array([p[f] for p, f in zip(positions, self.centre_feature)]) if mode == "local"
                        else (self.crop - 1) / 2)
         # First step: a quarter of the feature spacing (at least one voxel), halved each round.
         self.first = np.maximum(np.asarray(stride, float) / 4, 1.0)

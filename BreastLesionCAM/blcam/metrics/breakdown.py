@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +141,7 @@ def size_group(diameter_mm: float | None) -> str:
         return UNKNOWN
     if diameter_mm < SIZE_BINS_MM[0]:
         return f"< {SIZE_BINS_MM[0]:g} mm"
-    for lo, hi in pairwise(SIZE_BINS_MM):
+    for lo, hi in zip(SIZE_BINS_MM, SIZE_BINS_MM[1:]):
         if diameter_mm < hi:
             return f"{lo:g}–{hi:g} mm"
     return f"≥ {SIZE_BINS_MM[-1]:g} mm"

@@ -51,7 +51,7 @@ def reliability(scores, outcomes, bins: int = CALIBRATION_BINS) -> dict:
 def calibration(truths: list[VolumeTruth], dets: list[VolumeDetections], hit_mm: float) -> dict:
     """Candidate-level reliability (score vs hits a lesion) with the volume-level one under ``volume``."""
     scores, outcomes = [], []
-    for t, d in zip(truths, dets, strict=True):
+    for t, d in zip(truths, dets):
         s = np.asarray(d.scores, float)
         if len(s) and not (np.all(np.isfinite(s)) and s.min() >= 0 and s.max() <= 1):
             raise BlcamError(f"{d.name}: candidate scores must be probabilities in [0, 1] (as 'blcam detect' "

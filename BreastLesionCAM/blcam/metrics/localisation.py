@@ -126,7 +126,7 @@ def froc(truths: list[VolumeTruth], dets: list[VolumeDetections], hit_mm: float,
     """
     events = []  # (score, volume index, counted lesions the candidate hits, hits any lesion)
     n_lesions = sum(len(t.centres_lps) for t in truths) if include is None else len(include)
-    for v, (t, d) in enumerate(zip(truths, dets, strict=True)):
+    for v, (t, d) in enumerate(zip(truths, dets)):
         hits = hit_matrix(d.points_lps, t, hit_mm)
         for m, score in enumerate(d.scores):
             counted = tuple(int(h) for h in np.flatnonzero(hits[m]) if include is None or (v, int(h)) in include)
@@ -150,7 +150,7 @@ def froc(truths: list[VolumeTruth], dets: list[VolumeDetections], hit_mm: float,
 
 def evaluate_localisation(truths: list[VolumeTruth], dets: list[VolumeDetections], hit_mm: float = 10.0) -> dict:
     """Pointing game, peak-to-centre distance, FROC and volume AUC of a detected cohort."""
-    per_lesion = [row for t, d in zip(truths, dets, strict=True) for row in pointing(t, d, hit_mm)]
+    per_lesion = [row for t, d in zip(truths, dets) for row in pointing(t, d, hit_mm)]
     hits = np.array([r["hit"] for r in per_lesion], bool)
     dist = np.array([r["distance_mm"] for r in per_lesion], float)
     labels = np.array([t.lesion for t in truths], int)
@@ -164,7 +164,7 @@ def evaluate_localisation(truths: list[VolumeTruth], dets: list[VolumeDetections
             "froc": froc(truths, dets, hit_mm), "volume_auc": roc_auc(labels, scores),
             "per_lesion": per_lesion,
             "per_volume": [{"volume": t.name, "label": "lesion" if t.lesion else "healthy",
-                            "volume_score": d.volume_score} for t, d in zip(truths, dets, strict=True)]}
+                            "volume_score": d.volume_score} for t, d in zip(truths, dets)]}
 
 
 def _mean_offset(per_lesion: list[dict]) -> list[float] | None:

@@ -38,8 +38,8 @@ def extract_box(volume: np.ndarray, start, size, pad_value=0) -> tuple[np.ndarra
     start = np.asarray(start, int)
     lo, hi = inside_part(start, size, volume.shape)
     out = np.full(tuple(int(n) for n in size), pad_value, dtype=volume.dtype)
-    inside = tuple(slice(a + s, b + s) for a, b, s in zip(lo, hi, start, strict=True))
-    out[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = volume[inside]
+    inside = tuple(slice(a + s, b + s) for a, b, s in zip(lo, hi, start))
+    out[tuple(slice(a, b) for a, b in zip(lo, hi))] = volume[inside]
     return out, padded_fraction(start, size, volume.shape)
 
 
@@ -56,4 +56,4 @@ def centre_range(shape, size) -> tuple[np.ndarray, np.ndarray]:
 def random_centres(shape, size, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` random box centres (``(k, j, i)``) keeping the box inside the volume where it fits."""
     lo, hi = centre_range(shape, size)
-    return np.stack([rng.integers(a, b + 1, size=count) for a, b in zip(lo, hi, strict=True)], axis=1)
+    return np.stack([rng.integers(a, b + 1, size=count) for a, b in zip(lo, hi)], axis=1)

@@ -59,7 +59,7 @@ def validate(patients, seed, jobs, shape, spacing, lesion_fraction, direction=No
         raise BlcamError(f"--seed must be a non-negative integer, got {seed}")
     if int(jobs) < 1:
         raise BlcamError(f"--jobs must be at least 1, got {jobs}")
-    if len(shape) != 3 or any(int(s) < m for s, m in zip(shape, MIN_SHAPE, strict=True)):
+    if len(shape) != 3 or any(int(s) < m for s, m in zip(shape, MIN_SHAPE)):
         raise BlcamError(f"--shape {' '.join(map(str, shape))}: need three sizes K J I of at "
                          f"least {' '.join(map(str, MIN_SHAPE))}")
     if len(spacing) != 3 or not all(math.isfinite(float(s)) and 0.01 <= float(s) <= 10.0
@@ -135,7 +135,7 @@ def make_patient(p: int, out: str, seed: int, shape, spacing, fraction: float,
         labels = ["lesion" if n == first or rng.random() < 0.2 else "healthy"
                   for n in range(len(sides))]
     rows = {"cohort": [], "lesions": [], "mimics": []}
-    for side, label in zip(sides, labels, strict=True):
+    for side, label in zip(sides, labels):
         _make_volume(rng, f"P{p:04d}", side, label, out, shape, spacing, direction, rows)
     return rows
 

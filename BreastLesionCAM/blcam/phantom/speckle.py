@@ -56,7 +56,7 @@ class Transducer:
 
 def psf_sigma_voxels(spacing, psf_fwhm_mm) -> tuple[float, float, float]:
     """Gaussian PSF standard deviation in voxels for each axis (k, j, i)."""
-    return tuple(float(f) * FWHM_TO_SIGMA / float(s) for f, s in zip(psf_fwhm_mm, spacing, strict=True))
+    return tuple(float(f) * FWHM_TO_SIGMA / float(s) for f, s in zip(psf_fwhm_mm, spacing))
 
 
 def _energy_gain(sigma) -> float:

@@ -109,7 +109,7 @@ class LesionRegion:
     def full(self, shape) -> np.ndarray:
         """The region as a bool mask of the whole volume (``shape`` is ``(k, j, i)``)."""
         out = np.zeros(shape, bool)
-        out[tuple(slice(o, o + n) for o, n in zip(self.offset_kji, self.mask.shape, strict=True))] = self.mask
+        out[tuple(slice(o, o + n) for o, n in zip(self.offset_kji, self.mask.shape))] = self.mask
         return out
 
 
@@ -150,9 +150,9 @@ def segment_candidate(heatmap: np.ndarray, geometry: Geometry, index_kji, image:
     surface = ball & (distance > rule.radius_mm - float(spacing.max()))
     index = np.argwhere(region)
     lo, hi = index.min(axis=0), index.max(axis=0) + 1
-    cropped = region[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))].copy()
-    offset = tuple(int(s.start + a) for s, a in zip(box, lo, strict=True))
-    return LesionRegion(cropped, offset, tuple(int(s.start + v) for s, v in zip(box, seed, strict=True)), peak, level,
+    cropped = region[tuple(slice(a, b) for a, b in zip(lo, hi))].copy()
+    offset = tuple(int(s.start + a) for s, a in zip(box, lo))
+    return LesionRegion(cropped, offset, tuple(int(s.start + v) for s, v in zip(box, seed)), peak, level,
                         dark_level is not None, dark_level, bool((region & surface).any()),
                         measure_region(cropped, geometry, offset))
 
@@ -162,13 +162,12 @@ def _box(voxel, radius_mm: float, spacing, shape) -> tuple[slice, slice, slice]:
     ellipsoid in index space whatever the direction)."""
     half = np.ceil(radius_mm / spacing).astype(int)
     lo, hi = np.maximum(voxel - half, 0), np.minimum(voxel + half + 1, shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
 def _distance_mm(box, centre, spacing) -> np.ndarray:
     """Distance in mm from the candidate to every voxel centre of the box."""
-    squares = [((np.arange(s.start, s.stop) - c) * d).astype(np.float32) ** 2
-               for s, c, d in zip(box, centre, spacing, strict=True)]
+    squares = [((np.arange(s.start, s.stop) - c) * d).astype(np.float32) ** 2 for s, c, d in zip(box, centre, spacing)]
     return np.sqrt(squares[0][:, None, None] + squares[1][None, :, None] + squares[2][None, None, :])
 
 

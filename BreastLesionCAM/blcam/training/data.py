@@ -104,7 +104,7 @@ def batch_slices(n: int, size: int, merge_single: bool = False) -> list[slice]:
     starts = list(range(0, n, size))
     if merge_single and len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
-    return [slice(a, b) for a, b in zip(starts, starts[1:] + [n], strict=True)]
+    return [slice(a, b) for a, b in zip(starts, starts[1:] + [n])]
 
 
 def crop_array(patch: np.ndarray, offset, flip, crop) -> np.ndarray:
@@ -133,7 +133,7 @@ def crop_slices(bank: torch.Tensor, rows, offsets, flips, crop) -> torch.Tensor:
     """Same result as :func:`crop_gather` by per-patch slicing: faster on the CPU, where a
     gather pays for its index arithmetic, while on a GPU one kernel beats B small ones."""
     out = torch.empty((len(rows), *crop), dtype=bank.dtype, device=bank.device)
-    for n, (r, o, f) in enumerate(zip(rows.tolist(), offsets.tolist(), flips.tolist(), strict=True)):
+    for n, (r, o, f) in enumerate(zip(rows.tolist(), offsets.tolist(), flips.tolist())):
         view = bank[r, o[0]:o[0] + crop[0], o[1]:o[1] + crop[1], o[2]:o[2] + crop[2]]
         dims = [d for d, flip in ((0, f[0]), (2, f[1])) if flip]
         out[n] = view.flip(dims) if dims else view
@@ -245,8 +245,7 @@ class PatchSource:
             yield cut(self.bank, rows, off_all[sl], flip_all[sl], crop), self.labels[rows], rows
 
     def _loader_batches(self, order, offsets, flips, slices, crop):
-        keys = [(int(r), *map(int, o), bool(f[0]), bool(f[1]), *crop)
-                for r, o, f in zip(order, offsets, flips, strict=True)]
+        keys = [(int(r), *map(int, o), bool(f[0]), bool(f[1]), *crop) for r, o, f in zip(order, offsets, flips)]
         self._keys.keys = [keys[sl] for sl in slices]
         for crops, rows in self._loader:
             rows = rows.to(self.device, non_blocking=True)

@@ -48,14 +48,14 @@ def plot_curves(path: Path, rows: list[dict], title: str = "") -> None:
         ax.plot(epochs, [r["train_" + key] for r in rows], color="tab:blue", label="train (random crops, flips)")
         val = [(r["epoch"], r["val_" + key]) for r in rows if r.get("val_" + key) is not None]
         if val:
-            ax.plot(*zip(*val, strict=True), color="tab:orange", label="held-out (centred crops)")
+            ax.plot(*zip(*val), color="tab:orange", label="held-out (centred crops)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     auc = [(r["epoch"], r["val_auc"]) for r in rows if r.get("val_auc") is not None
            and math.isfinite(r["val_auc"])]
     if auc:
-        axes[1].plot(*zip(*auc, strict=True), color="tab:green", linestyle="--", label="held-out AUC")
+        axes[1].plot(*zip(*auc), color="tab:green", linestyle="--", label="held-out AUC")
     axes[1].set_ylim(0, 1.02)
     for ax in axes:
         ax.legend(loc="best", fontsize=8)

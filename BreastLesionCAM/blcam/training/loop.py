@@ -239,7 +239,7 @@ class _Trainer:
         targets = self._point_targets(order, offsets, flips) if self.pointed else None
         batches = self.train_src.batches(order, offsets, flips, self.batch, merge_single=True)
         # Batches come in draw order; zip asks the batch generator first, so it runs to its end.
-        for (x, y, _), drawn in zip(batches, slices, strict=True):
+        for (x, y, _), drawn in zip(batches, slices):
             with autocast_for(self.device, self.cfg.precision):
                 out = self.model(to_network(x, self.cuda))
             if self.pointed:

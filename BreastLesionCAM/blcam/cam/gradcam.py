@@ -81,6 +81,8 @@ class PatchGradCAM:
     def last(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits and ``layer4`` activations of the last call (for local logits)."""
         hooks = self.cam.nn_module
+        if hooks.score is None:
+            raise RuntimeError("PatchGradCAM.last() before any call")
         return hooks.score.detach(), hooks.activations[TARGET_LAYER].detach()
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import torch
+from monai.networks.nets import ResNet
 from torch import nn
 
 
@@ -23,7 +24,7 @@ class LocalLogitNet(nn.Module):
     module, so DistributedDataParallel and ``torch.compile`` wrap it as they wrap the net.
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: ResNet):
         super().__init__()
         self.net = net
 
@@ -31,7 +32,9 @@ class LocalLogitNet(nn.Module):
         n = self.net
         a = n.maxpool(n.act(n.bn1(n.conv1(x)))) if not n.no_max_pool else n.act(n.bn1(n.conv1(x)))
         a = n.layer4(n.layer3(n.layer2(n.layer1(a))))
-        return torch.einsum("bc...,c->b...", a, n.fc.weight[0]) + n.fc.bias[0]
+        fc = n.fc
+        assert fc is not None, "a classifier network (build_model) has its linear layer"
+        return torch.einsum("bc...,c->b...", a, fc.weight[0]) + fc.bias[0]
 
 
 def feature_positions(crop, stride) -> list[np.ndarray]:

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from scipy.ndimage import uniform_filter1d
 
+from ..triples import float3
+
 
 def feature_offset(stride) -> tuple[float, ...]:
     """Voxel position of feature 0 per axis: its receptive-field centre, voxel 0 (module doc)."""
@@ -147,8 +149,8 @@ class LesionMap:
     offset: tuple[float, float, float] | None = None
     window: list[tuple[int, int]] | None = None
 
-    def __post_init__(self):
-        self.offset = feature_offset(self.stride) if self.offset is None else tuple(self.offset)
+    def __post_init__(self) -> None:
+        self.offset = float3(feature_offset(self.stride) if self.offset is None else self.offset)
 
     def crop_logit(self) -> np.ndarray:
         """The network's logit for a training-sized crop centred on each feature voxel."""

@@ -69,7 +69,7 @@ def _hits_and_misses(det_dir: Path, loc: dict, n: int = 2) -> list[tuple[str, st
     volumes: dict[str, list[dict]] = {}
     for row in loc.get("per_lesion", []):
         volumes.setdefault(row["volume"], []).append(row)
-    picked = {True: [], False: []}
+    picked: dict[bool, list[tuple[str, str]]] = {True: [], False: []}
     for volume, rows in volumes.items():
         name = names.get(volume)
         group = picked[all(r["hit"] for r in rows)]

@@ -100,6 +100,7 @@ def load_truths(cohort_csv, masks_dir=None, hit_mm: float = 10.0, only=None) -> 
             mask_path = (cohort_csv.parent / column[r.row]).resolve()
         elif masks_dir is not None and (Path(masks_dir) / r.volume.name).exists():
             mask_path = Path(masks_dir) / r.volume.name
+        assert r.geometry is not None            # read_cohort read every volume's header
         mask, geometry = read_volume(mask_path) if mask_path is not None else (None, r.geometry)
         if mask is not None and mask.shape != r.geometry.shape:
             raise BlcamError(f"{cohort_csv} row {r.row}: mask {mask_path} has shape {mask.shape}, "

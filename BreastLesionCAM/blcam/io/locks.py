@@ -81,6 +81,8 @@ def _os_unlock_if_alone(fd: int, shared: bool) -> bool:
 
 
 def _windows_range(fd: int, start: int, count: int, lock: bool) -> bool:
+    if sys.platform != "win32":   # reached only where fcntl is missing
+        raise ModuleNotFoundError("No module named 'msvcrt'", name="msvcrt")
     import msvcrt
     os.lseek(fd, start, os.SEEK_SET)
     try:

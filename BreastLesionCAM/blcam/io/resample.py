@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import BlcamError
+from ..triples import float3, int3
 from .volume import Geometry
 
 SAME_SPACING_RTOL = 1e-4          # spacings this close are one grid: no resampling at all
@@ -45,7 +46,7 @@ def mm_to_voxels(size_mm_kji, spacing_ijk, what: str) -> tuple[int, int, int]:
     """A size in mm (``k, j, i``, as patches and crops are given) → voxels at ``spacing_ijk``
     (rounded, at least one)."""
     sizes = _positive_mm(size_mm_kji, what, "k j i")
-    return tuple(max(1, int(round(mm / sp))) for mm, sp in zip(sizes, reversed(tuple(spacing_ijk))))
+    return int3(max(1, int(round(mm / sp))) for mm, sp in zip(sizes, reversed(tuple(spacing_ijk))))
 
 
 def median_spacing(geometries) -> tuple[float, float, float]:
@@ -73,11 +74,11 @@ def grid_at_spacing(geometry: Geometry, spacing) -> Geometry:
     if np.allclose(geometry.spacing, spacing, rtol=SAME_SPACING_RTOL, atol=0.0):
         return geometry
     old, new = np.asarray(geometry.spacing, float), np.asarray(spacing, float)
-    size = tuple(max(1, int(round(n * o / s))) for n, o, s in zip(geometry.size, old, new))
+    size = int3(max(1, int(round(n * o / s))) for n, o, s in zip(geometry.size, old, new))
     direction = np.asarray(geometry.direction, float).reshape(3, 3)
     corner = np.asarray(geometry.origin, float) - direction @ (old / 2)
     origin = corner + direction @ (new / 2)
-    return Geometry(size, tuple(float(v) for v in new), tuple(float(v) for v in origin), geometry.direction)
+    return Geometry(size, float3(new), float3(origin), geometry.direction)
 
 
 def _image(array: np.ndarray, geometry: Geometry) -> sitk.Image:

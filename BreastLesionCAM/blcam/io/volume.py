@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import BlcamError
+from ..triples import float3, int3
 from .atomic import atomic_path
 
 
@@ -31,13 +32,14 @@ class Geometry:
     @classmethod
     def of(cls, image_or_reader) -> Geometry:
         obj = image_or_reader
-        return cls(tuple(int(s) for s in obj.GetSize()), tuple(obj.GetSpacing()),
-                   tuple(obj.GetOrigin()), tuple(obj.GetDirection()))
+        return cls(int3(obj.GetSize()), float3(obj.GetSpacing()), float3(obj.GetOrigin()),
+                   tuple(obj.GetDirection()))
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """Array shape ``(k, j, i)``."""
-        return tuple(reversed(self.size))
+        i, j, k = self.size
+        return k, j, i
 
     def _matrix(self) -> np.ndarray:
         return np.asarray(self.direction, float).reshape(3, 3) @ np.diag(self.spacing)
@@ -63,7 +65,7 @@ class Geometry:
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
-def _reader_for(path: Path):
+def _reader_for(path: Path) -> sitk.ImageFileReader | sitk.ImageSeriesReader:
     """A SimpleITK reader for a file or for a DICOM series folder."""
     if path.is_dir():
         ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
@@ -71,9 +73,9 @@ def _reader_for(path: Path):
             raise BlcamError(f"{path}: folder holds no DICOM series")
         if len(ids) > 1:
             raise BlcamError(f"{path}: folder holds {len(ids)} DICOM series; give one series per folder")
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0]))
-        return reader
+        series = sitk.ImageSeriesReader()
+        series.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0]))
+        return series
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     return reader

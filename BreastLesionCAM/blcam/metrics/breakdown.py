@@ -55,7 +55,8 @@ def volume_stem(name: str) -> str:
 def _columns(path: Path) -> list[str] | None:
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            return csv.DictReader(fh).fieldnames
+            names = csv.DictReader(fh).fieldnames
+            return None if names is None else list(names)
     except (OSError, UnicodeDecodeError):
         return None
 

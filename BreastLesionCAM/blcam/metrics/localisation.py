@@ -52,6 +52,8 @@ class VolumeTruth:
         centres = np.asarray(centres_lps, float).reshape(-1, 3)
         labels = []
         if mask is not None:
+            if geometry is None:
+                raise ValueError(f"{name}: a lesion mask needs the geometry it lies on")
             voxels = np.argwhere(mask > 0)
             spacing_kji = np.asarray(geometry.spacing[::-1])
             for c in geometry.lps_to_index(centres)[:, ::-1]:
@@ -87,8 +89,11 @@ def hit_matrix(points_lps: np.ndarray, truth: VolumeTruth, hit_mm: float) -> np.
     if not len(points) or not len(truth.centres_lps):
         return hits
     dist = np.linalg.norm(points[:, None, :] - truth.centres_lps[None, :, :], axis=2)
-    under = [_label_at(truth.mask, p) for p in truth.geometry.lps_to_index(points)[:, ::-1]] \
-        if truth.mask is not None else [0] * len(points)
+    if truth.mask is None:
+        under = [0] * len(points)
+    else:
+        assert truth.geometry is not None, "with_mask checked that a mask has its geometry"
+        under = [_label_at(truth.mask, p) for p in truth.geometry.lps_to_index(points)[:, ::-1]]
     for n, label in enumerate(truth.mask_labels):
         hits[:, n] = (np.asarray(under) == label) if label > 0 else dist[:, n] <= hit_mm
     return hits
@@ -132,7 +137,8 @@ def froc(truths: list[VolumeTruth], dets: list[VolumeDetections], hit_mm: float,
             counted = tuple(int(h) for h in np.flatnonzero(hits[m]) if include is None or (v, int(h)) in include)
             events.append((float(score), v, counted, bool(hits[m].any())))
     events.sort(key=lambda e: -e[0])
-    found, fp, curve = set(), 0, [(0.0, 0.0, float("inf"))]
+    found: set[tuple[int, int]] = set()
+    fp, curve = 0, [(0.0, 0.0, float("inf"))]
     for n, (score, v, counted, hit_any) in enumerate(events):
         if counted:
             found.update((v, h) for h in counted)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import BlcamError
 from ..intensity import to_uint8
+from ..triples import Float3, Int3, float3, int3
 from .extract import inside_part
 
 _INT_COLUMNS = ("label", "row", "fold", "centre_k", "centre_j", "centre_i", "start_k", "start_j", "start_i")
@@ -34,15 +35,15 @@ class PatchDataset:
     records: list[dict]
 
     @property
-    def patch_size(self) -> tuple[int, int, int]:
-        return tuple(self.info["settings"]["patch"])
+    def patch_size(self) -> Int3:
+        return int3(self.info["settings"]["patch"])
 
     @property
-    def spacing(self) -> tuple[float, float, float] | None:
+    def spacing(self) -> Float3 | None:
         """The voxel size (mm, ``i, j, k``) the patches were resampled to; None: each
         volume's own (exports without ``--spacing``, and all exports from before it)."""
         spacing = self.info["settings"].get("spacing")
-        return None if spacing is None else tuple(float(v) for v in spacing)
+        return None if spacing is None else float3(spacing)
 
     def select(self, split: str | None = None, folds=None, exclude_folds=None) -> list[dict]:
         """Records of one split and/or of (or outside) some folds."""

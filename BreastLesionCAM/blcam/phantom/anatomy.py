@@ -179,6 +179,7 @@ def _fat_texture(rng, p: _Painter, j0, j1) -> np.ndarray:
         else:
             grad += part
             del part
+    assert grad is not None         # three axes
     np.sqrt(grad, out=grad)
     grad += np.float32(1e-3)
     d = np.abs(g, out=g)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import as_completed
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def make_cohort(out, patients: int = 20, seed: int = 0, jobs: int = 1, shape=DEF
         raise BlcamError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    args = dict(out=str(out), seed=int(seed), shape=tuple(int(s) for s in shape),
+    args: dict[str, Any] = dict(out=str(out), seed=int(seed), shape=tuple(int(s) for s in shape),
                 spacing=tuple(float(s) for s in spacing), fraction=float(lesion_fraction),
                 direction=None if direction is None else check_direction(direction))
     results = {}
@@ -134,7 +135,7 @@ def make_patient(p: int, out: str, seed: int, shape, spacing, fraction: float,
         first = int(rng.integers(len(sides)))
         labels = ["lesion" if n == first or rng.random() < 0.2 else "healthy"
                   for n in range(len(sides))]
-    rows = {"cohort": [], "lesions": [], "mimics": []}
+    rows: dict[str, list[dict]] = {"cohort": [], "lesions": [], "mimics": []}
     for side, label in zip(sides, labels):
         _make_volume(rng, f"P{p:04d}", side, label, out, shape, spacing, direction, rows)
     return rows

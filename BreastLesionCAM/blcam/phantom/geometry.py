@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import BlcamError
 from ..io.volume import Geometry
+from ..triples import float3
 
 # Columns are the LPS directions of the index axes (i, j, k); stored row-major as SimpleITK.
 DIRECTIONS = {
@@ -97,7 +98,7 @@ def random_geometry(rng: np.random.Generator, shape, spacing, direction=None
     if name == "identity" and rng.random() < 0.5:
         origin = (0.0, 0.0, 0.0)
     else:
-        origin = tuple(float(v) for v in np.round(rng.uniform(-150.0, 150.0, 3), 3))
+        origin = float3(np.round(rng.uniform(-150.0, 150.0, 3), 3))
     k, j, i = (int(s) for s in shape)
     sk, sj, si = (float(s) for s in spacing)
     if direction is None:

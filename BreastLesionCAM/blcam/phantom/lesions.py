@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..triples import float3
 from .anatomy import FAT, GLAND
 from .fields import smooth_noise
 from .shapes import Ellipsoid, box_around, ellipsoid_distance, irregular_threshold, segment_distance, soft_inside
@@ -77,8 +78,7 @@ def sample_semi_axes(rng: np.random.Generator, kind: str, diameter_mm: float):
         axes = (1.0, rng.uniform(0.25, 0.5) / r, rng.uniform(0.35, 0.7))
     else:
         raise ValueError(f"unknown lesion kind {kind!r}")
-    axes = np.asarray(axes) / max(axes)
-    return tuple(float(a * r) for a in axes)
+    return float3(a / max(axes) * r for a in axes)
 
 
 def paint(rng: np.random.Generator, lesion: Lesion, echo, alpha, mask, spacing) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import BlcamError
+from ..triples import float3, int3
 from .geometry import ABUS_DIRECTION, check_direction
 from .volume import DEFAULT_SHAPE, DEFAULT_SPACING
 
@@ -31,7 +32,7 @@ class Preset:
 
 
 PRESETS = {
-    "demo": Preset(tuple(DEFAULT_SHAPE), tuple(DEFAULT_SPACING), None),
+    "demo": Preset(int3(DEFAULT_SHAPE), float3(DEFAULT_SPACING), None),
     "abus": Preset((354, 682, 865), (0.476, 0.073, 0.2), ABUS_DIRECTION),
 }
 

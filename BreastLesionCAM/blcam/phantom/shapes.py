@@ -52,7 +52,8 @@ class Box:
 
 def box_around(center_kji, half_mm, spacing, shape) -> Box:
     """The voxels within ``half_mm`` of ``center_kji`` (clipped to the volume)."""
-    slices, offsets = [], []
+    slices: list[slice] = []
+    offsets: list[np.ndarray] = []
     for ax in range(3):
         c, h = float(center_kji[ax]), float(half_mm[ax]) / float(spacing[ax])
         lo = int(np.clip(np.floor(c - h), 0, shape[ax]))
@@ -62,7 +63,7 @@ def box_around(center_kji, half_mm, spacing, shape) -> Box:
         bshape[ax] = hi - lo
         slices.append(slice(lo, hi))
         offsets.append(off.reshape(bshape))
-    return Box(tuple(slices), tuple(offsets))
+    return Box((slices[0], slices[1], slices[2]), (offsets[0], offsets[1], offsets[2]))
 
 
 def ellipsoid_distance(ell: Ellipsoid, box: Box, threshold=1.0):

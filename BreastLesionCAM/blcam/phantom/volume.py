@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import BlcamError
+from ..triples import float3
 from .anatomy import build_anatomy
 from .lesions import BIRADS, KINDS, MAX_DIAMETER_MM, MIMICS, MIN_DIAMETER_MM, Lesion, paint, sample_semi_axes
 from .shapes import Ellipsoid
@@ -81,7 +82,7 @@ def simulate_volume(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DEFAU
         lesion.id = len(placed) + 1
         lesion.birads = BIRADS[spec.kind] + (spec.kind == "irregular" and lesion.diameter_mm >= 12)
         placed.append(lesion)
-    mimics = []
+    mimics: list[Lesion] = []
     for _ in range(hard_negatives):
         kind = MIMICS[0] if rng.random() < 0.6 else MIMICS[1]
         try:
@@ -96,7 +97,7 @@ def simulate_volume(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DEFAU
         paint(rng, lesion, anatomy.echo_db, anatomy.alpha, mask, spacing)
     gain = float(rng.normal(0.0, 1.5))   # operator gain varies a little between scans
     power = attenuated_power(anatomy.echo_db, anatomy.alpha, spacing, transducer)
-    anatomy.echo_db = anatomy.alpha = None   # free 2 volumes before the speckle buffers
+    anatomy.echo_db = anatomy.alpha = None  # type: ignore[assignment]  # free 2 volumes before the speckle buffers
     out = bmode_from_power(rng, power, spacing, transducer, gain, return_envelope)
     image, env = out if return_envelope else (out, None)
     return PhantomVolume(image, mask, placed, mimics, env, anatomy.has_ribs, anatomy.surfaces)
@@ -146,7 +147,7 @@ def _place(rng, kind, diameter, center, shape, spacing, surfaces, others) -> Les
         c = center if center is not None else _draw_centre(rng, kind, half, shape, sp, surfaces)
         if c is None:
             continue
-        lesion.ellipsoid = Ellipsoid(tuple(float(v) for v in c), semi, theta)
+        lesion.ellipsoid = Ellipsoid(float3(c), semi, theta)
         if center is not None or _apart(lesion, others, sp):
             return lesion
     raise _NoRoom(f"a lesion ({kind}) does not fit a volume of {' x '.join(map(str, shape))} "

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..io.volume import Geometry
+from ..triples import float3
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,6 @@ def measure_region(mask: np.ndarray, geometry: Geometry, offset_kji=(0, 0, 0)) -
     return RegionMeasurements(
         voxels=len(points),
         volume_mm3=float(len(points) * np.prod(geometry.spacing)),
-        diameters_mm=tuple(float(d) for d in diameters[order]),
-        axes_lps=tuple(tuple(float(v) for v in axes[n]) for n in order),
-        centroid_lps=tuple(float(v) for v in centroid))
+        diameters_mm=float3(diameters[order]),
+        axes_lps=(float3(axes[order[0]]), float3(axes[order[1]]), float3(axes[order[2]])),
+        centroid_lps=float3(centroid))

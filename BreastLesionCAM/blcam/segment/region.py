@@ -58,6 +58,7 @@ from scipy import ndimage as ndi
 
 from ..errors import BlcamError
 from ..io.volume import Geometry
+from ..triples import int3
 from .measure import RegionMeasurements, measure_region
 
 DEFAULT_FRACTION = 0.5
@@ -151,8 +152,8 @@ def segment_candidate(heatmap: np.ndarray, geometry: Geometry, index_kji, image:
     index = np.argwhere(region)
     lo, hi = index.min(axis=0), index.max(axis=0) + 1
     cropped = region[tuple(slice(a, b) for a, b in zip(lo, hi))].copy()
-    offset = tuple(int(s.start + a) for s, a in zip(box, lo))
-    return LesionRegion(cropped, offset, tuple(int(s.start + v) for s, v in zip(box, seed)), peak, level,
+    offset = int3(s.start + a for s, a in zip(box, lo))
+    return LesionRegion(cropped, offset, int3(s.start + v for s, v in zip(box, seed)), peak, level,
                         dark_level is not None, dark_level, bool((region & surface).any()),
                         measure_region(cropped, geometry, offset))
 
@@ -162,7 +163,8 @@ def _box(voxel, radius_mm: float, spacing, shape) -> tuple[slice, slice, slice]:
     ellipsoid in index space whatever the direction)."""
     half = np.ceil(radius_mm / spacing).astype(int)
     lo, hi = np.maximum(voxel - half, 0), np.minimum(voxel + half + 1, shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    k, j, i = (slice(int(a), int(b)) for a, b in zip(lo, hi))
+    return k, j, i
 
 
 def _distance_mm(box, centre, spacing) -> np.ndarray:

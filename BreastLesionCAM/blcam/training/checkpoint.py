@@ -16,6 +16,7 @@ import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,7 +27,7 @@ FORMAT = "blcam-checkpoint-v1"
 LAST = "last.pt"
 
 
-def snapshot(obj):
+def snapshot(obj: Any) -> Any:
     """A detached CPU copy of a (nested) state: later training steps cannot change it."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
@@ -39,7 +40,7 @@ def snapshot(obj):
 
 def rng_state() -> dict:
     """Torch's global generator states (CPU and every CUDA device)."""
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

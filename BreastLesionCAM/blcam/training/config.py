@@ -62,7 +62,7 @@ class TrainConfig:
     progress_every_s: float = 30.0  # curves.png is redrawn at most this often (and at the end)
 
     def __post_init__(self) -> None:
-        self.crop = tuple(int(v) for v in self.crop)
+        self.crop = tuple(int(v) for v in self.crop)  # type: ignore[assignment]  # validate() checks three
         self.validate()
 
     def validate(self) -> None:

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -162,13 +163,14 @@ class _Trainer:
         torch.manual_seed(config.seed)
         net = build_model(config.arch, config.stem, config.widen, config.output_stride).to(device)
         if self.cuda:
-            net = net.to(memory_format=torch.channels_last_3d)
+            net = net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # not in torch's stubs
         self.net = net
         # Point supervision needs the local-logit map; the paper's recipe runs the net as it is.
         self.pointed = config.point_loss > 0
         trained = LocalLogitNet(net) if self.pointed else net
         self.stride = total_stride(config.stem, config.output_stride)
-        self.model = torch.compile(trained) if config.compile else trained
+        # What the training step calls: the network, maybe compiled (an OptimizedModule) and DDP-wrapped.
+        self.model: torch.nn.Module = cast(torch.nn.Module, torch.compile(trained)) if config.compile else trained
         if ctx.distributed:
             self.model = DistributedDataParallel(self.model, device_ids=[device.index] if self.cuda else None)
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -242,7 +244,7 @@ class _Trainer:
         for (x, y, _), drawn in zip(batches, slices):
             with autocast_for(self.device, self.cfg.precision):
                 out = self.model(to_network(x, self.cuda))
-            if self.pointed:
+            if targets is not None:                       # point supervision
                 local = out.float()
                 logits = local.mean(dim=(1, 2, 3))
                 loss = self.loss_fn(logits, y) + self.cfg.point_loss * self.loss_fn(local, targets[drawn])
@@ -269,6 +271,7 @@ class _Trainer:
 
     def _validate(self) -> dict:
         """Centred crops of the held-out patches; scores gathered from every rank."""
+        assert self.val_src is not None, "validation needs held-out patches"
         rows = list(range(self.ctx.rank, len(self.val_recs), self.ctx.world_size))
         offsets = np.tile(centre_offset(self.ds.patch_size, self.cfg.crop), (len(rows), 1))
         # Forward only: twice the training batch fits in the memory a training step needs.

@@ -20,10 +20,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .axes import Float3, Int3, Ints, float3, int3
 from .errors import BlcamError
 from .intensity import NORMALISATION
 from .io.atomic import atomic_path
-from .triples import Float3, Int3, float3, int3
 
 
 class HasStateDict(Protocol):
@@ -100,8 +100,8 @@ def model_stride(meta: dict) -> tuple[int, int, int]:
     return total_stride(meta["stem"], int(meta.get("output_stride", 16)))
 
 
-def make_metadata(arch: str, stem: str, widen: float, crop, patch, training: dict | None = None,
-                  **extra) -> dict:
+def make_metadata(arch: str, stem: str, widen: float, crop: Ints, patch: Ints, training: dict | None = None,
+                  **extra: Any) -> dict:
     """The metadata record every model file carries: architecture, stem, width, crop and
     patch, normalisation, spacing and the training config, enough to rebuild and use the
     network without the run folder (README "Training and the paper's Table 2")."""
@@ -119,7 +119,7 @@ def save_model(path: str | PathLike[str], model: HasStateDict, metadata: dict) -
         save_file(state, str(tmp), metadata={"blcam": json.dumps(metadata)})
 
 
-def read_metadata(path) -> dict:
+def read_metadata(path: PathLike) -> dict:
     """The metadata record of a model file, without loading weights."""
     from safetensors import safe_open
     path = Path(path)
@@ -140,7 +140,7 @@ def read_metadata(path) -> dict:
     return meta
 
 
-def check_metadata(path, meta) -> None:
+def check_metadata(path: PathLike, meta: object) -> None:
     """Validate the record *before* a network is built from it: a tampered or corrupt file
     must not make us allocate 88 GB (``widen: 1e6``) or fail deep inside MONAI."""
     if not isinstance(meta, dict):
@@ -176,7 +176,7 @@ def model_spacing(meta: dict) -> Float3 | None:
     return None if spacing is None else float3(spacing)
 
 
-def load_model(path, device: str | torch.device = "cpu") -> tuple[ResNet, dict]:
+def load_model(path: PathLike, device: str | torch.device = "cpu") -> tuple[ResNet, dict]:
     """Rebuild the network from a model file; returns ``(model in eval mode, metadata)``."""
     meta = read_metadata(path)
     model = build_model(meta["arch"], meta["stem"], meta["widen"], int(meta.get("output_stride", 16)))
@@ -187,7 +187,7 @@ def load_model(path, device: str | torch.device = "cpu") -> tuple[ResNet, dict]:
     return model.to(device).eval(), meta
 
 
-def resolve_model_path(run_or_model) -> Path:
+def resolve_model_path(run_or_model: PathLike) -> Path:
     """A run folder (→ its ``model.safetensors``) or a model file."""
     path = Path(run_or_model)
     if path.is_dir():

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from scipy.ndimage import uniform_filter1d
 
-from ..triples import float3
+from ..axes import float3
 
 
 def feature_offset(stride) -> tuple[float, ...]:

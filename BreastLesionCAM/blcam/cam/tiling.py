@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..triples import Int3, int3
+from ..axes import Int3, int3
 
 
 @dataclass(frozen=True)

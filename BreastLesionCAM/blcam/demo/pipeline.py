@@ -127,6 +127,7 @@ def held_out_cohort(cohort_csv: Path, manifest_csv: Path, out_csv: Path) -> Path
         for col in ("volume", "annotation"):
             if r[col]:
                 r[col] = str((cohort_dir / r[col]).resolve())
+    assert columns is not None                     # the manifest has rows, so a header
     write_csv_atomic(out_csv, rows, columns)
     return out_csv
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..axes import float3, int3
 from ..cam.maps import LesionMap, sigmoid
 from ..io.volume import Geometry
-from ..triples import float3, int3
 
 
 @dataclass

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..axes import PathLike
 from ..errors import BlcamError
 
 LOCK_NAME = ".blcam.lock"
@@ -151,7 +152,8 @@ def _open(path: Path, create: bool) -> int | None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder, shared: bool = False, purpose: str = "writing", enabled: bool = True) -> Iterator[None]:
+def folder_lock(folder: PathLike, shared: bool = False, purpose: str = "writing",
+                enabled: bool = True) -> Iterator[None]:
     """Hold ``folder``'s lock for the ``with`` block, or raise :class:`FolderBusy` naming the holder.
 
     Exclusive locks create ``folder`` (and remove it again, empty, if it was created here);

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..axes import Float3, Int3, float3, int3
 from ..errors import BlcamError
 from ..intensity import to_uint8
-from ..triples import Float3, Int3, float3, int3
 from .extract import inside_part
 
 _INT_COLUMNS = ("label", "row", "fold", "centre_k", "centre_j", "centre_i", "start_k", "start_j", "start_i")

@@ -17,9 +17,9 @@ import math
 
 import numpy as np
 
+from ..axes import float3
 from ..errors import BlcamError
 from ..io.volume import Geometry
-from ..triples import float3
 
 # Columns are the LPS directions of the index axes (i, j, k); stored row-major as SimpleITK.
 DIRECTIONS = {

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..triples import float3
+from ..axes import float3
 from .anatomy import FAT, GLAND
 from .fields import smooth_noise
 from .shapes import Ellipsoid, box_around, ellipsoid_distance, irregular_threshold, segment_distance, soft_inside

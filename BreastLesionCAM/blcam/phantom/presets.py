@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..axes import float3, int3
 from ..errors import BlcamError
-from ..triples import float3, int3
 from .geometry import ABUS_DIRECTION, check_direction
 from .volume import DEFAULT_SHAPE, DEFAULT_SPACING
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..axes import float3
 from ..errors import BlcamError
-from ..triples import float3
 from .anatomy import build_anatomy
 from .lesions import BIRADS, KINDS, MAX_DIAMETER_MM, MIMICS, MIN_DIAMETER_MM, Lesion, paint, sample_semi_axes
 from .shapes import Ellipsoid

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..axes import float3
 from ..io.volume import Geometry
-from ..triples import float3
 
 
 @dataclass(frozen=True)

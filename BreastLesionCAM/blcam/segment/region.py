@@ -56,9 +56,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..axes import int3
 from ..errors import BlcamError
 from ..io.volume import Geometry
-from ..triples import int3
 from .measure import RegionMeasurements, measure_region
 
 DEFAULT_FRACTION = 0.5

@@ -27,23 +27,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Union
 
 import numpy as np
 import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..axes import Ints, int3
 from ..errors import BlcamError
 from ..intensity import network_input
 from ..patches.dataset import PatchDataset
-from ..triples import int3
 
 STREAM_TRAIN, STREAM_EVAL = 0, 1      # independent random streams for training and evaluation crops
 RESIDENT_SHARE = 0.25                 # hold patches in memory if they take at most this share of it
-
-# Integers per axis (a patch or crop size, an offset) or per draw (patch rows), as a list or an array.
-Ints = Union[Sequence[int], np.ndarray]
 # One batch: uint8 crops (B, k, j, i), labels (B,), patch rows (B,).
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 

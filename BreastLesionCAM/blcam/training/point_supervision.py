@@ -31,8 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..axes import Float3, float3
 from ..cam.local_logits import feature_positions
-from ..triples import Float3, float3
 
 
 def lesion_in_crop(patch: Sequence[int], crop: Sequence[int] | np.ndarray, offsets: np.ndarray,

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .data import Ints, PatchSource, to_network
+from ..axes import Ints
+from .data import PatchSource, to_network
 
 if TYPE_CHECKING:
     from tqdm import tqdm

@@ -14,11 +14,11 @@ there were (:func:`count_non_finite`); a volume without any finite voxel is refu
 
 from __future__ import annotations
 
-from os import PathLike
-from typing import TYPE_CHECKING, TypeVar, Union
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from .axes import PathLike
 from .errors import BlcamError
 
 if TYPE_CHECKING:
@@ -41,13 +41,11 @@ NORMALISATION = {
     "network_std": NETWORK_STD,
 }
 
-# A name for messages: a path or any other label.
-Source = Union[str, PathLike[str]]   # (Union: Slicer 5.8 runs this on Python 3.9)
 # Numpy arrays stay numpy arrays and tensors tensors (network_input).
 _Array = TypeVar("_Array", np.ndarray, "torch.Tensor")
 
 
-def robust_range(volume: np.ndarray, source: Source = "volume") -> tuple[float, float]:
+def robust_range(volume: np.ndarray, source: PathLike = "volume") -> tuple[float, float]:
     """The volume's ``LOW``/``HIGH`` percentile grey values, from a strided subsample of
     about ``SUBSAMPLE_VOXELS`` voxels (deterministic; ABUS volumes hold 10^8 voxels).
 
@@ -71,7 +69,7 @@ def robust_range(volume: np.ndarray, source: Source = "volume") -> tuple[float, 
     return lo, hi
 
 
-def _finite(sample: np.ndarray, volume: np.ndarray, source: Source) -> np.ndarray:
+def _finite(sample: np.ndarray, volume: np.ndarray, source: PathLike) -> np.ndarray:
     """The finite values of ``sample``; of the whole volume if the subsample has none (a
     few finite voxels between the strides); an error if the volume has none at all."""
     if not np.issubdtype(sample.dtype, np.floating):
@@ -91,7 +89,7 @@ def count_non_finite(volume: np.ndarray) -> int:
     return int(sum(np.count_nonzero(~np.isfinite(plane)) for plane in volume))
 
 
-def non_finite_warning(source: Source, count: int, total: int) -> str:
+def non_finite_warning(source: PathLike, count: int, total: int) -> str:
     """The one-line warning export and detect print for a volume with non-finite voxels."""
     return (f"warning: {source}: {count} of {total} voxels are NaN or infinite; the grey range uses the "
             "finite voxels and the others are set to the low end (0)")
@@ -122,7 +120,7 @@ def _small_int(dtype: np.dtype | type) -> bool:
     return np.issubdtype(dtype, np.integer) and np.dtype(dtype).itemsize <= 2
 
 
-def normalise_volume(volume: np.ndarray, source: Source = "volume") -> np.ndarray:
+def normalise_volume(volume: np.ndarray, source: PathLike = "volume") -> np.ndarray:
     """The whole volume in stored units (what detection feeds the network)."""
     lo, hi = robust_range(volume, source)
     return to_uint8(volume, lo, hi)

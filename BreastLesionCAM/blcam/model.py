@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from os import PathLike
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
@@ -20,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .axes import Float3, Int3, Ints, float3, int3
+from .axes import Float3, Int3, Ints, PathLike, float3, int3
 from .errors import BlcamError
 from .intensity import NORMALISATION
 from .io.atomic import atomic_path
@@ -112,7 +111,7 @@ def make_metadata(arch: str, stem: str, widen: float, crop: Ints, patch: Ints, t
     return meta
 
 
-def save_model(path: str | PathLike[str], model: HasStateDict, metadata: dict) -> None:
+def save_model(path: PathLike, model: HasStateDict, metadata: dict) -> None:
     """Write weights + metadata as one safetensors file, atomically."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in _unwrap(model).state_dict().items()}
     with atomic_path(path) as tmp:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..axes import PathLike
 from ..errors import BlcamError
 from ..io.atomic import atomic_path
 
@@ -53,13 +54,13 @@ def restore_rng(state: dict) -> None:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, state: dict) -> None:
+def save_checkpoint(path: PathLike, state: dict) -> None:
     """Atomically ``torch.save`` a checkpoint dict (already snapshotted to CPU)."""
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
 
 
-def load_checkpoint(path) -> dict:
+def load_checkpoint(path: PathLike) -> dict:
     """Read a checkpoint with ``weights_only=True``; anything else is refused, not executed."""
     path = Path(path)
     if not path.is_file():

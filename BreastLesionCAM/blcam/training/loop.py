@@ -24,6 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..axes import PathLike
 from ..cam.local_logits import LocalLogitNet
 from ..errors import BlcamError
 from ..io.atomic import check_output_folder, make_folder, remove_stale_temporaries, write_json_atomic
@@ -69,7 +70,7 @@ def split_records(ds: PatchDataset, fold: int | None) -> tuple[list[dict], list[
     return train, held, name
 
 
-def train_model(dataset_root, out_dir, config: TrainConfig, progress: bool = True,
+def train_model(dataset_root: PathLike, out_dir: PathLike, config: TrainConfig, progress: bool = True,
                 on_epoch: Callable[[dict], bool | None] | None = None, resume: bool = False) -> Path:
     """Train, validate and checkpoint; returns ``out_dir/model.safetensors`` (the best model).
 
@@ -87,7 +88,8 @@ def train_model(dataset_root, out_dir, config: TrainConfig, progress: bool = Tru
         return _train_locked(dataset_root, out_dir, config, progress, on_epoch, resume)
 
 
-def _train_locked(dataset_root, out_dir, config: TrainConfig, progress, on_epoch, resume: bool) -> Path:
+def _train_locked(dataset_root: PathLike, out_dir: PathLike, config: TrainConfig, progress: bool,
+                  on_epoch: Callable[[dict], bool | None] | None, resume: bool) -> Path:
     out_dir = Path(out_dir)
     ds = load_dataset(dataset_root)
     split_records(ds, config.fold)                    # bad input fails before anything is created
@@ -136,7 +138,7 @@ def _deterministic(enabled: bool):
 def _better(val: dict, best: dict, monitor: str) -> bool:
     """Does this validation improve on the best so far? Ties on AUC/accuracy (common on
     small held-out sets) go to the lower loss; ``nan`` never improves; anything beats none."""
-    def key(v, loss):
+    def key(v: float | None, loss: float | None) -> tuple[float, ...] | None:
         if v is None or math.isnan(v):
             return None
         if monitor == "val_loss":
@@ -151,7 +153,8 @@ def _better(val: dict, best: dict, monitor: str) -> bool:
 class _Trainer:
     """The state of one training run (one per process under DDP)."""
 
-    def __init__(self, ds, out_dir, config: TrainConfig, ctx: DistContext, device, progress, on_epoch):
+    def __init__(self, ds: PatchDataset, out_dir: Path, config: TrainConfig, ctx: DistContext, device: torch.device,
+                 progress: bool, on_epoch: Callable[[dict], bool | None] | None):
         self.ds, self.out, self.cfg, self.ctx, self.device = ds, out_dir, config, ctx, device
         self.progress, self.on_epoch = progress and ctx.is_main, on_epoch
         self.train_recs, self.val_recs, self.val_split = split_records(ds, config.fold)
@@ -262,7 +265,7 @@ class _Trainer:
                                                     self.device)
         return total_loss / n, total_correct / n, int(n)
 
-    def _point_targets(self, order, offsets, flips) -> torch.Tensor:
+    def _point_targets(self, order: np.ndarray, offsets: np.ndarray, flips: np.ndarray) -> torch.Tensor:
         """Point targets of this epoch's draws, in draw order (batches come in that order)."""
         where = lesion_in_crop(self.ds.patch_size, self.cfg.crop, offsets, flips)
         labels = np.array([self.train_recs[r]["label"] for r in order])

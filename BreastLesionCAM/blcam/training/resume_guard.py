@@ -15,12 +15,13 @@ import hashlib
 import sys
 from pathlib import Path
 
+from ..axes import PathLike
 from ..errors import BlcamError
 
 IDENTITY_FILES = ("dataset.json", "manifest.csv")
 
 
-def dataset_identity(root) -> dict:
+def dataset_identity(root: PathLike) -> dict:
     """``{"sha256": ..., "path": ...}`` of the dataset folder ``root``."""
     root = Path(root)
     digest = hashlib.sha256()

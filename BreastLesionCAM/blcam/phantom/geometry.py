@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ..axes import float3
+from ..axes import Floats, Ints, float3
 from ..errors import BlcamError
 from ..io.volume import Geometry
 
@@ -49,7 +49,7 @@ WEIGHTS = {"identity": 0.4, "flip-i": 0.12, "abus": 0.12, "rot90-k": 0.12, "rot9
            "swap-ik": 0.12}
 
 
-def check_direction(direction, option: str = "--direction") -> tuple[float, ...]:
+def check_direction(direction: Floats, option: str = "--direction") -> tuple[float, ...]:
     """``direction`` (9 numbers, row-major) as a tuple, or a :class:`BlcamError` naming it.
 
     ITK stores any non-singular matrix, but one that is not orthonormal skews or scales
@@ -76,14 +76,14 @@ def check_direction(direction, option: str = "--direction") -> tuple[float, ...]
     return tuple(float(v) for v in values)
 
 
-def _number(value) -> str:
+def _number(value: float) -> str:
     try:
         return f"{float(value):g}"
     except (TypeError, ValueError):
         return repr(value)
 
 
-def random_geometry(rng: np.random.Generator, shape, spacing, direction=None
+def random_geometry(rng: np.random.Generator, shape: Ints, spacing: Floats, direction: Floats | None = None
                     ) -> tuple[str, Geometry]:
     """A geometry for an array of ``shape`` (k, j, i) with ``spacing`` (k, j, i) in mm.
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..axes import float3, int3
+from ..axes import Floats, Ints, float3, int3
 from ..errors import BlcamError
 from .geometry import ABUS_DIRECTION, check_direction
 from .volume import DEFAULT_SHAPE, DEFAULT_SPACING
@@ -37,7 +37,8 @@ PRESETS = {
 }
 
 
-def resolve(preset: str = "demo", shape=None, spacing=None, direction=None) -> Preset:
+def resolve(preset: str = "demo", shape: Ints | None = None, spacing: Floats | None = None,
+            direction: Floats | None = None) -> Preset:
     """The preset's values, each replaced by the caller's where one is given.
 
     An explicit ``--shape`` or ``--spacing`` wins over the preset, so ``--preset abus

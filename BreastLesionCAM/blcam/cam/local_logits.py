@@ -16,6 +16,8 @@ import torch
 from monai.networks.nets import ResNet
 from torch import nn
 
+from ..axes import Ints
+
 
 class LocalLogitNet(nn.Module):
     """A MONAI ResNet that returns its local-logit map ``(B, k, j, i)`` instead of one logit.
@@ -37,7 +39,7 @@ class LocalLogitNet(nn.Module):
         return torch.einsum("bc...,c->b...", a, fc.weight[0]) + fc.bias[0]
 
 
-def feature_positions(crop, stride) -> list[np.ndarray]:
+def feature_positions(crop: Ints, stride: Ints) -> list[np.ndarray]:
     """Voxel position of each feature voxel of a crop, per axis (module doc)."""
     out = []
     for n, s in zip(crop, stride):

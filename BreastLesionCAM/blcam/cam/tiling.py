@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -136,8 +137,8 @@ def plan_tiles(shape: Sequence[int], geometry: StageGeometry, max_voxels: int) -
     return tiles
 
 
-def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], source, geometry: StageGeometry,
-              out_channels: int, max_voxels: int, device: torch.device, store_dtype=torch.float32,
+def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], source: np.ndarray | torch.Tensor, geometry: StageGeometry,
+              out_channels: int, max_voxels: int, device: torch.device, store_dtype: torch.dtype = torch.float32,
               prepare: Callable | None = None, progress: bool = False, desc: str = "tiles",
               on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Apply ``fn`` to ``source`` tile by tile: a batch of inputs with the same grid, a

@@ -25,9 +25,11 @@ import csv
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..axes import PathLike
 from ..detect.pipeline import DetectSettings, detect
 from ..device import resolve_device
 from ..errors import BlcamError
@@ -132,7 +134,7 @@ def held_out_cohort(cohort_csv: Path, manifest_csv: Path, out_csv: Path) -> Path
     return out_csv
 
 
-def run_demo(out, config: DemoConfig | None = None, progress: bool = True) -> Path:
+def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = True) -> Path:
     """Run (or resume) the demo under ``out`` (``config``: the defaults when ``None``);
     returns the path of ``index.html``."""
     config = DemoConfig() if config is None else config
@@ -146,7 +148,7 @@ def run_demo(out, config: DemoConfig | None = None, progress: bool = True) -> Pa
              "detections": out / "detections", "localisation": out / "detections" / "localisation.json"}
     timings = json.loads((out / "timings.json").read_text(encoding="utf-8")) if (out / "timings.json").is_file() else {}
 
-    def step(n: int, name: str, text: str, fn) -> None:
+    def step(n: int, name: str, text: str, fn: Callable[[], object]) -> None:
         if state.fresh(name):
             _say(n, f"{text}: done earlier, kept")
             return

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..axes import float3, int3
+from ..axes import Floats, Ints, float3, int3
 from ..cam.maps import LesionMap, sigmoid
 from ..io.volume import Geometry
 
@@ -46,7 +46,7 @@ class Candidate:
         return int3(np.floor(v + 0.5) for v in self.index_kji[::-1])
 
 
-def _refine(grid: np.ndarray, peak) -> np.ndarray:
+def _refine(grid: np.ndarray, peak: Ints) -> np.ndarray:
     """Sub-cell peak position: vertex of the parabola through the peak and its neighbours."""
     pos = np.asarray(peak, float)
     for a in range(3):
@@ -68,7 +68,8 @@ def peak_cells(grid: np.ndarray) -> np.ndarray:
     return cells[np.argsort(-grid[tuple(cells.T)], kind="stable")]
 
 
-def half_max_extent(heatmap: np.ndarray, index_kji, window, spacing_kji) -> tuple[float, float, float]:
+def half_max_extent(heatmap: np.ndarray, index_kji: Floats, window: Ints, spacing_kji: Floats) -> tuple[float, float,
+                    float]:
     """FWHM-style size ``(i, j, k)`` in mm of the heatmap blob containing ``index_kji``."""
     centre = np.clip(np.floor(np.asarray(index_kji) + 0.5).astype(int), 0, np.asarray(heatmap.shape) - 1)
     lo = np.maximum(centre - np.asarray(window), 0)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..axes import float3
+from ..axes import Ints, float3
 from ..io.volume import Geometry
 
 
@@ -38,7 +38,7 @@ class RegionMeasurements:
         return float((6.0 * self.volume_mm3 / np.pi) ** (1.0 / 3.0))
 
 
-def measure_region(mask: np.ndarray, geometry: Geometry, offset_kji=(0, 0, 0)) -> RegionMeasurements:
+def measure_region(mask: np.ndarray, geometry: Geometry, offset_kji: Ints = (0, 0, 0)) -> RegionMeasurements:
     """Measure the voxels set in ``mask`` (``(k, j, i)``; ``mask[0, 0, 0]`` is the volume's voxel
     ``offset_kji``, so a region cropped to its bounding box is measured in place)."""
     index_kji = np.argwhere(np.asarray(mask, bool))

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..detect.pipeline import DetectSettings
 from ..io.atomic import write_json_atomic
 from .outputs import VolumeOutputs
 
-if TYPE_CHECKING:
-    from .pipeline import VolumeJob
+if TYPE_CHECKING:                 # pipeline imports this module
+    from .pipeline import DetectSettings, VolumeJob
 
 FORMAT = "blcam-detect-record-v1"
 _CHUNK = 1 << 20

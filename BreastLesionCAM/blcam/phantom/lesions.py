@@ -25,10 +25,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..axes import Floats, float3
-from ..phantom.shapes import Box
 from .anatomy import FAT, GLAND
 from .fields import smooth_noise
-from .shapes import Ellipsoid, box_around, ellipsoid_distance, irregular_threshold, segment_distance, soft_inside
+from .shapes import Box, Ellipsoid, box_around, ellipsoid_distance, irregular_threshold, segment_distance, soft_inside
 
 KINDS = ("irregular", "oval", "cyst")
 MIMICS = ("fat_lobule", "shadow")

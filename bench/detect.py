@@ -127,7 +127,7 @@ def _resampled_child(method: str, shape, args, queue) -> None:
     import numpy as np
     import torch
 
-    from blcam.detect.pipeline import DetectSettings, Detector, VolumeJob
+    from blcam.detect.pipeline import Detector, DetectSettings, VolumeJob
     from blcam.io.resample import grid_at_spacing
     from blcam.io.volume import read_geometry
 
@@ -158,7 +158,7 @@ def _abus_files(shape, args) -> dict:
     from blcam.model import build_model, make_metadata, save_model
     root = Path(args.workdir)
     root.mkdir(parents=True, exist_ok=True)
-    volume = root / ("abus_%s.nrrd" % "x".join(map(str, shape)))
+    volume = root / f"abus_{'x'.join(map(str, shape))}.nrrd"
     if not volume.is_file():
         c, s = np.cos(np.radians(12)), np.sin(np.radians(12))
         direction = (np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]) @ np.diag([1.0, 1.0, -1.0])).ravel()
@@ -222,7 +222,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     if args.preset == "abus":
-        given = {a.dest for a in p._actions if a.dest in ABUS_PRESET and f"--{a.dest.replace('_', '-')}" in (argv or sys.argv)}
+        given = {a.dest for a in p._actions
+                 if a.dest in ABUS_PRESET and f"--{a.dest.replace('_', '-')}" in (argv or sys.argv)}
         for key, value in ABUS_PRESET.items():
             if key not in given:
                 setattr(args, key, value)
@@ -237,7 +238,8 @@ def main(argv=None) -> int:
             if "error" in r:
                 print(f"{size:>14} {method:>8}: failed ({r['error']})", flush=True)
                 continue
-            est = " (estimated from %d of %d windows)" % (r["windows_run"], r["windows"]) if r.get("estimated") else ""
+            est = (f" (estimated from {int(r['windows_run'])} of {int(r['windows'])} windows)"
+                   if r.get("estimated") else "")
             mem = f"peak RSS {r['peak_rss_gb']:.2f} GB"
             if "peak_gpu_gb" in r:
                 mem += f", GPU {r['peak_gpu_gb']:.2f} GB"

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "BreastLesionCAM"))
 
 from blcam.demo.pipeline import DemoConfig, held_out_cohort  # noqa: E402
 from blcam.detect.pipeline import DetectSettings, detect  # noqa: E402
-from blcam.evaluation.detection import evaluate_detection  # noqa: E402
 from blcam.evaluation import evaluate_model  # noqa: E402
+from blcam.evaluation.detection import evaluate_detection  # noqa: E402
 from blcam.io.resample import mm_to_voxels  # noqa: E402
 from blcam.patches.export import ExportSettings, export_dataset  # noqa: E402
 from blcam.phantom import make_cohort  # noqa: E402
@@ -90,7 +90,8 @@ def run_recipe(name, base: TrainConfig, det_changes: dict, c: DemoConfig, paths:
     seconds["detect"] = time.perf_counter() - t
     loc = evaluate_detection(det_dir, paths["test_cohort"], out / f"localisation-{name}.json", paths["masks"],
                              lesions=paths["lesions"])
-    return {"recipe": name, "auc_patch": table2["modes"]["patch"]["auc"], "auc_centre": table2["modes"]["centre"]["auc"],
+    return {"recipe": name, "auc_patch": table2["modes"]["patch"]["auc"],
+            "auc_centre": table2["modes"]["centre"]["auc"],
             "auc_random": table2["modes"]["random"]["auc"], "pointing": loc["pointing_game"],
             "distance_mm": loc["distance_mm_median"], "froc": loc["froc"]["mean_sensitivity"],
             "volume_auc": loc["volume_auc"], "volumes": loc["volumes"], "lesions": loc["lesions"],

@@ -45,7 +45,7 @@ def _finding(vol, kind):
 
 def draw(out: Path, seed: int) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.4), facecolor="black")
-    for n, (ax, (title, kinds, negatives, show, ribs)) in enumerate(zip(axes.flat, PANELS)):
+    for n, (ax, (title, kinds, negatives, show, ribs)) in enumerate(zip(axes.flat, PANELS, strict=True)):
         rng = np.random.default_rng([seed, n])
         for _ in range(20):          # redraw until the wanted finding is there, 7 mm or more
             vol = simulate_volume(rng, lesions=kinds, hard_negatives=negatives, ribs=ribs)

@@ -24,9 +24,9 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from BreastLesionCAMLib.SamplePhantom import ICONS, SAMPLES, generateSample  # noqa: E402
 from blcam.io.atomic import atomic_path  # noqa: E402
 from blcam.io.volume import read_volume  # noqa: E402
+from BreastLesionCAMLib.SamplePhantom import ICONS, SAMPLES, generateSample  # noqa: E402
 
 SIZE_PX = (260, 280)   # width, height
 

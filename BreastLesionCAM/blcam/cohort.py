@@ -148,23 +148,23 @@ def _check_row_files(path: Path, r: CohortRow) -> None:
     if not r.volume.exists():
         raise BlcamError(f"{where}: volume file '{r.volume_rel}' not found")
     try:
-        r.geometry = read_geometry(r.volume)
+        geometry = r.geometry = read_geometry(r.volume)
     except BlcamError as exc:
         raise BlcamError(f"{where}: {exc}") from None
     if r.annotation is not None:
-        r.centres_lps = _points_inside(where, r, r.annotation, "lesion centre")
+        r.centres_lps = _points_inside(where, r, geometry, r.annotation, "lesion centre")
     if r.negatives is not None:
-        r.negatives_lps = _points_inside(where, r, r.negatives, "reviewed negative")
+        r.negatives_lps = _points_inside(where, r, geometry, r.negatives, "reviewed negative")
 
 
-def _points_inside(where: str, r: CohortRow, path: Path, what: str) -> np.ndarray:
-    """The points of ``path`` (LPS mm), each checked to lie inside the row's volume."""
+def _points_inside(where: str, r: CohortRow, geometry: Geometry, path: Path, what: str) -> np.ndarray:
+    """The points of ``path`` (LPS mm), each checked to lie inside the row's volume (``geometry``)."""
     try:
         points = read_points(path)
     except BlcamError as exc:
         raise BlcamError(f"{where}: {exc}") from None
-    index = r.geometry.lps_to_index(points)
-    size = np.asarray(r.geometry.size, float)
+    index = geometry.lps_to_index(points)
+    size = np.asarray(geometry.size, float)
     for n, (p, idx) in enumerate(zip(points, index), 1):
         if np.any(idx < -0.5) or np.any(idx > size - 0.5):
             raise BlcamError(

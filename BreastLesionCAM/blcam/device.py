@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import BlcamError
 
@@ -20,12 +20,12 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 _CUDA_INDEX = re.compile(r"cuda:(\d+)")
 
 
-def is_device_name(name) -> bool:
+def is_device_name(name: object) -> bool:
     """True for ``auto``, ``cpu``, ``cuda``, ``cuda:N`` and ``mps``."""
     return isinstance(name, str) and (name in DEVICES or _CUDA_INDEX.fullmatch(name) is not None)
 
 
-def check_device_name(name, option: str = "--device") -> str:
+def check_device_name(name: str, option: str = "--device") -> str:
     """``name`` itself, or :class:`BlcamError` naming the value and the accepted names."""
     if not is_device_name(name):
         raise BlcamError(f"{option} '{name}': choose one of {', '.join(DEVICES)} or cuda:N (a GPU's index)")

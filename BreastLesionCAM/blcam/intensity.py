@@ -14,14 +14,22 @@ there were (:func:`count_non_finite`); a volume without any finite voxel is refu
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeVar
+
 import numpy as np
 
+from .axes import PathLike
 from .errors import BlcamError
+
+if TYPE_CHECKING:
+    import torch
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
 PAD_VALUE = 0          # outside-the-volume voxels in a patch, in normalised units (black)
 SUBSAMPLE_VOXELS = 1_000_000
+NETWORK_MEAN = 0.5     # network input = (stored / 255 - MEAN) / STD
+NETWORK_STD = 0.25
 
 NORMALISATION = {
     "method": "volume_percentile_uint8",
@@ -29,13 +37,15 @@ NORMALISATION = {
     "high_percentile": HIGH_PERCENTILE,
     "stored_dtype": "uint8",
     "pad_value": PAD_VALUE,
-    # Network input = (stored / 255 - MEAN) / STD
-    "network_mean": 0.5,
-    "network_std": 0.25,
+    "network_mean": NETWORK_MEAN,
+    "network_std": NETWORK_STD,
 }
 
+# Numpy arrays stay numpy arrays and tensors tensors (network_input).
+_Array = TypeVar("_Array", np.ndarray, "torch.Tensor")
 
-def robust_range(volume: np.ndarray, source="volume") -> tuple[float, float]:
+
+def robust_range(volume: np.ndarray, source: PathLike = "volume") -> tuple[float, float]:
     """The volume's ``LOW``/``HIGH`` percentile grey values, from a strided subsample of
     about ``SUBSAMPLE_VOXELS`` voxels (deterministic; ABUS volumes hold 10^8 voxels).
 
@@ -59,7 +69,7 @@ def robust_range(volume: np.ndarray, source="volume") -> tuple[float, float]:
     return lo, hi
 
 
-def _finite(sample: np.ndarray, volume: np.ndarray, source) -> np.ndarray:
+def _finite(sample: np.ndarray, volume: np.ndarray, source: PathLike) -> np.ndarray:
     """The finite values of ``sample``; of the whole volume if the subsample has none (a
     few finite voxels between the strides); an error if the volume has none at all."""
     if not np.issubdtype(sample.dtype, np.floating):
@@ -79,7 +89,7 @@ def count_non_finite(volume: np.ndarray) -> int:
     return int(sum(np.count_nonzero(~np.isfinite(plane)) for plane in volume))
 
 
-def non_finite_warning(source, count: int, total: int) -> str:
+def non_finite_warning(source: PathLike, count: int, total: int) -> str:
     """The one-line warning export and detect print for a volume with non-finite voxels."""
     return (f"warning: {source}: {count} of {total} voxels are NaN or infinite; the grey range uses the "
             "finite voxels and the others are set to the low end (0)")
@@ -106,16 +116,16 @@ def _scale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _small_int(dtype) -> bool:
+def _small_int(dtype: np.dtype | type) -> bool:
     return np.issubdtype(dtype, np.integer) and np.dtype(dtype).itemsize <= 2
 
 
-def normalise_volume(volume: np.ndarray, source="volume") -> np.ndarray:
+def normalise_volume(volume: np.ndarray, source: PathLike = "volume") -> np.ndarray:
     """The whole volume in stored units (what detection feeds the network)."""
     lo, hi = robust_range(volume, source)
     return to_uint8(volume, lo, hi)
 
 
-def network_input(stored: np.ndarray):
+def network_input(stored: _Array) -> _Array:
     """Stored uint8 (numpy or torch) to the network's float input scale."""
-    return (stored / 255.0 - NORMALISATION["network_mean"]) / NORMALISATION["network_std"]
+    return (stored / 255.0 - NETWORK_MEAN) / NETWORK_STD

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any, Protocol, TypedDict
 
 import torch
 from monai.networks.nets import ResNet
@@ -18,15 +19,30 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .axes import Float3, Int3, Ints, PathLike, float3, int3
 from .errors import BlcamError
 from .intensity import NORMALISATION
 from .io.atomic import atomic_path
 
+
+class HasStateDict(Protocol):
+    """A network, or anything else that hands over its weights (:func:`save_model`)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+class Stem(TypedDict):
+    """MONAI ResNet keyword arguments of a stem (its first convolution)."""
+
+    conv1_t_size: int
+    conv1_t_stride: int | Int3
+
+
 ARCHS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
 # 'paper': MONAI's default stem, full-resolution 7×7×7 conv (finest CAM, slowest).
 # 'fast': the common 3D-ResNet stem that halves in-plane resolution first (~3× faster training).
-STEMS = {"paper": {"conv1_t_size": 7, "conv1_t_stride": 1},
-         "fast": {"conv1_t_size": 7, "conv1_t_stride": (1, 2, 2)}}
+STEMS: dict[str, Stem] = {"paper": {"conv1_t_size": 7, "conv1_t_stride": 1},
+                          "fast": {"conv1_t_size": 7, "conv1_t_stride": (1, 2, 2)}}
 # Input voxels per feature voxel of the last block with the paper stem: 16 is MONAI's
 # network; 8 keeps layer4 at layer3's resolution (no stride, dilated as DeepLab does), a
 # lesion map twice as fine along every axis for ~25 % more compute (:func:`build_model`).
@@ -52,19 +68,21 @@ def build_model(arch: str = "resnet10", stem: str = "paper", widen: float = 1.0,
         raise BlcamError(f"unknown stem '{stem}'; choose one of {', '.join(STEMS)}")
     if not 0 < widen <= MAX_WIDEN:
         raise BlcamError(f"width factor must be in (0, {MAX_WIDEN:g}], got {widen}")
+    # MONAI annotates conv1_t_stride as ``tuple[int] | int``; it takes one stride per axis.
     net = ResNet(block="basic", layers=ARCHS[arch], block_inplanes=[64, 128, 256, 512], spatial_dims=3,
-                 n_input_channels=1, num_classes=1, widen_factor=widen, **STEMS[stem])
+                 n_input_channels=1, num_classes=1, widen_factor=widen, **STEMS[stem])  # type: ignore[arg-type]
     if output_stride == 8:
         _undo_last_stride(net.layer4)
     return net
 
 
 def _undo_last_stride(layer: torch.nn.Sequential) -> None:
-    first = layer[0]
+    blocks: list[Any] = list(layer)   # MONAI ResNetBlocks: their layers come from untyped factories
+    first = blocks[0]
     first.conv1.stride = (1, 1, 1)
     if first.downsample is not None:
         first.downsample[0].stride = (1, 1, 1)
-    convs = [first.conv2] + [c for block in list(layer)[1:] for c in (block.conv1, block.conv2)]
+    convs = [first.conv2] + [c for block in blocks[1:] for c in (block.conv1, block.conv2)]
     for conv in convs:
         conv.dilation, conv.padding = (2, 2, 2), (2, 2, 2)
 
@@ -72,8 +90,8 @@ def _undo_last_stride(layer: torch.nn.Sequential) -> None:
 def total_stride(stem: str, output_stride: int = 16) -> tuple[int, int, int]:
     """Input voxels per feature-map voxel of the last block (k, j, i)."""
     s = STEMS[stem]["conv1_t_stride"]
-    s = (s, s, s) if isinstance(s, int) else tuple(s)
-    return tuple(output_stride * v for v in s)  # max-pool and layers 2–4 (16, or 8 without layer4's), × the stem
+    s = (s, s, s) if isinstance(s, int) else s
+    return int3(output_stride * v for v in s)  # max-pool and layers 2–4 (16, or 8 without layer4's), × the stem
 
 
 def model_stride(meta: dict) -> tuple[int, int, int]:
@@ -81,8 +99,8 @@ def model_stride(meta: dict) -> tuple[int, int, int]:
     return total_stride(meta["stem"], int(meta.get("output_stride", 16)))
 
 
-def make_metadata(arch: str, stem: str, widen: float, crop, patch, training: dict | None = None,
-                  **extra) -> dict:
+def make_metadata(arch: str, stem: str, widen: float, crop: Ints, patch: Ints, training: dict | None = None,
+                  **extra: Any) -> dict:
     """The metadata record every model file carries: architecture, stem, width, crop and
     patch, normalisation, spacing and the training config, enough to rebuild and use the
     network without the run folder (README "Training and the paper's Table 2")."""
@@ -93,14 +111,14 @@ def make_metadata(arch: str, stem: str, widen: float, crop, patch, training: dic
     return meta
 
 
-def save_model(path, model: torch.nn.Module, metadata: dict) -> None:
+def save_model(path: PathLike, model: HasStateDict, metadata: dict) -> None:
     """Write weights + metadata as one safetensors file, atomically."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in _unwrap(model).state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"blcam": json.dumps(metadata)})
 
 
-def read_metadata(path) -> dict:
+def read_metadata(path: PathLike) -> dict:
     """The metadata record of a model file, without loading weights."""
     from safetensors import safe_open
     path = Path(path)
@@ -121,7 +139,7 @@ def read_metadata(path) -> dict:
     return meta
 
 
-def check_metadata(path, meta) -> None:
+def check_metadata(path: PathLike, meta: object) -> None:
     """Validate the record *before* a network is built from it: a tampered or corrupt file
     must not make us allocate 88 GB (``widen: 1e6``) or fail deep inside MONAI."""
     if not isinstance(meta, dict):
@@ -150,14 +168,14 @@ def check_metadata(path, meta) -> None:
                          f"expected one of {', '.join(map(str, OUTPUT_STRIDES))}")
 
 
-def model_spacing(meta: dict) -> tuple[float, float, float] | None:
+def model_spacing(meta: dict) -> Float3 | None:
     """The voxel size (mm, ``i, j, k``) the model was trained at; None: each volume's own
     voxels (exports without ``--spacing``, and every model from before spacings existed)."""
     spacing = meta.get("spacing")
-    return None if spacing is None else tuple(float(v) for v in spacing)
+    return None if spacing is None else float3(spacing)
 
 
-def load_model(path, device: str | torch.device = "cpu") -> tuple[ResNet, dict]:
+def load_model(path: PathLike, device: str | torch.device = "cpu") -> tuple[ResNet, dict]:
     """Rebuild the network from a model file; returns ``(model in eval mode, metadata)``."""
     meta = read_metadata(path)
     model = build_model(meta["arch"], meta["stem"], meta["widen"], int(meta.get("output_stride", 16)))
@@ -168,7 +186,7 @@ def load_model(path, device: str | torch.device = "cpu") -> tuple[ResNet, dict]:
     return model.to(device).eval(), meta
 
 
-def resolve_model_path(run_or_model) -> Path:
+def resolve_model_path(run_or_model: PathLike) -> Path:
     """A run folder (→ its ``model.safetensors``) or a model file."""
     path = Path(run_or_model)
     if path.is_dir():
@@ -180,7 +198,7 @@ def resolve_model_path(run_or_model) -> Path:
     return path
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def _unwrap(model: HasStateDict) -> HasStateDict:
     """The bare network inside DDP / torch.compile wrappers."""
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)

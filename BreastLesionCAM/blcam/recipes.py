@@ -16,6 +16,7 @@ user gave explicitly. The README says why the default departs from the paper:
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from .errors import BlcamError
 from .training.config import TrainConfig
@@ -28,7 +29,7 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def recipe_config(name: str, **changes) -> TrainConfig:
+def recipe_config(name: str, **changes: Any) -> TrainConfig:
     """The recipe's :class:`TrainConfig` with ``changes`` applied on top."""
     if name not in RECIPES:
         raise BlcamError(f"--recipe '{name}': choose one of {', '.join(RECIPES)}")

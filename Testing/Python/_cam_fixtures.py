@@ -90,7 +90,7 @@ def write_detect_folder(det, volumes) -> None:
     rows = []
     for name, volume, points, scores in volumes:
         cands = [{"label": f"lesion-{n + 1}", "score": s, "x": p[0], "y": p[1], "z": p[2]}
-                 for n, (p, s) in enumerate(zip(points, scores))]
+                 for n, (p, s) in enumerate(zip(points, scores, strict=True))]
         write_json_atomic(det / f"{name}_candidates.json", {"candidates": cands})
         rows.append({"name": name, "volume": str(volume), "volume_score": max(scores, default=0.0),
                      "candidates_json": f"{name}_candidates.json"})

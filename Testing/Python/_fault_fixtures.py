@@ -59,10 +59,3 @@ class Faults:
             else:
                 self._run(step)
         self._undo.clear()
-
-
-@pytest.fixture()
-def faults():
-    f = Faults()
-    yield f
-    f.undo()

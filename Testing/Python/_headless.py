@@ -102,8 +102,14 @@ def renderSliceView(headless: HeadlessSlicer, path, view: str = "Red", size=(512
     import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkIOImage import vtkPNGWriter
-    from vtkmodules.vtkRenderingCore import (vtkActor2D, vtkImageMapper, vtkRenderer, vtkRenderWindow,
-                                             vtkRenderWindowInteractor, vtkWindowToImageFilter)
+    from vtkmodules.vtkRenderingCore import (
+        vtkActor2D,
+        vtkImageMapper,
+        vtkRenderer,
+        vtkRenderWindow,
+        vtkRenderWindowInteractor,
+        vtkWindowToImageFilter,
+    )
 
     sliceLogic = headless.sliceLogics[view]
     window = vtkRenderWindow()
@@ -163,7 +169,7 @@ def renderSliceViews(headless: HeadlessSlicer, path, centerRAS, size=(512, 512),
     panels = [renderSliceView(headless, None, view, size, centerRAS) for view in views]
     width, height = size
     canvas = np.full((height + bar, len(views) * width + (len(views) - 1) * gap, 3), 24, np.uint8)
-    for n, (view, pixels) in enumerate(zip(views, panels)):
+    for n, (view, pixels) in enumerate(zip(views, panels, strict=True)):
         left = n * (width + gap)
         canvas[:bar, left:left + width] = VIEW_COLORS[view]
         canvas[bar:, left:left + width] = pixels

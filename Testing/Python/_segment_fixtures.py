@@ -37,8 +37,8 @@ def gradcam_like_heatmap(mask: np.ndarray, spacing=SPACING_KJI, cell_mm: float =
     to a cell."""
     rng = np.random.default_rng(seed)
     factors = np.maximum(1, np.round(cell_mm / np.asarray(spacing, float)).astype(int))
-    cells = tuple(int(math.ceil(n / f)) for n, f in zip(mask.shape, factors))
-    padded = np.zeros(tuple(c * f for c, f in zip(cells, factors)), np.float32)
+    cells = tuple(int(math.ceil(n / f)) for n, f in zip(mask.shape, factors, strict=True))
+    padded = np.zeros(tuple(c * f for c, f in zip(cells, factors, strict=True)), np.float32)
     padded[tuple(slice(0, n) for n in mask.shape)] = mask
     coarse = padded.reshape(cells[0], factors[0], cells[1], factors[1], cells[2], factors[2]).mean(axis=(1, 3, 5))
     coarse = ndi.gaussian_filter(coarse, 0.5) + rng.normal(0.0, 0.03, coarse.shape)

@@ -1,24 +1,12 @@
-"""Shared pieces of the Slicer-module tests: a real MRML scene (slicer-core) and phantom cases.
+"""Shared pieces of the Slicer-module tests. The ``headless`` fixture (a real MRML scene from
+slicer-core) is in ``conftest.py``; each Slicer test module starts with
+``slicer = pytest.importorskip("slicer")`` so it skips, rather than fails, without slicer-core.
 
 The phantom cases and the end-to-end scenario live in ``BreastLesionCAMLib.Scenario`` so the
 module's Slicer self-test runs exactly the same thing inside Slicer.
 """
 
 from __future__ import annotations
-
-import pytest
-
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
-
-from _headless import createScene  # noqa: E402
-
-
-@pytest.fixture
-def headless():
-    """A fresh scene with Slicer's colour, markups and volumes logics and three slice views."""
-    h = createScene()
-    yield h
-    h.close()
 
 
 def assert_cancel_kills_tree(target, pids, seconds: float = 5.0) -> None:

@@ -3,16 +3,17 @@
 A case passes only when the command exits non-zero with exactly one line on stderr that
 names the culprit, no traceback anywhere, no temporary or half-written file left behind,
 and every output that existed before byte-identical afterwards. Read-only folders and full
-disks are real (bind mounts, ``chattr``, tmpfs: :mod:`_fault_fixtures`), not monkeypatched.
+disks are real (bind mounts, ``chattr``, tmpfs: the ``faults`` fixture, :mod:`_fault_fixtures`),
+not monkeypatched.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -22,9 +23,11 @@ from tqdm import std as tqdm_std
 
 from _cam_fixtures import blob_volume, random_model, save_test_model
 from _cohort_fixtures import make_geometry, small_cohort, write_case, write_cohort_csv
-from _fault_fixtures import faults  # noqa: F401 (fixture)
-from _training_fixtures import one_thread  # noqa: F401 (autouse)
-from _training_fixtures import blob_dataset, trained_run
+from _training_fixtures import (
+    blob_dataset,
+    one_thread,  # noqa: F401 (autouse)
+    trained_run,
+)
 from blcam.cli import main
 from blcam.io.volume import write_volume
 from blcam.training.checkpoint import LAST

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _cam_fixtures import blob_volume, dark_blob_model, random_model
 from monai.visualize import GradCAM
 
+from _cam_fixtures import blob_volume, dark_blob_model, random_model
 from blcam.cam.base import MapOptions
 from blcam.cam.dense import DenseLesionMapper, default_slab_step
 from blcam.cam.gradcam import PatchGradCAM, patch_gradcam
@@ -256,7 +256,7 @@ def test_the_finer_map_and_the_papers_map_agree_on_the_hot_spot():
     coarse_map = DenseLesionMapper(paper, crop, context="volume")(stored)
     fine_map = DenseLesionMapper(fine, crop, context="volume")(stored)
     assert coarse_map.stride == (16, 16, 16) and fine_map.stride == (8, 8, 8)
-    assert all(f == 2 * c or f == 2 * c - 1 for f, c in zip(fine_map.logit.shape, coarse_map.logit.shape))
+    assert all(f == 2 * c or f == 2 * c - 1 for f, c in zip(fine_map.logit.shape, coarse_map.logit.shape, strict=True))
     hot = [m.feature_to_index(np.unravel_index(np.argmax(m.logit), m.logit.shape)) for m in (coarse_map, fine_map)]
     assert np.linalg.norm(hot[0] - hot[1]) <= 16                   # within one coarse feature
     assert np.linalg.norm(hot[1] - lesion) <= np.linalg.norm(hot[0] - lesion) + 1e-9   # the finer one is nearer

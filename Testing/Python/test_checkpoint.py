@@ -5,14 +5,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from _training_fixtures import (
+    blob_dataset,
+    one_thread,  # noqa: F401 (autouse)
+    tiny_config,
+    trained_run,
+)
 from blcam.cli import main
 from blcam.errors import BlcamError
 from blcam.evaluation import evaluate_model
 from blcam.training import train_model
 from blcam.training.checkpoint import LAST, load_checkpoint
-
-from _training_fixtures import one_thread  # noqa: F401 (autouse)
-from _training_fixtures import blob_dataset, tiny_config, trained_run
 
 
 class _Payload:

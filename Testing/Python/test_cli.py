@@ -29,7 +29,8 @@ def test_export_and_phantom_do_not_import_torch():
     """Registering only the requested command keeps data commands free of torch start-up."""
     code = ("import sys; from blcam.cli import build_parser; build_parser(only='export'); "
             "build_parser(only='phantom'); print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8",
+                         check=True).stdout
     assert out.strip() == "False"
 
 

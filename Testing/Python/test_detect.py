@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
 
+from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
 from blcam.cam.maps import LesionMap, sigmoid, upsample_features
 from blcam.cli import main
 from blcam.detect.candidates import find_candidates

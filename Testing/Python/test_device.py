@@ -12,8 +12,15 @@ import sys
 import pytest
 
 from blcam.cli import build_parser
-from blcam.device import (DEVICES, available_devices, check_device_name, concrete_device, device_choices,
-                          is_device_name, resolve_device)
+from blcam.device import (
+    DEVICES,
+    available_devices,
+    check_device_name,
+    concrete_device,
+    device_choices,
+    is_device_name,
+    resolve_device,
+)
 from blcam.errors import BlcamError
 
 

@@ -5,13 +5,16 @@ import json
 import numpy as np
 import pytest
 
+from _training_fixtures import (
+    blob_dataset,
+    one_thread,  # noqa: F401 (autouse)
+    tiny_config,
+    trained_run,
+)
 from blcam.cli import main
 from blcam.errors import BlcamError
 from blcam.evaluation import cross_validate, evaluate_model
 from blcam.evaluation.patch_classification import METRICS, MODES
-
-from _training_fixtures import one_thread  # noqa: F401 (autouse)
-from _training_fixtures import blob_dataset, tiny_config, trained_run
 
 
 def test_evaluate_cli_writes_json_markdown_and_roc(tmp_path_factory, tmp_path, capsys):
@@ -54,7 +57,8 @@ def test_cross_validation_reports_mean_sd_and_test_row(tmp_path_factory, tmp_pat
         for metric in METRICS:
             per_fold = []
             for k in range(3):
-                fold = json.loads((tmp_path / "cv" / f"fold{k}" / f"evaluation_fold-{k}.json").read_text(encoding="utf-8"))
+                fold_json = tmp_path / "cv" / f"fold{k}" / f"evaluation_fold-{k}.json"
+                fold = json.loads(fold_json.read_text(encoding="utf-8"))
                 assert fold["split"] == f"fold:{k}"
                 per_fold.append(fold["modes"][mode][metric])
             v = np.array([np.nan if x is None else x for x in per_fold], float)

@@ -103,10 +103,11 @@ def test_sigkill_midway_then_rerun_is_byte_identical(tmp_path):
     export_dataset(cohort, tmp_path / "reference", settings, progress=False)
 
     killed = tmp_path / "killed"
-    code = ("import sys; sys.path.insert(0, %r); from blcam.patches.export import ExportSettings, export_dataset; "
-            "export_dataset(%r, %r, ExportSettings(patch=(16, 48, 48), negatives_per_volume=8, test_fraction=0.3, "
-            "folds=3, seed=1), progress=False)") % (str(Path(__file__).resolve().parents[2] / "BreastLesionCAM"),
-                                                    str(cohort), str(killed))
+    package_root = str(Path(__file__).resolve().parents[2] / "BreastLesionCAM")
+    code = (f"import sys; sys.path.insert(0, {package_root!r}); "
+            "from blcam.patches.export import ExportSettings, export_dataset; "
+            f"export_dataset({str(cohort)!r}, {str(killed)!r}, ExportSettings(patch=(16, 48, 48), "
+            "negatives_per_volume=8, test_fraction=0.3, folds=3, seed=1), progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code])
     total = len(list((tmp_path / "reference" / "patches").iterdir()))
     deadline = time.time() + 60

@@ -148,6 +148,7 @@ def test_logic_loads_without_qt_and_without_importing_torch():
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
             "import BreastLesionCAMLib.Logic, BreastLesionCAMLib.Scenario; "
             "bad = sorted(m for m in ('qt', 'ctk', 'PySide6', 'torch', 'monai') if m in sys.modules); print(bad)")
-    out = subprocess.run([sys.executable, "-c", code, str(MODULE)], capture_output=True, text=True, encoding="utf-8", timeout=120)
+    out = subprocess.run([sys.executable, "-c", code, str(MODULE)], capture_output=True, text=True, encoding="utf-8",
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

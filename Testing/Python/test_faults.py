@@ -19,8 +19,16 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
 
+from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
+from _training_fixtures import (
+    SETTINGS,
+    SUBPROCESS_ENV,
+    blob_dataset,
+    one_thread,  # noqa: F401 (autouse)
+    tiny_config,
+    trained_run,
+)
 from blcam.cli import main
 from blcam.errors import BlcamError
 from blcam.io.locks import LOCK_NAME, FolderBusy, folder_lock
@@ -28,9 +36,6 @@ from blcam.io.volume import Geometry, write_volume
 from blcam.patches.export import ExportSettings, export_dataset
 from blcam.training import train_model
 from blcam.training.checkpoint import LAST, load_checkpoint
-
-from _training_fixtures import one_thread  # noqa: F401 (autouse)
-from _training_fixtures import SETTINGS, SUBPROCESS_ENV, blob_dataset, tiny_config, trained_run
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, **SUBPROCESS_ENV, "PYTHONUNBUFFERED": "1",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _training_fixtures import blob_dataset, tiny_config
-from _training_fixtures import one_thread  # noqa: F401  (autouse: one torch thread per test)
 
+from _training_fixtures import (
+    blob_dataset,
+    one_thread,  # noqa: F401  (autouse: one torch thread per test)
+    tiny_config,
+)
 from blcam.model import build_model, read_metadata
 from blcam.patches.dataset import load_dataset
 from blcam.training import train_model

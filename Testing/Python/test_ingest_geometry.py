@@ -28,7 +28,8 @@ def test_patch_centre_matches_annotated_point(tmp_path, system):
         vol, ann, pts = write_case(tmp_path, f"L{n}", (20, 40, 36), c, direction, seed=n, coordinate_system=system)
         rows.append((f"L{n}", vol, "lesion", ann))
         centres[vol] = pts
-        rows.append((f"H{n}", write_case(tmp_path, f"H{n}", (20, 40, 36), (), direction, seed=50 + n)[0], "healthy", ""))
+        healthy = write_case(tmp_path, f"H{n}", (20, 40, 36), (), direction, seed=50 + n)[0]
+        rows.append((f"H{n}", healthy, "healthy", ""))
     write_cohort_csv(tmp_path / "cohort.csv", rows)
     export_dataset(tmp_path / "cohort.csv", tmp_path / "ds", ExportSettings(patch=PATCH, negatives_per_volume=1,
                    test_fraction=0.0, folds=2), progress=False)
@@ -59,10 +60,11 @@ def test_point_formats_agree(tmp_path):
         + [{"position": [0, 0, 0], "positionStatus": "undefined"}]}]}))
     (tmp_path / "b.fcsv").write_text("# Markups fiducial file version = 4.11\n# CoordinateSystem = LPS\n"
                                      "# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n"
-                                     + "".join(f"vtkMRMLMarkupsFiducialNode_{n},{v[0]},{v[1]},{v[2]},0,0,0,1,1,1,0,F-{n},,\n"
-                                               for n, v in enumerate(p)))
+                                     + "".join(f"vtkMRMLMarkupsFiducialNode_{n},{v[0]},{v[1]},{v[2]},"
+                                               f"0,0,0,1,1,1,0,F-{n},,\n" for n, v in enumerate(p)))
     (tmp_path / "c.fcsv").write_text("# Markups fiducial file version = 4.6\n# CoordinateSystem = 0\n"
-                                     + "".join(f"id{n},{v[0]},{v[1]},{v[2]},0,0,0,1,1,1,0,F-{n},,\n" for n, v in enumerate(ras)))
+                                     + "".join(f"id{n},{v[0]},{v[1]},{v[2]},0,0,0,1,1,1,0,F-{n},,\n"
+                                               for n, v in enumerate(ras)))
     (tmp_path / "d.csv").write_text("x,y,z\n" + "".join(f"{v[0]},{v[1]},{v[2]}\n" for v in p))
     for name in ["a.mrk.json", "b.fcsv", "c.fcsv", "d.csv"]:
         assert np.allclose(read_points(tmp_path / name), p), name
@@ -83,9 +85,10 @@ def test_volume_formats_read_alike(tmp_path):
     writer.KeepOriginalImageUIDOn()
     for k in range(arr.shape[0]):
         sl = image[:, :, k]
+        origin = "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k)))
         for tag, value in {"0020|000e": "1.2.826.0.1.3680043.2.1125.1", "0020|0013": str(k + 1),
-                           "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
-                           "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": "1.25", "0028|0030": "0.4\\0.5", "0008|0060": "US"}.items():
+                           "0020|0032": origin, "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": "1.25",
+                           "0028|0030": "0.4\\0.5", "0008|0060": "US"}.items():
             sl.SetMetaData(tag, value)
         sl.SetMetaData("0008|0018", f"1.2.826.0.1.3680043.2.1125.2.{k + 1}")
         writer.SetFileName(str(series / f"s{k:03d}.dcm"))
@@ -94,4 +97,5 @@ def test_volume_formats_read_alike(tmp_path):
         got, geom = read_volume(path)
         assert np.array_equal(got, arr), path
         assert np.allclose(geom.spacing, (0.5, 0.4, 1.25), atol=1e-3), path
-        assert np.allclose(geom.index_to_lps([1, 2, 3]), image.TransformIndexToPhysicalPoint((1, 2, 3)), atol=1e-3), path
+        assert np.allclose(geom.index_to_lps([1, 2, 3]), image.TransformIndexToPhysicalPoint((1, 2, 3)),
+                           atol=1e-3), path

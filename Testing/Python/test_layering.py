@@ -56,9 +56,9 @@ def test_the_output_contract_imports_without_torch():
     PyTorch is installed, so that module (and the package above it) must not import torch."""
     import subprocess
     import sys
-    code = ("import sys; sys.path.insert(0, %r); import blcam.detect.outputs as o; "
+    code = (f"import sys; sys.path.insert(0, {str(BLCAM.parent)!r}); import blcam.detect.outputs as o; "
             "assert o.VolumeOutputs('d', 'v').heatmap.name == 'v_heatmap.nrrd'; "
-            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))" % str(BLCAM.parent))
+            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

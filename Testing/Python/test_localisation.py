@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from _cam_fixtures import blob_volume, write_detect_folder
 
+from _cam_fixtures import blob_volume, write_detect_folder
 from blcam.cli import main
 from blcam.io.points import write_markups
 from blcam.io.volume import Geometry, write_volume

@@ -11,9 +11,8 @@ import json
 
 import numpy as np
 import pytest
-from _cam_fixtures import blob_volume, write_detect_folder
-from test_localisation import GEOM, _ball_mask, _cohort, _lps
 
+from _cam_fixtures import blob_volume, write_detect_folder
 from blcam.cli import main
 from blcam.errors import BlcamError
 from blcam.io.points import write_markups
@@ -21,6 +20,7 @@ from blcam.io.volume import write_volume
 from blcam.metrics.breakdown import TableLesion, breakdown, match_lesions, read_lesion_table, size_group
 from blcam.metrics.calibration import calibration, reliability
 from blcam.metrics.localisation import evaluate_localisation, froc
+from test_localisation import GEOM, _ball_mask, _cohort, _lps
 
 
 def _row(volume, centre, kind=None, diameter=None, row=2):
@@ -166,8 +166,7 @@ def test_demo_report_shows_breakdown_calibration_and_hits_and_misses(tmp_path):
     """The report's new sections, from a localisation result of the hand-built cohort (A hit, B missed)."""
     from blcam.demo import DemoConfig
     from blcam.demo.report import write_report
-    from blcam.io.atomic import json_safe
-    from blcam.io.atomic import write_json_atomic
+    from blcam.io.atomic import json_safe, write_json_atomic
 
     truths, dets = _cohort()
     loc = evaluate_localisation(truths, dets, hit_mm=5.0)
@@ -182,7 +181,8 @@ def test_demo_report_shows_breakdown_calibration_and_hits_and_misses(tmp_path):
     mode = {"input": "16×32×48", "auc": 0.9, "accuracy": 0.8, "sensitivity": 0.7, "specificity": 0.9}
     write_json_atomic(paths["evaluation"], {"n": 12, "modes": {m: mode for m in ("patch", "centre", "random")}})
     (det / "detections.csv").write_text("name,volume,label,volume_score\n" + "".join(
-        f"{n},/data/{n},{'healthy' if n == 'C' else 'lesion'},{d.volume_score}\n" for n, d in zip("ABC", dets)),
+        f"{n},/data/{n},{'healthy' if n == 'C' else 'lesion'},{d.volume_score}\n"
+        for n, d in zip("ABC", dets, strict=True)),
         encoding="utf-8")
     for n in "ABC":
         (det / f"{n}_contact.png").write_bytes(b"png")

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import uniform_filter
-from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
 
+from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
 from blcam.cam import MAPPERS, LesionMapper, MapOptions, make_mapper
 from blcam.cam.dense import DenseLesionMapper, default_slab_step
 from blcam.cam.maps import LesionMap, normalise_heatmap, upsample_features
 from blcam.cam.sliding import SlidingGradCAMMapper, sliding_lesion_map
 from blcam.cli import main
-from blcam.detect.pipeline import DetectSettings, Detector
+from blcam.detect.pipeline import Detector, DetectSettings
 from blcam.errors import BlcamError
 from blcam.intensity import normalise_volume
 from blcam.io.volume import Geometry, write_volume

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _training_fixtures import one_thread  # noqa: F401 (autouse)
-from _training_fixtures import tiny_config
+from _training_fixtures import (
+    one_thread,  # noqa: F401 (autouse)
+    tiny_config,
+)
 from blcam.evaluation.patch_classification import evaluate_model
 from blcam.io.points import write_markups
 from blcam.io.volume import Geometry, write_volume

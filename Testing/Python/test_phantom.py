@@ -21,8 +21,7 @@ from scipy import ndimage as ndi
 from blcam.cli import main
 from blcam.errors import BlcamError
 from blcam.io.points import read_points
-from blcam.phantom import (KINDS, LesionSpec, annotate, envelope, form_bmode, make_cohort,
-                           make_volume)
+from blcam.phantom import KINDS, LesionSpec, annotate, envelope, form_bmode, make_cohort, make_volume
 
 SHAPE = (20, 128, 112)
 SPACING = (1.0, 0.15, 0.2)
@@ -61,7 +60,7 @@ def test_different_seed_differs(cohort, tmp_path):
     other = _cohort(tmp_path / "seed13", seed=13, patients=1).parent
     first = [_rows(folder / "cohort.csv")[0]["volume"] for folder in (cohort, other)]
     a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(folder / name)))
-            for folder, name in zip((cohort, other), first))
+            for folder, name in zip((cohort, other), first, strict=True))
     assert not np.array_equal(a, b)
 
 
@@ -146,7 +145,7 @@ def test_annotations_inside_lesions_lps_and_ras(cohort):
         mask = sitk.GetArrayFromImage(mask_img)
         points = read_points(cohort / r["annotation"])        # honours RAS / LPS
         assert len(points) == len(labels) == mask.max()
-        for label, point in zip(labels, points):
+        for label, point in zip(labels, points, strict=True):
             ijk = mask_img.TransformPhysicalPointToContinuousIndex([float(v) for v in point])
             voxel = tuple(int(np.floor(v + 0.5)) for v in reversed(ijk))
             assert mask[voxel] == int(label.split("-")[1])

@@ -100,7 +100,7 @@ def test_mimic_points_lie_in_their_volume(oblique):
     for row in mimics:
         image = sitk.ReadImage(str(oblique / "volumes" / f"{row['volume']}.nrrd"))
         ijk = image.TransformPhysicalPointToContinuousIndex([float(row[a]) for a in "xyz"])
-        assert all(-0.5 <= v <= s - 0.5 for v, s in zip(ijk, image.GetSize())), row
+        assert all(-0.5 <= v <= s - 0.5 for v, s in zip(ijk, image.GetSize(), strict=True)), row
 
 
 def test_annotations_agree_with_lesion_table(oblique):

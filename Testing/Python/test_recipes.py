@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from blcam.cli import build_parser
@@ -43,7 +45,7 @@ def test_the_default_recipe_is_trainconfigs_defaults_and_options_override_a_reci
 def test_learning_rate_schedules_and_runs_recorded_before_them():
     cosine = TrainConfig(epochs=40, lr=1e-3, lr_schedule="cosine")
     rates = [cosine.epoch_lr(e) for e in range(1, 41)]
-    assert rates[0] == 1e-3 and all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 1e-5
+    assert rates[0] == 1e-3 and all(a > b for a, b in pairwise(rates)) and rates[-1] < 1e-5
     assert all(recipe_config("paper", epochs=40).epoch_lr(e) == 1e-3 for e in (1, 20, 40))
     # A config saved before these fields existed trained every patch once at a constant rate.
     old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("lr_schedule", "positive_fraction")}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _cam_fixtures import blob_volume, dark_blob_model
 
+from _cam_fixtures import blob_volume, dark_blob_model
 from blcam.detect.refine import CandidateRefiner, default_mode
 from blcam.intensity import normalise_volume
 

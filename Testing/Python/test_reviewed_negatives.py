@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _training_fixtures import write_blob_cohort
 
+from _training_fixtures import write_blob_cohort
 from blcam.cohort import read_cohort
 from blcam.errors import BlcamError
 from blcam.io.volume import read_geometry

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _slicer_fixtures import headless, slicer  # noqa: F401  (fixture)
-from vtkmodules.vtkCommonMath import vtkMatrix4x4  # noqa: E402  (after slicer-core's importorskip)
-from BreastLesionCAMLib import SamplePhantom
-from BreastLesionCAMLib.NodeIO import controlPointsWorldRAS, matrixToArray, readVolumeFile
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
+from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
 from blcam.errors import BlcamError
 from blcam.io.volume import read_volume
+from BreastLesionCAMLib import SamplePhantom
+from BreastLesionCAMLib.NodeIO import controlPointsWorldRAS, matrixToArray, readVolumeFile
 
 MODULE_FILE = Path(__file__).resolve().parents[2] / "BreastLesionCAM" / "BreastLesionCAM.py"
 # SampleDataLogic.registerCustomSampleDataSource's parameters in Slicer 5.8 (the oldest supported).
@@ -64,7 +66,7 @@ def test_lesion_sample_is_generated_then_loaded_as_volume_and_centres(headless, 
     mask = readVolumeFile(row.volume.parent.parent / "masks" / row.volume.name, headless.scene, "mask")
     maskArray, volumeArray = slicer.util.arrayFromVolume(mask), slicer.util.arrayFromVolume(loaded.volume)
     fileIndex = np.round(geometry.lps_to_index(row.centres_lps)).astype(int)
-    for (i, j, k), (fi, fj, fk) in zip(worldRASToIJK(loaded.volume, centresRAS), fileIndex):
+    for (i, j, k), (fi, fj, fk) in zip(worldRASToIJK(loaded.volume, centresRAS), fileIndex, strict=True):
         assert maskArray[k, j, i] > 0
         assert volumeArray[k, j, i] == image[fk, fj, fi]
 

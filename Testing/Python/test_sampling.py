@@ -31,7 +31,7 @@ def test_repeats_of_a_patch_get_their_own_crops_and_the_first_keeps_the_old_one(
     repeats = repeat_numbers(order)
     assert repeats.tolist() == [0, 1, 2, 0]
     offsets, flips = random_params(0, 1, 1, order, (28, 64, 96), (16, 32, 48), 0.5, None, repeats)
-    assert len({tuple(o) + tuple(f) for o, f in zip(offsets, flips)}) >= 2
+    assert len({tuple(o) + tuple(f) for o, f in zip(offsets, flips, strict=True)}) >= 2
     first, _ = random_params(0, 1, 1, [5], (28, 64, 96), (16, 32, 48), 0.5)
     assert np.array_equal(first[0], offsets[0])
 
@@ -59,8 +59,8 @@ def test_a_balanced_cosine_run_stopped_and_resumed_equals_one_that_was_not(tmp_p
     """Both options end to end: repeats, the per-epoch subset of negatives and the rate are pure
     functions of seed and epoch, so a resumed run trains on exactly what it would have."""
     import torch
-    from _training_fixtures import blob_dataset, tiny_config
 
+    from _training_fixtures import blob_dataset, tiny_config
     from blcam.training import train_model
     from blcam.training.checkpoint import LAST, load_checkpoint
     data = blob_dataset(tmp_path_factory)

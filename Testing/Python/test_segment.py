@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _segment_fixtures import GEOMETRY, OBLIQUE_FLIPPED, gradcam_like_heatmap, outer_layer, phantom_lesion
 
+from _segment_fixtures import GEOMETRY, OBLIQUE_FLIPPED, gradcam_like_heatmap, outer_layer, phantom_lesion
 from blcam.errors import BlcamError
 from blcam.io.volume import Geometry
 from blcam.segment import RegionRule, measure_region, segment_candidate
@@ -31,7 +31,7 @@ def test_measurements_are_volume_and_principal_diameters_in_mm_whatever_the_grid
     assert m.equivalent_diameter_mm == pytest.approx(2 * semi.prod() ** (1 / 3), rel=0.01)
     # Each diameter along the true axis, within one voxel's width seen along that axis.
     edges = np.asarray(GEOMETRY.direction).reshape(3, 3) @ np.diag(GEOMETRY.spacing)
-    for diameter, axis, true_axis, true_diameter in zip(m.diameters_mm, m.axes_lps, rotation.T, 2 * semi):
+    for diameter, axis, true_axis, true_diameter in zip(m.diameters_mm, m.axes_lps, rotation.T, 2 * semi, strict=True):
         assert abs(np.dot(axis, true_axis)) > 0.99
         assert abs(diameter - true_diameter) <= np.abs(np.asarray(axis) @ edges).sum()
     np.testing.assert_allclose(m.centroid_lps, centre, atol=0.05)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
 from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
-from _slicer_fixtures import headless, slicer  # noqa: F401
-from BreastLesionCAMLib.Batch import batchInputs, batchRow, loadBatchTable, openBatchRow
-from BreastLesionCAMLib.NodeIO import geometryOf
 from blcam.detect import DetectSettings, detect
 from blcam.errors import BlcamError
 from blcam.io.volume import Geometry, write_volume
+from BreastLesionCAMLib.Batch import batchInputs, batchRow, loadBatchTable, openBatchRow
+from BreastLesionCAMLib.NodeIO import geometryOf
 
 SHAPE = (32, 72, 72)
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from _slicer_fixtures import headless, slicer  # noqa: F401
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
+from blcam.errors import BlcamError
 from BreastLesionCAMLib.Jobs import CANCELLING_TEXT, JobState
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic, temporaryFolder
 from BreastLesionCAMLib.ProcessRunner import ProcessRunner
 from BreastLesionCAMLib.Scenario import addPhantomCase
-from blcam.errors import BlcamError
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals (SIGTERM ignored, SIGKILL)")
 
@@ -238,7 +238,6 @@ def _detect_input(args) -> str:
 @pytest.fixture
 def random_model_file(tmp_path):
     from _cam_fixtures import random_model
-
     from blcam.model import make_metadata, save_model
     path = tmp_path / "model.safetensors"
     save_model(path, random_model(), make_metadata("resnet10", "paper", 0.25, (16, 48, 48), (28, 64, 96)))

@@ -15,18 +15,19 @@ import numpy as np
 import psutil
 import pytest
 
-from _slicer_fixtures import assert_cancel_kills_tree, headless, slicer  # noqa: F401
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
-from BreastLesionCAMLib import Parameters
-from BreastLesionCAMLib.ColorTable import getOrCreateInfernoColorTable, infernoColors
 from _headless import createScene
-from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
-from BreastLesionCAMLib.ProcessRunner import ProcessRunner, progressFraction
-from BreastLesionCAMLib.Scenario import addPhantomCase, addTransform, rasToIJK
+from _slicer_fixtures import assert_cancel_kills_tree
 from blcam.cohort import read_cohort
 from blcam.errors import BlcamError
 from blcam.io.points import read_points
 from blcam.io.volume import read_volume
+from BreastLesionCAMLib import Parameters
+from BreastLesionCAMLib.ColorTable import getOrCreateInfernoColorTable, infernoColors
+from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
+from BreastLesionCAMLib.ProcessRunner import ProcessRunner, progressFraction
+from BreastLesionCAMLib.Scenario import addPhantomCase, addTransform, rasToIJK
 
 ANISOTROPIC = (0.3, 0.25, 0.6)  # mm (i, j, k), like ABUS: coarser between slices
 
@@ -158,8 +159,12 @@ def test_heatmap_uses_slicers_own_inferno_where_the_scene_has_it(headless, tmp_p
     """Slicer loads its colour files as singleton nodes (``Inferno.txt`` becomes the node
     ``vtkMRMLColorTableNodeFileInferno.txt``); slicer-core loads none. Made the way Slicer's
     colour logic makes it, that node is what the heatmap shows, and the module adds no table."""
-    from BreastLesionCAMLib.ColorTable import (SLICER_INFERNO_ID, findInfernoColorTable, heatmapColorTable,
-                                               isInfernoColorNode)
+    from BreastLesionCAMLib.ColorTable import (
+        SLICER_INFERNO_ID,
+        findInfernoColorTable,
+        heatmapColorTable,
+        isInfernoColorNode,
+    )
     from BreastLesionCAMLib.Results import setHeatmapDisplay
     scene = headless.scene
     assert scene.GetNodeByID(SLICER_INFERNO_ID) is None  # slicer-core: the module's own table
@@ -263,10 +268,10 @@ def test_dataset_summary_and_refusals_before_any_process_starts(headless, tmp_pa
 
 def test_detect_outputs_load_on_the_inputs_grid_under_its_transform(headless, tmp_path):
     """Results loading alone, on files written like ``blcam detect`` writes them."""
-    from BreastLesionCAMLib.NodeIO import controlPointsWorldRAS, ijkToRAS, writeVolumeNode
-    from BreastLesionCAMLib.Results import loadResults
     from blcam.io.points import write_markups
     from blcam.io.volume import write_volume
+    from BreastLesionCAMLib.NodeIO import controlPointsWorldRAS, ijkToRAS, writeVolumeNode
+    from BreastLesionCAMLib.Results import loadResults
     scene = headless.scene
     case = addPhantomCase(scene, "tilted", 21, lesions=1, flipI=True, transform=addTransform(scene),
                           spacingIJK=ANISOTROPIC)
@@ -302,11 +307,10 @@ def test_panel_says_the_models_spacing_and_the_expected_detect_time(headless, tm
     """Before Detect starts: the model's voxel size, the grid the loaded volume is mapped on and
     the expected seconds; after a Detect, the estimate uses the speed this computer achieved."""
     from _cam_fixtures import random_model
-
-    from BreastLesionCAMLib.NodeIO import geometryOf
     from blcam.detect.plan import plan_detect
     from blcam.io.resample import grid_at_spacing
     from blcam.model import make_metadata, save_model
+    from BreastLesionCAMLib.NodeIO import geometryOf
     case = addPhantomCase(headless.scene, "aniso", 5, spacingIJK=ANISOTROPIC)
     meta = make_metadata("resnet10", "paper", 0.25, (16, 48, 48), (28, 64, 96), spacing=[0.5, 0.5, 0.5])
     save_model(tmp_path / "mm.safetensors", random_model(), meta)

@@ -9,15 +9,23 @@ import csv
 import numpy as np
 import pytest
 
-from _slicer_fixtures import headless, slicer  # noqa: F401
-from BreastLesionCAMLib.Dataset import addCase
-from BreastLesionCAMLib.Results import candidateTable
-from BreastLesionCAMLib.Review import (LESION, NOT_LESION, addReviewedCase, nextUnreviewed, reviewedPoints,
-                                       setVerdict, verdicts)
-from BreastLesionCAMLib.Scenario import addPhantomCase, rasToIJK
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
 from blcam.errors import BlcamError
 from blcam.patches.dataset import load_dataset
 from blcam.patches.export import ExportSettings, export_dataset
+from BreastLesionCAMLib.Dataset import addCase
+from BreastLesionCAMLib.Results import candidateTable
+from BreastLesionCAMLib.Review import (
+    LESION,
+    NOT_LESION,
+    addReviewedCase,
+    nextUnreviewed,
+    reviewedPoints,
+    setVerdict,
+    verdicts,
+)
+from BreastLesionCAMLib.Scenario import addPhantomCase, rasToIJK
 
 
 def _candidates(scene, volume, pointsRAS):

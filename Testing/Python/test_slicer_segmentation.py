@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _segment_fixtures import GEOMETRY, gradcam_like_heatmap, outer_layer, phantom_lesion
-from _slicer_fixtures import headless, slicer  # noqa: F401
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
 from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkCommonCore import vtkStringArray
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
+from _segment_fixtures import GEOMETRY, gradcam_like_heatmap, outer_layer, phantom_lesion
+from blcam.errors import BlcamError
+from blcam.io.points import write_markups
+from blcam.io.volume import write_volume
 from BreastLesionCAMLib import Scenario
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
 from BreastLesionCAMLib.NodeIO import RAS_TO_LPS, geometryOf, ijkToRAS, matrixToArray, worldIJKToRAS
 from BreastLesionCAMLib.Results import loadCandidates, loadHeatmap
 from BreastLesionCAMLib.Segmentation import TAG, checkSameGrid
-from blcam.errors import BlcamError
-from blcam.io.points import write_markups
-from blcam.io.volume import write_volume
 
 
 @pytest.fixture
-def case(headless, tmp_path):  # noqa: F811
+def case(headless, tmp_path):
     """Input volume, Detect-like heatmap and candidates in the scene, set as the current result."""
     image, mask, centroid = phantom_lesion(0)
     lps_matrix = np.eye(4)
@@ -77,7 +79,7 @@ def test_the_segment_is_on_the_inputs_grid_in_world_ras_and_inside_the_lesion(ca
     stored = vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(tuple(extent[::-1, 1] - extent[::-1, 0] + 1))
     start_kji = (extent[:, 0] + np.round(shift).astype(int))[::-1]
     whole = np.zeros(mask.shape, bool)
-    whole[tuple(slice(a, a + n) for a, n in zip(start_kji, stored.shape))] = stored > 0
+    whole[tuple(slice(a, a + n) for a, n in zip(start_kji, stored.shape, strict=True))] = stored > 0
     np.testing.assert_array_equal(whole, region.full(mask.shape))
     exported, labelNode = _exported(segmentation, result.segmentId, volume)
     np.testing.assert_allclose(ijkToRAS(labelNode), ijkToRAS(volume), atol=1e-9)

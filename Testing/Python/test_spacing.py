@@ -3,15 +3,14 @@ model's space with the heatmap back on the input's exact grid, and old files unc
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from _cam_fixtures import dark_blob_model
 
+from _cam_fixtures import dark_blob_model
 from blcam.detect import DetectSettings, detect
 from blcam.errors import BlcamError
 from blcam.io.resample import grid_at_spacing, mm_to_voxels, resample
@@ -128,7 +127,6 @@ def test_export_at_a_spacing_records_it_and_training_carries_it_into_the_model(t
     from pathlib import Path
 
     from _training_fixtures import SUBPROCESS_ENV, tiny_config, write_blob_cohort
-
     from blcam.model import read_metadata
     from blcam.patches.dataset import load_dataset
     from blcam.training import train_model
@@ -177,7 +175,6 @@ def test_the_detect_plan_counts_slab_reads_of_the_model_grid():
 
 def test_an_export_from_before_spacings_resumes_and_refuses_another_spacing(tmp_path):
     from _training_fixtures import write_blob_cohort
-
     from blcam.patches.dataset import load_dataset
     from blcam.patches.export import ExportSettings, export_dataset
     cohort = write_blob_cohort(tmp_path / "cohort", patients=6)
@@ -203,7 +200,6 @@ def test_auto_spacing_cuts_a_one_scanner_cohort_from_its_own_voxels_and_meets_a_
     import filecmp
 
     from _training_fixtures import write_blob_cohort
-
     from blcam.io.resample import median_spacing
     from blcam.patches.dataset import load_dataset
     from blcam.patches.export import ExportSettings, export_dataset
@@ -225,7 +221,6 @@ def test_auto_spacing_cuts_a_one_scanner_cohort_from_its_own_voxels_and_meets_a_
 
 def test_mining_cuts_its_negatives_at_the_datasets_spacing(tmp_path):
     from _training_fixtures import tiny_config, write_blob_cohort
-
     from blcam.patches.dataset import load_dataset
     from blcam.patches.export import ExportSettings, export_dataset
     from blcam.training import train_model

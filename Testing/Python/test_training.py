@@ -10,12 +10,18 @@ from pathlib import Path
 
 import torch
 
+from _training_fixtures import (
+    CROP,
+    PATCH,
+    SUBPROCESS_ENV,
+    blob_dataset,
+    one_thread,  # noqa: F401 (autouse)
+    tiny_config,
+    trained_run,
+)
 from blcam.evaluation import evaluate_model
 from blcam.model import load_model, read_metadata
 from blcam.training.checkpoint import LAST, load_checkpoint
-
-from _training_fixtures import one_thread  # noqa: F401 (autouse)
-from _training_fixtures import CROP, PATCH, SUBPROCESS_ENV, blob_dataset, tiny_config, trained_run
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -82,8 +88,8 @@ def test_sigkilled_run_resumes_to_identical_weights(tmp_path_factory, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     killed_at = load_checkpoint(out / LAST)["epoch"]
     assert 2 <= killed_at < cfg.epochs
-    done = subprocess.run(_train_cmd(data, out, cfg, resume=True), capture_output=True, text=True, encoding="utf-8", env=env,
-                          timeout=300)
+    done = subprocess.run(_train_cmd(data, out, cfg, resume=True), capture_output=True, text=True, encoding="utf-8",
+                          env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["epoch"] for e in events if e["event"] == "progress"] == list(range(killed_at + 1, cfg.epochs + 1))
@@ -142,6 +148,7 @@ def test_without_a_fold_the_test_split_never_picks_the_model(tmp_path_factory, t
     (by the library and by the CLI, before anything is written)."""
     import pytest
     from safetensors.torch import load_file
+
     from blcam.errors import BlcamError
     from blcam.training import train_model
     data = blob_dataset(tmp_path_factory)

@@ -4,13 +4,24 @@ import numpy as np
 import pytest
 import torch
 
+from _training_fixtures import (
+    CROP,
+    blob_dataset,
+    one_thread,  # noqa: F401 (autouse)
+)
 from blcam.errors import BlcamError
 from blcam.patches.dataset import PatchDataset, load_dataset
-from blcam.training.data import (STREAM_TRAIN, PatchSource, centre_offset, crop_array, crop_gather,
-                                 crop_ranges, crop_slices, max_offsets, random_params)
-
-from _training_fixtures import one_thread  # noqa: F401 (autouse)
-from _training_fixtures import CROP, blob_dataset
+from blcam.training.data import (
+    STREAM_TRAIN,
+    PatchSource,
+    centre_offset,
+    crop_array,
+    crop_gather,
+    crop_ranges,
+    crop_slices,
+    max_offsets,
+    random_params,
+)
 
 
 def test_crop_positions_uniform_and_reproducible():
@@ -101,7 +112,7 @@ def test_resident_and_loader_paths_give_identical_batches(tmp_path_factory):
         a = list(resident.batches(order, off, flips, 6))
         b = list(loader.batches(order, off, flips, 6))
         assert [len(x) for x, _, _ in a] == [6, 6, 6, 2]
-        for (xa, ya, ra), (xb, yb, rb) in zip(a, b):
+        for (xa, ya, ra), (xb, yb, rb) in zip(a, b, strict=True):
             assert xa.dtype == torch.uint8 and xa.shape[1:] == CROP
             assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ra, rb)
     gpu_kernel = crop_gather(resident.bank, torch.as_tensor(order[:6]), torch.as_tensor(off[:6]),
@@ -126,4 +137,4 @@ def test_patches_load_from_many_threads_at_once(tmp_path):
     names = list(arrays) * 25
     with ThreadPoolExecutor(max_workers=8) as pool:
         loaded = list(pool.map(lambda n: ds.load_raw({"file": n}, mmap=False), names))
-    assert all(np.array_equal(a, arrays[n]) for a, n in zip(loaded, names))
+    assert all(np.array_equal(a, arrays[n]) for a, n in zip(loaded, names, strict=True))

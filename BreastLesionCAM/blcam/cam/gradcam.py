@@ -32,6 +32,7 @@ import torch
 from monai.transforms import ScaleIntensity
 from monai.visualize import GradCAM
 
+from ..axes import Ints
 from ..intensity import network_input
 from .maps import feature_upsampler
 
@@ -64,7 +65,7 @@ class PatchGradCAM:
     as the paper's pictures do.
     """
 
-    def __init__(self, model: torch.nn.Module, stride, normalise: bool = True):
+    def __init__(self, model: torch.nn.Module, stride: Ints, normalise: bool = True):
         self.model = copy.deepcopy(model).eval()
         # Only layer4 needs a graph: its output's gradient is all Grad-CAM uses, so the
         # backward pass stops there instead of running through the whole network.
@@ -81,6 +82,8 @@ class PatchGradCAM:
     def last(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits and ``layer4`` activations of the last call (for local logits)."""
         hooks = self.cam.nn_module
+        if hooks.score is None:
+            raise RuntimeError("PatchGradCAM.last() before any call")
         return hooks.score.detach(), hooks.activations[TARGET_LAYER].detach()
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +92,7 @@ class PatchGradCAM:
             return self.cam.compute_map(x, class_idx=0).detach()
 
 
-def patch_gradcam(model: torch.nn.Module, patch: np.ndarray, stride) -> np.ndarray:
+def patch_gradcam(model: torch.nn.Module, patch: np.ndarray, stride: Ints) -> np.ndarray:
     """Grad-CAM of one stored-uint8 or network-scale ``(k, j, i)`` patch, in [0, 1]."""
     x = torch.as_tensor(np.asarray(patch))
     x = network_input(x.float()) if x.dtype == torch.uint8 else x.float()

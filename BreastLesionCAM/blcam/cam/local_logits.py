@@ -13,7 +13,10 @@ import math
 
 import numpy as np
 import torch
+from monai.networks.nets import ResNet
 from torch import nn
+
+from ..axes import Ints
 
 
 class LocalLogitNet(nn.Module):
@@ -23,7 +26,7 @@ class LocalLogitNet(nn.Module):
     module, so DistributedDataParallel and ``torch.compile`` wrap it as they wrap the net.
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: ResNet):
         super().__init__()
         self.net = net
 
@@ -31,10 +34,12 @@ class LocalLogitNet(nn.Module):
         n = self.net
         a = n.maxpool(n.act(n.bn1(n.conv1(x)))) if not n.no_max_pool else n.act(n.bn1(n.conv1(x)))
         a = n.layer4(n.layer3(n.layer2(n.layer1(a))))
-        return torch.einsum("bc...,c->b...", a, n.fc.weight[0]) + n.fc.bias[0]
+        fc = n.fc
+        assert fc is not None, "a classifier network (build_model) has its linear layer"
+        return torch.einsum("bc...,c->b...", a, fc.weight[0]) + fc.bias[0]
 
 
-def feature_positions(crop, stride) -> list[np.ndarray]:
+def feature_positions(crop: Ints, stride: Ints) -> list[np.ndarray]:
     """Voxel position of each feature voxel of a crop, per axis (module doc)."""
     out = []
     for n, s in zip(crop, stride):

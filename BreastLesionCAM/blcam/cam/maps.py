@@ -29,14 +29,18 @@ meaning: it puts a hot spot in every healthy volume.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from scipy.ndimage import uniform_filter1d
 
+from ..axes import Floats, Ints, float3
 
-def feature_offset(stride) -> tuple[float, ...]:
+
+def feature_offset(stride: Ints) -> tuple[float, ...]:
     """Voxel position of feature 0 per axis: its receptive-field centre, voxel 0 (module doc)."""
     return tuple(0.0 for _ in stride)
 
@@ -49,17 +53,18 @@ def _axis_weights(n_out: int, n_in: int, stride: int, offset: float, start: int 
     return i0, i1, (pos - i0).astype(np.float32)
 
 
-def _interp(a: torch.Tensor, axis: int, weights) -> torch.Tensor:
+def _interp(a: torch.Tensor, axis: int, weights: tuple[np.ndarray, np.ndarray, np.ndarray]) -> torch.Tensor:
     i0, i1, w = weights
     shape = [1] * a.ndim
     shape[axis] = len(w)
-    w = torch.from_numpy(w).reshape(shape).to(a.device, a.dtype)
+    weight = torch.from_numpy(w).reshape(shape).to(a.device, a.dtype)
     lo = a.index_select(axis, torch.from_numpy(i0).to(a.device))
     hi = a.index_select(axis, torch.from_numpy(i1).to(a.device))
-    return torch.lerp(lo, hi, w)
+    return torch.lerp(lo, hi, weight)
 
 
-def upsample_features(grid, shape, stride, offset=None, out: np.ndarray | None = None, chunk: int = 16) -> np.ndarray:
+def upsample_features(grid: np.ndarray | torch.Tensor, shape: Ints, stride: Ints, offset: Floats | None = None,
+                      out: np.ndarray | None = None, chunk: int = 16) -> np.ndarray:
     """Trilinear upsampling of a ``(k, j, i)`` feature grid to voxel ``shape`` (see module doc).
 
     Works through the output in slabs of ``chunk`` slices, so the only full-size array is
@@ -78,11 +83,12 @@ def upsample_features(grid, shape, stride, offset=None, out: np.ndarray | None =
     return out
 
 
-def feature_upsampler(stride, offset=None):
+def feature_upsampler(stride: Ints, offset: Floats | None = None) -> Callable[[Ints],
+                      Callable[[torch.Tensor], torch.Tensor]]:
     """The same upsampling in MONAI's ``upsampler(spatial_size)(tensor)`` form (``(B, C, ...)``)."""
     offset = feature_offset(stride) if offset is None else offset
 
-    def make(spatial_size):
+    def make(spatial_size: Ints) -> Callable[[torch.Tensor], torch.Tensor]:
         def up(x: torch.Tensor) -> torch.Tensor:
             size = tuple(int(n) for n in spatial_size)
             wk, wj, wi = (_axis_weights(n, m, s, o) for n, m, s, o in zip(size, x.shape[2:], stride, offset))
@@ -91,7 +97,7 @@ def feature_upsampler(stride, offset=None):
     return make
 
 
-def crop_window(crop, stride, offset=None) -> list[tuple[int, int]]:
+def crop_window(crop: Ints, stride: Ints, offset: Floats | None = None) -> list[tuple[int, int]]:
     """Feature offsets ``(lo, hi)`` per axis of the crop that answers for feature ``p``.
 
     A crop of ``n`` voxels starting on a multiple of ``stride`` has ``ceil(n / stride)``
@@ -106,7 +112,8 @@ def crop_window(crop, stride, offset=None) -> list[tuple[int, int]]:
     return out
 
 
-def crop_mean(grid: np.ndarray, crop, stride, offset=None, window=None) -> np.ndarray:
+def crop_mean(grid: np.ndarray, crop: Ints, stride: Ints, offset: Floats | None = None,
+              window: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
     """Mean of ``grid`` over the crop-sized box at every feature voxel (border-aware).
 
     Near the volume border only the feature voxels inside the volume are averaged, as the
@@ -122,7 +129,7 @@ def crop_mean(grid: np.ndarray, crop, stride, offset=None, window=None) -> np.nd
     return (total / np.maximum(count, 1e-12)).astype(np.float32)
 
 
-def sigmoid(x) -> np.ndarray:
+def sigmoid(x: ArrayLike) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))).astype(np.float32)
 
 
@@ -147,8 +154,8 @@ class LesionMap:
     offset: tuple[float, float, float] | None = None
     window: list[tuple[int, int]] | None = None
 
-    def __post_init__(self):
-        self.offset = feature_offset(self.stride) if self.offset is None else tuple(self.offset)
+    def __post_init__(self) -> None:
+        self.offset = float3(feature_offset(self.stride) if self.offset is None else self.offset)
 
     def crop_logit(self) -> np.ndarray:
         """The network's logit for a training-sized crop centred on each feature voxel."""
@@ -158,7 +165,7 @@ class LesionMap:
         """Calibrated lesion probability of a crop centred on each feature voxel."""
         return sigmoid(self.crop_logit())
 
-    def feature_to_index(self, f_kji) -> np.ndarray:
+    def feature_to_index(self, f_kji: ArrayLike) -> np.ndarray:
         """Continuous feature coordinates ``(k, j, i)`` to continuous voxel ``(k, j, i)``."""
         return np.asarray(f_kji, float) * np.asarray(self.stride, float) + np.asarray(self.offset)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..axes import Ints
 from ..errors import BlcamError
 from .base import LesionMapper, MapOptions
 from .dense import DenseLesionMapper
@@ -20,7 +21,7 @@ MAPPERS: dict[str, type[LesionMapper]] = {
 }
 
 
-def make_mapper(method: str, model: torch.nn.Module, crop, stride, device: str | torch.device = "cpu",
+def make_mapper(method: str, model: torch.nn.Module, crop: Ints, stride: Ints, device: str | torch.device = "cpu",
                 options: MapOptions = MapOptions()) -> LesionMapper:
     """The mapper registered as ``method``, built for ``model`` (see :meth:`LesionMapper.build`)."""
     try:

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from ..axes import Int3, int3
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,13 @@ class StageGeometry:
     peak_channels: float = 1.0
 
 
-def triple(v) -> tuple[int, int, int]:
-    return tuple(int(x) for x in v) if isinstance(v, (tuple, list)) else (int(v),) * 3
+def triple(v: int | str | tuple[int, ...] | list[int]) -> Int3:
+    """A layer's per-axis setting (``kernel_size``, ``stride``...): one int for all axes, or three
+    (a string padding such as ``'same'`` raises ``ValueError``)."""
+    return int3(v) if isinstance(v, (tuple, list)) else (int(v),) * 3
 
 
-def stage_geometry(modules) -> StageGeometry:
+def stage_geometry(modules: Iterable[nn.Module]) -> StageGeometry:
     """Stride and reach of a chain of modules (MONAI ResNet stem, layers or whole trunk).
 
     Residual shortcuts (``downsample``: a 1×1 strided convolution) have no reach of their
@@ -72,13 +77,18 @@ def stage_geometry(modules) -> StageGeometry:
                                      f"(kernel {kernel}, padding {padding}); tiling needs centred layers")
                 reach[a] += (kernel[a] - 1) // 2 * dilation[a] * jump[a]
                 jump[a] *= stride[a]
-    return StageGeometry(tuple(jump), tuple(reach), in_channels or 1, peak)
+    return StageGeometry(int3(jump), int3(reach), in_channels or 1, peak)
 
 
 Box = tuple[slice, slice, slice]
 
 
-def plan_tiles(shape, geometry: StageGeometry, max_voxels: int) -> list[tuple[Box, Box, Box]]:
+def _box(slices: Sequence[slice]) -> Box:
+    k, j, i = slices
+    return k, j, i
+
+
+def plan_tiles(shape: Sequence[int], geometry: StageGeometry, max_voxels: int) -> list[tuple[Box, Box, Box]]:
     """Tiles covering the output grid of a stage applied to an input of ``shape``.
 
     Returns ``(input_box, keep_in_tile_output, where_in_output)`` slice triples. The core of
@@ -86,11 +96,11 @@ def plan_tiles(shape, geometry: StageGeometry, max_voxels: int) -> list[tuple[Bo
     + halo holds at most ``max_voxels`` input voxels, or until shrinking no longer makes the
     tile smaller (its halo then spans the tensor; the caller's budget check covers that).
     """
-    shape = tuple(int(n) for n in shape)
+    shape = int3(shape)
     stride, out_shape = geometry.stride, tuple(math.ceil(n / s) for n, s in zip(shape, geometry.stride))
     halo = tuple(math.ceil(r / s) for r, s in zip(geometry.reach, stride))  # in output cells
 
-    def tile_voxels(core):
+    def tile_voxels(core: Sequence[int]) -> int:
         return math.prod(min((c + 2 * h) * s, n) for c, h, s, n in zip(core, halo, stride, shape))
 
     core = list(out_shape)
@@ -113,7 +123,9 @@ def plan_tiles(shape, geometry: StageGeometry, max_voxels: int) -> list[tuple[Bo
     tiles = []
     starts = [range(0, o, c) for o, c in zip(out_shape, core)]
     for start in itertools.product(*starts):
-        inp, keep, where = [], [], []
+        inp: list[slice] = []
+        keep: list[slice] = []
+        where: list[slice] = []
         for a in range(3):
             lo, hi = start[a], min(start[a] + core[a], out_shape[a])
             in_lo = max(0, (lo - halo[a]) * stride[a])
@@ -121,12 +133,12 @@ def plan_tiles(shape, geometry: StageGeometry, max_voxels: int) -> list[tuple[Bo
             inp.append(slice(in_lo, in_hi))
             keep.append(slice(lo - in_lo // stride[a], hi - in_lo // stride[a]))
             where.append(slice(lo, hi))
-        tiles.append((tuple(inp), tuple(keep), tuple(where)))
+        tiles.append((_box(inp), _box(keep), _box(where)))
     return tiles
 
 
-def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], source, geometry: StageGeometry,
-              out_channels: int, max_voxels: int, device: torch.device, store_dtype=torch.float32,
+def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], source: np.ndarray | torch.Tensor, geometry: StageGeometry,
+              out_channels: int, max_voxels: int, device: torch.device, store_dtype: torch.dtype = torch.float32,
               prepare: Callable | None = None, progress: bool = False, desc: str = "tiles",
               on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Apply ``fn`` to ``source`` tile by tile: a batch of inputs with the same grid, a
@@ -145,9 +157,10 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], source, geometry: Stag
     prepare = prepare or (lambda block: torch.as_tensor(block).to(device, torch.float32))
     for n, (inp, keep, where) in enumerate(tqdm(tiles, desc=desc, unit="tile", disable=not progress,
                                                 leave=False), 1):
-        block = source[(Ellipsis, *inp)]
-        result = fn(prepare(block))
-        out[(slice(None), slice(None), *where)] = result[(slice(None), slice(None), *keep)].to("cpu", store_dtype)
+        block_at = (Ellipsis, *inp)
+        result = fn(prepare(source[block_at]))
+        into, keep_part = (slice(None), slice(None), *where), (slice(None), slice(None), *keep)
+        out[into] = result[keep_part].to("cpu", store_dtype)
         del result
         if on_tile is not None:
             on_tile(n, len(tiles))

@@ -20,6 +20,7 @@ import argparse
 import importlib
 import sys
 import traceback
+from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import BlcamError
@@ -46,7 +47,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(only=command).parse_args(argv)

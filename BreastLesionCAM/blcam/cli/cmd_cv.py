@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..evaluation import cross_validate
@@ -9,7 +10,7 @@ from . import positive_int
 from .cmd_train import add_train_options, config_from_args
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cv", help="k-fold cross-validation by patient and the test-set model (paper, Table 2)",
                        description="Train one model per fold (validated on that fold) and one on all training "
                        "folds (scored on the test split); write CVDIR/cv.json and cv.md with mean ± sd over "
@@ -22,7 +23,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     cross_validate(args.patches, args.out, config_from_args(args), folds=args.folds, progress=True)
     print((Path(args.out) / "cv.md").read_text(encoding="utf-8"))
     return 0

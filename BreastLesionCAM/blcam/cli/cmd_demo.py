@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ..demo import DemoConfig, run_demo
 from ..device import device_name
 from . import positive_int
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     d = DemoConfig()
     p = sub.add_parser("demo", help="the whole pipeline on a synthetic cohort, with an HTML/Markdown report",
                        description="Make a phantom cohort, export patches, train a small model with the paper's "
@@ -27,7 +29,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     config = DemoConfig(patients=args.patients, epochs=args.epochs, seed=args.seed, device=args.device,
                         jobs=args.jobs)
     run_demo(args.out, config)

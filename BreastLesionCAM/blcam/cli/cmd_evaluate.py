@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..device import device_name
@@ -10,7 +11,7 @@ from ..model import resolve_model_path
 from . import positive_int
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="AUC/accuracy/sensitivity/specificity in the paper's three input modes",
                        description="Score a split's patches as (a) the full stored patch, (b) the centred crop, "
                        "(c) a seeded random crop; write JSON, a Markdown table laid out like the paper's "
@@ -28,7 +29,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     model = resolve_model_path(args.model)
     out = Path(args.out) if args.out else model.parent / f"evaluation_{args.split.replace(':', '-')}.json"
     evaluate_model(model, args.patches, split=args.split, out=out, device=args.device,

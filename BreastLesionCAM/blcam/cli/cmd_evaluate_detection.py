@@ -3,12 +3,13 @@ per-kind and per-size breakdown (lesion table) and calibration of the scores."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..evaluation.detection import evaluate_detection, figure_paths
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-detection", help="localisation metrics of a 'blcam detect' output folder",
                        description="Score the candidates of a 'blcam detect' folder against the cohort's lesion "
                        "centres (and masks where known): pointing game, peak-to-centre distance, FROC (sensitivity "
@@ -33,7 +34,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.detections) / "localisation.json"
     r = evaluate_detection(args.detections, args.cohort, out, args.masks, args.hit_mm, args.lesions)
     print(f"pointing game {r['pointing_game']:.3f}, median distance {r['distance_mm_median']:.2f} mm, "

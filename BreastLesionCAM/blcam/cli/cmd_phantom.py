@@ -25,7 +25,7 @@ an oblique, flipped direction; --preset demo (the default) is the small, fast si
 PRESET_NAMES = ("demo", "abus")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "phantom", help="write a synthetic ABUS cohort with known lesions",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,7 +57,7 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..phantom import make_cohort
     from ..phantom.presets import resolve
 

@@ -25,19 +25,21 @@ import csv
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..axes import PathLike
 from ..detect.pipeline import DetectSettings, detect
-from ..evaluation.detection import evaluate_detection
+from ..device import resolve_device
 from ..errors import BlcamError
 from ..evaluation import evaluate_model
+from ..evaluation.detection import evaluate_detection
 from ..io.atomic import write_csv_atomic, write_json_atomic
 from ..patches.export import ExportSettings, export_dataset
 from ..phantom import make_cohort
 from ..recipes import recipe_config
 from ..training import train_model
-from ..device import resolve_device
 from .report import write_report
 
 
@@ -127,11 +129,12 @@ def held_out_cohort(cohort_csv: Path, manifest_csv: Path, out_csv: Path) -> Path
         for col in ("volume", "annotation"):
             if r[col]:
                 r[col] = str((cohort_dir / r[col]).resolve())
+    assert columns is not None                     # the manifest has rows, so a header
     write_csv_atomic(out_csv, rows, columns)
     return out_csv
 
 
-def run_demo(out, config: DemoConfig | None = None, progress: bool = True) -> Path:
+def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = True) -> Path:
     """Run (or resume) the demo under ``out`` (``config``: the defaults when ``None``);
     returns the path of ``index.html``."""
     config = DemoConfig() if config is None else config
@@ -145,7 +148,7 @@ def run_demo(out, config: DemoConfig | None = None, progress: bool = True) -> Pa
              "detections": out / "detections", "localisation": out / "detections" / "localisation.json"}
     timings = json.loads((out / "timings.json").read_text(encoding="utf-8")) if (out / "timings.json").is_file() else {}
 
-    def step(n: int, name: str, text: str, fn) -> None:
+    def step(n: int, name: str, text: str, fn: Callable[[], object]) -> None:
         if state.fresh(name):
             _say(n, f"{text}: done earlier, kept")
             return

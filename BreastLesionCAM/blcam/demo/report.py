@@ -18,6 +18,7 @@ import html
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..detect.outputs import SUMMARY_FILE, VolumeOutputs
 from ..evaluation.detection import figure_paths
@@ -25,6 +26,9 @@ from ..io.atomic import write_text_atomic
 from ..metrics.breakdown import breakdown_tables, fmt, md_table
 from ..metrics.calibration import calibration_table
 from ..metrics.localisation import FROC_RATES
+
+if TYPE_CHECKING:
+    from .pipeline import DemoConfig
 
 MODES = (("patch", "full patch"), ("centre", "centred crop"), ("random", "random crop"))
 METRICS = (("auc", "AUC"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"), ("specificity", "specificity"))
@@ -69,7 +73,7 @@ def _hits_and_misses(det_dir: Path, loc: dict, n: int = 2) -> list[tuple[str, st
     volumes: dict[str, list[dict]] = {}
     for row in loc.get("per_lesion", []):
         volumes.setdefault(row["volume"], []).append(row)
-    picked = {True: [], False: []}
+    picked: dict[bool, list[tuple[str, str]]] = {True: [], False: []}
     for volume, rows in volumes.items():
         name = names.get(volume)
         group = picked[all(r["hit"] for r in rows)]
@@ -112,7 +116,7 @@ _BREAKDOWN_TEXT = ("Kind and diameter from the phantom's lesions.csv; FROC per g
                    "group's lesions (false positives are shared by all groups).")
 
 
-def write_report(out: Path, paths: dict, config, timings: dict) -> Path:
+def write_report(out: Path, paths: dict, config: DemoConfig, timings: dict) -> Path:
     """Write ``index.html`` and ``report.md`` under ``out``; returns the HTML path."""
     evaluation = json.loads(paths["evaluation"].read_text(encoding="utf-8"))
     loc = json.loads(paths["localisation"].read_text(encoding="utf-8"))

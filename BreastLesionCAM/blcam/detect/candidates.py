@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..axes import Floats, Ints, float3, int3
 from ..cam.maps import LesionMap, sigmoid
 from ..io.volume import Geometry
 
@@ -42,10 +43,10 @@ class Candidate:
     @property
     def voxel_ijk(self) -> tuple[int, int, int]:
         """Nearest voxel, ``(i, j, k)`` as Slicer and ITK write indices."""
-        return tuple(int(np.floor(v + 0.5)) for v in self.index_kji[::-1])
+        return int3(np.floor(v + 0.5) for v in self.index_kji[::-1])
 
 
-def _refine(grid: np.ndarray, peak) -> np.ndarray:
+def _refine(grid: np.ndarray, peak: Ints) -> np.ndarray:
     """Sub-cell peak position: vertex of the parabola through the peak and its neighbours."""
     pos = np.asarray(peak, float)
     for a in range(3):
@@ -67,7 +68,8 @@ def peak_cells(grid: np.ndarray) -> np.ndarray:
     return cells[np.argsort(-grid[tuple(cells.T)], kind="stable")]
 
 
-def half_max_extent(heatmap: np.ndarray, index_kji, window, spacing_kji) -> tuple[float, float, float]:
+def half_max_extent(heatmap: np.ndarray, index_kji: Floats, window: Ints, spacing_kji: Floats) -> tuple[float, float,
+                    float]:
     """FWHM-style size ``(i, j, k)`` in mm of the heatmap blob containing ``index_kji``."""
     centre = np.clip(np.floor(np.asarray(index_kji) + 0.5).astype(int), 0, np.asarray(heatmap.shape) - 1)
     lo = np.maximum(centre - np.asarray(window), 0)
@@ -79,7 +81,7 @@ def half_max_extent(heatmap: np.ndarray, index_kji, window, spacing_kji) -> tupl
     labels, _ = ndi.label(box >= 0.5 * peak)
     region = np.argwhere(labels == labels[tuple(centre - lo)])
     extent = (region.max(0) - region.min(0) + 1) * np.asarray(spacing_kji, float)
-    return tuple(float(v) for v in extent[::-1])
+    return float3(extent[::-1])
 
 
 def find_candidates(lmap: LesionMap, geometry: Geometry, top_k: int = 10, min_score: float = 0.0,
@@ -87,7 +89,8 @@ def find_candidates(lmap: LesionMap, geometry: Geometry, top_k: int = 10, min_sc
     """Candidates (best first) and the volume score (highest candidate score before filtering)."""
     crop_logit = lmap.crop_logit()
     prob = sigmoid(crop_logit)
-    kept_lps, kept = [], []
+    kept_lps: list[np.ndarray] = []
+    kept: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
     for cell in peak_cells(lmap.logit):
         pos = lmap.feature_to_index(_refine(lmap.logit, cell))
         lps = geometry.index_to_lps(pos[::-1])
@@ -96,8 +99,8 @@ def find_candidates(lmap: LesionMap, geometry: Geometry, top_k: int = 10, min_sc
         kept_lps.append(lps)
         kept.append((tuple(cell), pos, lps))
     spacing_kji = tuple(reversed(geometry.spacing))
-    candidates = [Candidate(float(prob[c]), float(crop_logit[c]), float(lmap.logit[c]), tuple(map(float, pos)),
-                            tuple(map(float, lps)), (0.0, 0.0, 0.0)) for c, pos, lps in kept]
+    candidates = [Candidate(float(prob[c]), float(crop_logit[c]), float(lmap.logit[c]), float3(pos), float3(lps),
+                            (0.0, 0.0, 0.0)) for c, pos, lps in kept]
     candidates.sort(key=lambda cand: -cand.score)
     volume_score = candidates[0].score if candidates else 0.0
     candidates = [c for c in candidates if c.score >= min_score][:top_k]

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..axes import PathLike
 from ..io.atomic import write_csv_atomic, write_json_atomic
 from ..io.points import write_markups
-from ..io.volume import write_volume
+from ..io.volume import Geometry, write_volume
 
 if TYPE_CHECKING:                 # importable without torch (the Slicer side reads this contract)
     from .candidates import Candidate
@@ -69,12 +70,12 @@ class VolumeOutputs:
         return self._file(f"_overlay_lesion-{n}.png")
 
     @classmethod
-    def names_in(cls, folder) -> list[str]:
+    def names_in(cls, folder: PathLike) -> list[str]:
         """The names of the volumes whose heatmap is in ``folder``."""
         return sorted(p.name[: -len(HEATMAP_SUFFIX)] for p in Path(folder).glob(f"*{HEATMAP_SUFFIX}"))
 
 
-def write_heatmap(path, heat: np.ndarray, geometry) -> None:
+def write_heatmap(path: PathLike, heat: np.ndarray, geometry: Geometry) -> None:
     """Write the [0, 1] heatmap in steps of 1/255, in place.
 
     The heatmap is for display through a 256-colour table, so finer steps show nothing; a

@@ -11,7 +11,12 @@ volume on one page.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import matplotlib
+
+from ..axes import Floats, PathLike
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -19,6 +24,10 @@ import numpy as np  # noqa: E402
 
 from ..io.atomic import atomic_path  # noqa: E402
 from .candidates import Candidate  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 HEAT_WEIGHT = 0.3
 COLORMAP = "jet"
@@ -34,8 +43,9 @@ def blend(image_u8: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return HEAT_WEIGHT * colour + (1 - HEAT_WEIGHT) * grey
 
 
-def _draw_view(ax, volume, heat, spacing_kji, index_kji, axis: int, title: str, rows_cols,
-               marker_mm: float, truth_kji=()):
+def _draw_view(ax: Axes, volume: np.ndarray, heat: np.ndarray, spacing_kji: Floats, index_kji: Floats, axis: int,
+               title: str, rows_cols: tuple[int, int],
+               marker_mm: float, truth_kji: Sequence[Floats] = ()) -> None:
     centre = np.clip(np.floor(np.asarray(index_kji) + 0.5).astype(int), 0, np.asarray(volume.shape) - 1)
     sl = [slice(None)] * 3
     sl[axis] = centre[axis]
@@ -54,14 +64,15 @@ def _draw_view(ax, volume, heat, spacing_kji, index_kji, axis: int, title: str, 
     ax.tick_params(labelsize=6)
 
 
-def _save(fig, path) -> None:
+def _save(fig: Figure, path: PathLike) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
-def candidate_figure(path, volume_u8: np.ndarray, heat: np.ndarray, spacing_kji, cand: Candidate, label: str,
-                     truth_kji=()) -> None:
+def candidate_figure(path: PathLike, volume_u8: np.ndarray, heat: np.ndarray, spacing_kji: Floats, cand: Candidate,
+                     label: str,
+                     truth_kji: Sequence[Floats] = ()) -> None:
     """One PNG: the three slices through a candidate, blended, candidate circled."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
     marker = max(2.0, 0.5 * max(cand.size_mm_ijk))
@@ -74,8 +85,9 @@ def candidate_figure(path, volume_u8: np.ndarray, heat: np.ndarray, spacing_kji,
     _save(fig, path)
 
 
-def contact_sheet(path, volume_u8: np.ndarray, heat: np.ndarray, spacing_kji, candidates: list[Candidate],
-                  title: str, truth_kji=(), rows: int = 4) -> None:
+def contact_sheet(path: PathLike, volume_u8: np.ndarray, heat: np.ndarray, spacing_kji: Floats,
+                  candidates: list[Candidate],
+                  title: str, truth_kji: Sequence[Floats] = (), rows: int = 4) -> None:
     """The top ``rows`` candidates of a volume, one row each (centre slices when there are none)."""
     shown = candidates[:rows]
     n = max(1, len(shown))

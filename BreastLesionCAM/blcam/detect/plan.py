@@ -78,5 +78,5 @@ def plan_detect(meta: dict, geometry: Geometry) -> DetectPlan:
     depth = model_geometry.shape[0]
     slabs = len(slab_starts(depth, crop[0], default_slab_step(crop, meta.get("patch"))))
     reads = slabs * min(crop[0], depth) / depth
-    reference = REFERENCE_S_PER_MVOX.get(meta.get("arch"), REFERENCE_S_PER_MVOX["resnet18"])
+    reference = REFERENCE_S_PER_MVOX.get(meta.get("arch", "resnet18"), REFERENCE_S_PER_MVOX["resnet18"])
     return DetectPlan(geometry, model_geometry, spacing, reads, reference * float(meta.get("widen", 1.0)))

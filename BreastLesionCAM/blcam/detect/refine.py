@@ -23,12 +23,15 @@ near the border were.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
+from monai.networks.nets import ResNet
 
+from ..cam.local_logits import LocalLogitNet, feature_positions
 from ..intensity import network_input
 from ..patches.extract import extract_box
-from ..cam.local_logits import LocalLogitNet, feature_positions
 
 MODES = ("local", "crop")
 
@@ -41,7 +44,8 @@ def default_mode(meta: dict) -> str:
 class CandidateRefiner:
     """Moves candidate positions ``(k, j, i)`` (voxels) to where the network answers best."""
 
-    def __init__(self, model: torch.nn.Module, crop, stride, device, mode: str = "local", steps: int = 2):
+    def __init__(self, model: ResNet, crop: Sequence[int], stride: Sequence[int], device: str | torch.device,
+                 mode: str = "local", steps: int = 2):
         self.crop = np.asarray(crop, int)
         self.mode, self.steps, self.device = mode, steps, torch.device(device)
         self.net = (LocalLogitNet(model) if mode == "local" else model).eval()
@@ -60,10 +64,11 @@ class CandidateRefiner:
         x = network_input(torch.from_numpy(batch).to(self.device).float())[:, None]
         with torch.inference_mode():
             out = self.net(x)
-        out = out[(slice(None), *self.centre_feature)] if self.mode == "local" else out.reshape(-1)
+        centre = (slice(None), *self.centre_feature)
+        out = out[centre] if self.mode == "local" else out.reshape(-1)
         return out.float().cpu().numpy()
 
-    def __call__(self, stored: np.ndarray, index_kji) -> tuple[np.ndarray, float]:
+    def __call__(self, stored: np.ndarray, index_kji: Sequence[float] | np.ndarray) -> tuple[np.ndarray, float]:
         """The refined position (continuous voxels) and the network's value there."""
         p = np.asarray(index_kji, float).copy()
         shape = np.asarray(stored.shape, float) - 1

@@ -19,10 +19,14 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..io.atomic import write_json_atomic
 from .outputs import VolumeOutputs
+
+if TYPE_CHECKING:                 # pipeline imports this module
+    from .pipeline import DetectSettings, VolumeJob
 
 FORMAT = "blcam-detect-record-v1"
 _CHUNK = 1 << 20
@@ -53,22 +57,22 @@ def volume_identity(path: Path) -> dict:
 class FinishedVolumes:
     """The per-volume records of one output folder, checked against this run's inputs."""
 
-    def __init__(self, out_dir: Path, model_path: Path, settings, force: bool = False):
+    def __init__(self, out_dir: Path, model_path: Path, settings: DetectSettings, force: bool = False):
         self.out, self.force, self.skipped = Path(out_dir), force, 0
         self._pending: dict[str, dict] = {}     # inputs read before computing, recorded after
         self.common = {"model": file_identity(Path(model_path), digest=True), "settings": asdict(settings),
                        "blcam": __version__}
 
-    def _record_path(self, job) -> Path:
+    def _record_path(self, job: VolumeJob) -> Path:
         return VolumeOutputs(self.out, job.name).done
 
-    def _inputs(self, job) -> dict:
+    def _inputs(self, job: VolumeJob) -> dict:
         truth = None if job.truth_lps is None else [[float(v) for v in p] for p in job.truth_lps]
         inputs = {**self.common, "volume": volume_identity(Path(job.path)),
                   "job": {"name": job.name, "patient": job.patient, "label": job.label, "truth_lps": truth}}
         return json.loads(json.dumps(inputs))      # as it reads back (tuples → lists)
 
-    def finished_row(self, job) -> dict | None:
+    def finished_row(self, job: VolumeJob) -> dict | None:
         """The ``detections.csv`` row of ``job`` if an earlier run finished it from the same
         inputs, else ``None`` (and any stale record is removed: the volume will be redone)."""
         path, inputs = self._record_path(job), self._inputs(job)
@@ -86,7 +90,7 @@ class FinishedVolumes:
         self._pending[job.name] = inputs
         return None
 
-    def record(self, job, row: dict) -> None:
+    def record(self, job: VolumeJob, row: dict) -> None:
         """Mark ``job`` finished (call once all its outputs are written). The inputs recorded
         are those read before computing: a volume edited meanwhile is redone next time."""
         inputs = self._pending.pop(job.name)

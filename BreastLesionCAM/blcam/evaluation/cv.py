@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from ..axes import PathLike
 from ..errors import BlcamError
-from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..io.locks import folder_lock
 from ..patches.dataset import load_dataset
 from ..training import TrainConfig, train_model
 from ..training.checkpoint import LAST
-from .report import markdown_table
-from ..io.atomic import json_safe
 from .patch_classification import METRICS, MODES, evaluate_model
+from .report import markdown_table
 
 
 def _mean_sd(values: list[float]) -> dict:
@@ -38,8 +38,8 @@ def _mean_sd(values: list[float]) -> dict:
     return {"mean": mean, "sd": sd, "n": int(v.size)}
 
 
-def _run_and_score(dataset_root, run_dir: Path, config: TrainConfig, split: str, progress: bool,
-                   on_epoch) -> dict:
+def _run_and_score(dataset_root: PathLike, run_dir: Path, config: TrainConfig, split: str, progress: bool,
+                   on_epoch: Callable[[dict], bool | None] | None) -> dict:
     eval_file = run_dir / f"evaluation_{split.replace(':', '-')}.json"
     if eval_file.is_file():
         return json.loads(eval_file.read_text(encoding="utf-8"))
@@ -50,7 +50,7 @@ def _run_and_score(dataset_root, run_dir: Path, config: TrainConfig, split: str,
                           workers=config.workers, progress=progress)
 
 
-def cross_validate(dataset_root, out_dir, config: TrainConfig, folds: int | None = None,
+def cross_validate(dataset_root: PathLike, out_dir: PathLike, config: TrainConfig, folds: int | None = None,
                    progress: bool = True, on_epoch: Callable[[str, dict], bool | None] | None = None) -> dict:
     """Train and score every fold and the test model; writes ``cv.json`` and ``cv.md``.
 
@@ -62,7 +62,8 @@ def cross_validate(dataset_root, out_dir, config: TrainConfig, folds: int | None
         return _cross_validate_locked(dataset_root, out_dir, config, folds, progress, on_epoch)
 
 
-def _cross_validate_locked(dataset_root, out_dir, config: TrainConfig, folds, progress, on_epoch) -> dict:
+def _cross_validate_locked(dataset_root: PathLike, out_dir: PathLike, config: TrainConfig, folds: int | None,
+                           progress: bool, on_epoch: Callable[[str, dict], bool | None] | None) -> dict:
     out_dir = Path(out_dir)
     ds = load_dataset(dataset_root)
     n_folds = int(ds.info["settings"]["folds"])

@@ -17,23 +17,30 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Container
 from pathlib import Path
 
 import numpy as np
 
+from ..axes import PathLike
 from ..cohort import read_cohort
 from ..detect.outputs import SUMMARY_FILE
 from ..errors import BlcamError
 from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..io.volume import read_volume
-from ..metrics.breakdown import (breakdown, breakdown_tables, find_lesion_table, md_table, plot_froc_by_group,
-                                 read_lesion_table)
+from ..metrics.breakdown import (
+    breakdown,
+    breakdown_tables,
+    find_lesion_table,
+    md_table,
+    plot_froc_by_group,
+    read_lesion_table,
+)
 from ..metrics.calibration import bins_table, calibration, calibration_table, plot_calibration
-from ..metrics.localisation import (FROC_RATES, VolumeDetections, VolumeTruth, evaluate_localisation,
-                                    plot_froc)
+from ..metrics.localisation import FROC_RATES, VolumeDetections, VolumeTruth, evaluate_localisation, plot_froc
 
 
-def load_detections(det_dir) -> dict[str, VolumeDetections]:
+def load_detections(det_dir: PathLike) -> dict[str, VolumeDetections]:
     """``detections.csv`` + per-volume candidate JSON → detections keyed by absolute volume path."""
     det_dir = Path(det_dir)
     summary = det_dir / SUMMARY_FILE
@@ -74,10 +81,14 @@ def _mask_column(cohort_csv: Path) -> dict[int, str]:
     """CSV line number → value of an optional ``mask`` column."""
     with cohort_csv.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        return {reader.line_num: (row.get("mask") or "").strip() for row in reader}
+        masks = {}
+        for row in reader:          # line_num: the line the row ends on, as read_cohort reports it
+            masks[reader.line_num] = (row.get("mask") or "").strip()
+        return masks
 
 
-def load_truths(cohort_csv, masks_dir=None, hit_mm: float = 10.0, only=None) -> list[tuple[str, VolumeTruth]]:
+def load_truths(cohort_csv: PathLike, masks_dir: PathLike | None = None, hit_mm: float = 10.0,
+                only: Container[str] | None = None) -> list[tuple[str, VolumeTruth]]:
     """Cohort rows (optionally only those whose absolute volume path is in ``only``) as truths."""
     cohort_csv = Path(cohort_csv)
     cohort = read_cohort(cohort_csv)
@@ -92,6 +103,7 @@ def load_truths(cohort_csv, masks_dir=None, hit_mm: float = 10.0, only=None) -> 
             mask_path = (cohort_csv.parent / column[r.row]).resolve()
         elif masks_dir is not None and (Path(masks_dir) / r.volume.name).exists():
             mask_path = Path(masks_dir) / r.volume.name
+        assert r.geometry is not None            # read_cohort read every volume's header
         mask, geometry = read_volume(mask_path) if mask_path is not None else (None, r.geometry)
         if mask is not None and mask.shape != r.geometry.shape:
             raise BlcamError(f"{cohort_csv} row {r.row}: mask {mask_path} has shape {mask.shape}, "
@@ -131,7 +143,7 @@ def markdown_report(result: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def figure_paths(out) -> dict[str, Path]:
+def figure_paths(out: PathLike) -> dict[str, Path]:
     """The PNGs :func:`evaluate_detection` writes beside ``out`` (the by-kind FROC only when kinds exist)."""
     out = Path(out)
     return {name: out.with_name(f"{out.stem}_{name}.png") for name in ("froc", "froc_by_kind", "calibration")}
@@ -142,7 +154,9 @@ def _offset(result: dict) -> str:
     return "–" if off is None else ", ".join(f"{v:+.1f}" for v in off)
 
 
-def evaluate_detection(det_dir, cohort_csv, out=None, masks_dir=None, hit_mm: float = 10.0, lesions=None) -> dict:
+def evaluate_detection(det_dir: PathLike, cohort_csv: PathLike, out: PathLike | None = None,
+                       masks_dir: PathLike | None = None, hit_mm: float = 10.0,
+                       lesions: PathLike | None = None) -> dict:
     """Localisation metrics of a detection folder; with ``out`` (.json) also ``.md`` and the PNGs of
     :func:`figure_paths`. ``lesions``: a lesion table (kind, diameter) for the breakdown; by
     default ``lesions.csv`` beside the cohort CSV, if it has the columns."""

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..axes import PathLike
+from ..device import resolve_device
 from ..errors import BlcamError
 from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..metrics.classification import binary_summary
 from ..model import load_model, resolve_model_path
 from ..patches.dataset import PatchDataset, load_dataset
 from ..training.data import STREAM_EVAL, PatchSource, centre_offset, crop_ranges, random_params
-from ..device import resolve_device
 from ..training.predict import predict_logits, sigmoid
 from .report import markdown_table, plot_roc
 
@@ -50,7 +51,8 @@ def split_for_evaluation(ds: PatchDataset, split: str, meta: dict) -> list[dict]
     return records
 
 
-def evaluate_model(run_or_model, dataset_root, split: str = "test", out=None, device: str = "auto",
+def evaluate_model(run_or_model: PathLike, dataset_root: PathLike, split: str = "test", out: PathLike | None = None,
+                   device: str = "auto",
                    batch_size: int = 14, seed: int = 0, resident: str = "auto", workers: int = 0,
                    progress: bool = True) -> dict:
     """Score ``split`` in the three modes; with ``out`` (a ``.json`` path) also write

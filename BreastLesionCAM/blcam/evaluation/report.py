@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ MODE_HEADINGS = {"patch": "Center", "centre": "Center", "random": "Random"}
 MODE_NAMES = {"patch": "full patch", "centre": "centred crop", "random": "random crop"}
 
 
-def _cell(value) -> str:
+def _cell(value: float | dict | None) -> str:
     """A float, or ``mean ± sd`` for a cross-validation summary; undefined → n/a."""
     if isinstance(value, dict):
         mean, sd = value.get("mean"), value.get("sd")
@@ -33,7 +34,7 @@ def markdown_table(rows: dict[str, dict], info: dict, title: str = "") -> str:
     sizes = {"patch": patch, "centre": crop, "random": crop}
     modes = ("patch", "centre", "random")
 
-    def line(cells) -> str:
+    def line(cells: Iterable[str]) -> str:
         return "| " + " | ".join(cells) + " |"
 
     def table(metrics: tuple[str, str], names: tuple[str, str]) -> list[str]:

@@ -20,8 +20,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from ..errors import BlcamError
 
@@ -123,7 +124,7 @@ def safe_name(text: str, fallback: str, strip: str = "-") -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip(strip) or fallback
 
 
-def csv_text(rows, columns, ignore_extra: bool = False) -> str:
+def csv_text(rows: Iterable[Mapping[str, Any]], columns: Iterable[str], ignore_extra: bool = False) -> str:
     """``rows`` (dicts) as CSV text with a header of ``columns``, ``\n`` line ends.
 
     A key outside ``columns`` is an error unless ``ignore_extra`` (for rows that carry more
@@ -137,12 +138,13 @@ def csv_text(rows, columns, ignore_extra: bool = False) -> str:
     return buf.getvalue()
 
 
-def write_csv_atomic(target: str | os.PathLike, rows, columns, ignore_extra: bool = False) -> None:
+def write_csv_atomic(target: str | os.PathLike, rows: Iterable[Mapping[str, Any]], columns: Iterable[str],
+                     ignore_extra: bool = False) -> None:
     """Write ``rows`` as CSV (:func:`csv_text`) to ``target`` atomically."""
     write_text_atomic(target, csv_text(rows, columns, ignore_extra))
 
 
-def write_json_atomic(target: str | os.PathLike, obj) -> None:
+def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as pretty JSON to ``target`` atomically."""
     write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
@@ -157,7 +159,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
     return removed
 
 
-def json_safe(obj):
+def json_safe(obj: Any) -> Any:
     """NaN/inf → null, recursively (JSON has no NaN)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None

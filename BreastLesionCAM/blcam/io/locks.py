@@ -33,9 +33,10 @@ import os
 import shlex
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+from ..axes import PathLike
 from ..errors import BlcamError
 
 LOCK_NAME = ".blcam.lock"
@@ -74,7 +75,7 @@ def _os_lock(fd: int, shared: bool) -> bool:
 def _os_unlock_if_alone(fd: int, shared: bool) -> bool:
     """Upgrade to exclusive (only possible if no one else holds the lock); ``True`` if alone."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401  (probe only: POSIX, else Windows)
     except ImportError:
         return not shared or _windows_upgrade(fd)
     return not shared or _os_lock(fd, shared=False)
@@ -83,8 +84,8 @@ def _os_unlock_if_alone(fd: int, shared: bool) -> bool:
 def _windows_range(fd: int, start: int, count: int, lock: bool) -> bool:
     import msvcrt
     os.lseek(fd, start, os.SEEK_SET)
-    try:
-        msvcrt.locking(fd, msvcrt.LK_NBLCK if lock else msvcrt.LK_UNLCK, count)
+    try:  # (typeshed declares msvcrt's names on Windows only; the tests fake the module elsewhere)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK if lock else msvcrt.LK_UNLCK, count)  # type: ignore[attr-defined]
     except OSError:
         return False
     return True
@@ -149,7 +150,8 @@ def _open(path: Path, create: bool) -> int | None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder, shared: bool = False, purpose: str = "writing", enabled: bool = True) -> Iterator[None]:
+def folder_lock(folder: PathLike, shared: bool = False, purpose: str = "writing",
+                enabled: bool = True) -> Iterator[None]:
     """Hold ``folder``'s lock for the ``with`` block, or raise :class:`FolderBusy` naming the holder.
 
     Exclusive locks create ``folder`` (and remove it again, empty, if it was created here);

@@ -11,9 +11,11 @@ import csv
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import BlcamError
 from .atomic import write_json_atomic
@@ -55,7 +57,7 @@ def _read_text(path: Path) -> str:
         raise BlcamError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _xyz(values, where: str) -> np.ndarray:
+def _xyz(values: object, where: str) -> np.ndarray:
     """Three finite-or-not numbers as a float vector, or an error naming the point."""
     if not isinstance(values, (list, tuple)) or len(values) != 3:
         raise BlcamError(f"{where}: needs 3 coordinates x,y,z, got {values!r}")
@@ -129,7 +131,8 @@ def _read_points_csv(path: Path) -> np.ndarray:
     return np.asarray(points, float).reshape(-1, 3)
 
 
-def markups_document(points_lps, labels=None, descriptions=None, name: str = "lesions") -> dict:
+def markups_document(points_lps: ArrayLike, labels: Sequence[str] | None = None,
+                     descriptions: Sequence[str] | None = None, name: str = "lesions") -> dict:
     """A Slicer ``Fiducial`` markups document (LPS) with one control point per row."""
     points_lps = np.asarray(points_lps, float).reshape(-1, 3)
     labels = labels or [f"lesion-{n + 1}" for n in range(len(points_lps))]
@@ -147,7 +150,8 @@ def markups_document(points_lps, labels=None, descriptions=None, name: str = "le
     }]}
 
 
-def write_markups(path: str | os.PathLike, points_lps, labels=None, descriptions=None,
+def write_markups(path: str | os.PathLike, points_lps: ArrayLike, labels: Sequence[str] | None = None,
+                  descriptions: Sequence[str] | None = None,
                   coordinate_system: str = "LPS") -> None:
     """Write a ``.mrk.json`` atomically; ``coordinate_system='RAS'`` stores RAS positions."""
     doc = markups_document(points_lps, labels, descriptions)

@@ -17,10 +17,12 @@ volume never needs more than one full-resolution float copy at a time.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..axes import Floats, float3, int3
 from ..errors import BlcamError
 from .volume import Geometry
 
@@ -28,7 +30,7 @@ SAME_SPACING_RTOL = 1e-4          # spacings this close are one grid: no resampl
 SLAB_VOXELS = 32 * 1024 * 1024    # output voxels per resampling slab (128 MB of float32)
 
 
-def _positive_mm(values, what: str, axes: str) -> tuple[float, float, float]:
+def _positive_mm(values: Floats, what: str, axes: str) -> tuple[float, float, float]:
     """Three positive, finite millimetre values, or a clear error naming ``what``."""
     out = tuple(float(v) for v in values)
     if len(out) != 3 or not all(math.isfinite(v) and v > 0 for v in out):
@@ -36,19 +38,19 @@ def _positive_mm(values, what: str, axes: str) -> tuple[float, float, float]:
     return out
 
 
-def check_spacing(spacing, what: str = "--spacing") -> tuple[float, float, float]:
+def check_spacing(spacing: Floats, what: str = "--spacing") -> tuple[float, float, float]:
     """A voxel size: three positive, finite millimetre values (``i, j, k``)."""
     return _positive_mm(spacing, what, "i j k")
 
 
-def mm_to_voxels(size_mm_kji, spacing_ijk, what: str) -> tuple[int, int, int]:
+def mm_to_voxels(size_mm_kji: Floats, spacing_ijk: Floats, what: str) -> tuple[int, int, int]:
     """A size in mm (``k, j, i``, as patches and crops are given) → voxels at ``spacing_ijk``
     (rounded, at least one)."""
     sizes = _positive_mm(size_mm_kji, what, "k j i")
-    return tuple(max(1, int(round(mm / sp))) for mm, sp in zip(sizes, reversed(tuple(spacing_ijk))))
+    return int3(max(1, int(round(mm / sp))) for mm, sp in zip(sizes, reversed(tuple(spacing_ijk))))
 
 
-def median_spacing(geometries) -> tuple[float, float, float]:
+def median_spacing(geometries: Iterable[Geometry]) -> tuple[float, float, float]:
     """The per-axis median voxel size (mm, ``i, j, k``) of a cohort's volumes: export's
     ``auto`` training spacing.
 
@@ -62,7 +64,7 @@ def median_spacing(geometries) -> tuple[float, float, float]:
     return check_spacing(np.median(spacings, axis=0), "the cohort's median spacing")
 
 
-def grid_at_spacing(geometry: Geometry, spacing) -> Geometry:
+def grid_at_spacing(geometry: Geometry, spacing: Floats) -> Geometry:
     """The grid with ``spacing`` (mm, ``i, j, k``) that covers ``geometry``'s field of view.
 
     Same direction, same outer corner of the field of view (the corner of voxel 0), and as
@@ -73,11 +75,11 @@ def grid_at_spacing(geometry: Geometry, spacing) -> Geometry:
     if np.allclose(geometry.spacing, spacing, rtol=SAME_SPACING_RTOL, atol=0.0):
         return geometry
     old, new = np.asarray(geometry.spacing, float), np.asarray(spacing, float)
-    size = tuple(max(1, int(round(n * o / s))) for n, o, s in zip(geometry.size, old, new))
+    size = int3(max(1, int(round(n * o / s))) for n, o, s in zip(geometry.size, old, new))
     direction = np.asarray(geometry.direction, float).reshape(3, 3)
     corner = np.asarray(geometry.origin, float) - direction @ (old / 2)
     origin = corner + direction @ (new / 2)
-    return Geometry(size, tuple(float(v) for v in new), tuple(float(v) for v in origin), geometry.direction)
+    return Geometry(size, float3(new), float3(origin), geometry.direction)
 
 
 def _image(array: np.ndarray, geometry: Geometry) -> sitk.Image:

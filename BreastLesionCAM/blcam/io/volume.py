@@ -9,12 +9,15 @@ data are read, so a bad cohort fails fast and before anything is written.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from numpy.typing import ArrayLike
 
+from ..axes import PathLike, float3, int3
 from ..errors import BlcamError
 from .atomic import atomic_path
 
@@ -29,25 +32,26 @@ class Geometry:
     direction: tuple[float, ...]
 
     @classmethod
-    def of(cls, image_or_reader) -> "Geometry":
+    def of(cls, image_or_reader: sitk.Image | sitk.ImageFileReader) -> Geometry:
         obj = image_or_reader
-        return cls(tuple(int(s) for s in obj.GetSize()), tuple(obj.GetSpacing()),
-                   tuple(obj.GetOrigin()), tuple(obj.GetDirection()))
+        return cls(int3(obj.GetSize()), float3(obj.GetSpacing()), float3(obj.GetOrigin()),
+                   tuple(obj.GetDirection()))
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """Array shape ``(k, j, i)``."""
-        return tuple(reversed(self.size))
+        i, j, k = self.size
+        return k, j, i
 
     def _matrix(self) -> np.ndarray:
         return np.asarray(self.direction, float).reshape(3, 3) @ np.diag(self.spacing)
 
-    def index_to_lps(self, index_ijk) -> np.ndarray:
+    def index_to_lps(self, index_ijk: ArrayLike) -> np.ndarray:
         """Continuous voxel index ``(i, j, k)`` (one or many rows) to LPS millimetres."""
         idx = np.asarray(index_ijk, float)
         return idx @ self._matrix().T + np.asarray(self.origin)
 
-    def lps_to_index(self, points_lps) -> np.ndarray:
+    def lps_to_index(self, points_lps: ArrayLike) -> np.ndarray:
         """LPS millimetres (one or many rows) to continuous voxel index ``(i, j, k)``."""
         pts = np.asarray(points_lps, float)
         return (pts - np.asarray(self.origin)) @ np.linalg.inv(self._matrix()).T
@@ -63,7 +67,7 @@ class Geometry:
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
-def _reader_for(path: Path):
+def _reader_for(path: Path) -> sitk.ImageFileReader | sitk.ImageSeriesReader:
     """A SimpleITK reader for a file or for a DICOM series folder."""
     if path.is_dir():
         ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
@@ -71,15 +75,15 @@ def _reader_for(path: Path):
             raise BlcamError(f"{path}: folder holds no DICOM series")
         if len(ids) > 1:
             raise BlcamError(f"{path}: folder holds {len(ids)} DICOM series; give one series per folder")
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0]))
-        return reader
+        series = sitk.ImageSeriesReader()
+        series.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0]))
+        return series
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     return reader
 
 
-def _check_scalar_3d(path, dimension: int, components: int, size) -> None:
+def _check_scalar_3d(path: PathLike, dimension: int, components: int, size: Sequence[int]) -> None:
     if dimension != 3:
         raise BlcamError(f"{path}: volume is {dimension}D (size {tuple(size)}); a 3D volume is needed")
     if components != 1:

@@ -21,11 +21,13 @@ by every group, and a hit on another group's lesion is neither true nor false po
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..axes import PathLike
 from ..errors import BlcamError
 from .localisation import VolumeDetections, VolumeTruth, froc
 
@@ -55,19 +57,20 @@ def volume_stem(name: str) -> str:
 def _columns(path: Path) -> list[str] | None:
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            return csv.DictReader(fh).fieldnames
+            names = csv.DictReader(fh).fieldnames
+            return None if names is None else list(names)
     except (OSError, UnicodeDecodeError):
         return None
 
 
-def find_lesion_table(cohort_csv) -> Path | None:
+def find_lesion_table(cohort_csv: PathLike) -> Path | None:
     """``lesions.csv`` beside the cohort CSV when it has the required columns (the phantom writes one)."""
     path = Path(cohort_csv).parent / "lesions.csv"
     columns = _columns(path) if path.is_file() else None
     return path if columns and set(REQUIRED_COLUMNS) <= set(columns) else None
 
 
-def read_lesion_table(path) -> tuple[list[TableLesion], set[str]]:
+def read_lesion_table(path: PathLike) -> tuple[list[TableLesion], set[str]]:
     """Rows and the optional columns present (``kind``, ``diameter_mm``).
 
     Bad input (missing columns, text for numbers) → BlcamError naming the file and row.
@@ -177,7 +180,8 @@ def breakdown(truths: list[VolumeTruth], dets: list[VolumeDetections], per_lesio
     return result
 
 
-def _groups(truths, dets, keyed, order, group_of, hit_mm) -> dict:
+def _groups(truths: list[VolumeTruth], dets: list[VolumeDetections], keyed: list[tuple[tuple[int, int], dict]],
+            order: Iterable[str], group_of: Callable[[dict], str | None], hit_mm: float) -> dict:
     out = {}
     for name in order:
         members = [(key, r) for key, r in keyed if group_of(r) == name]
@@ -205,7 +209,7 @@ def breakdown_tables(result: dict) -> dict[str, list[list[str]]]:
     return tables
 
 
-def fmt(value, digits: int = 3, missing: str = "n/a") -> str:
+def fmt(value: float | None, digits: int = 3, missing: str = "n/a") -> str:
     """A metric for a report table; NaN (no lesions, no candidates) and None read ``missing``."""
     return missing if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
@@ -216,7 +220,7 @@ def md_table(rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
 
 
-def plot_froc_by_group(path, groups: dict, title: str) -> None:
+def plot_froc_by_group(path: PathLike, groups: dict, title: str) -> None:
     """One FROC line per group (e.g. per lesion kind) on the common false-positive axis."""
     import matplotlib
     matplotlib.use("Agg")

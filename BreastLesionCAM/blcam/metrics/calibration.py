@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..axes import Floats, PathLike
 from ..errors import BlcamError
 from .breakdown import fmt
 from .localisation import VolumeDetections, VolumeTruth, hit_matrix
@@ -29,7 +30,7 @@ from .localisation import VolumeDetections, VolumeTruth, hit_matrix
 CALIBRATION_BINS = 10
 
 
-def reliability(scores, outcomes, bins: int = CALIBRATION_BINS) -> dict:
+def reliability(scores: Floats, outcomes: Floats, bins: int = CALIBRATION_BINS) -> dict:
     """ECE, Brier score and per-bin ``(range, count, mean score, hit fraction)`` (module doc)."""
     scores = np.asarray(scores, float).reshape(-1)
     outcomes = np.asarray(outcomes, float).reshape(-1)
@@ -80,7 +81,7 @@ def bins_table(cal: dict) -> list[list[str]]:
         for b in cal["bins"]]
 
 
-def plot_calibration(path, cal: dict) -> None:
+def plot_calibration(path: PathLike, cal: dict) -> None:
     """Two reliability diagrams side by side: candidates, then volumes; counts over the points."""
     import matplotlib
     matplotlib.use("Agg")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..axes import Floats, Ints
 from ..errors import BlcamError
 
 
-def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+def _check(labels: Ints, scores: Floats) -> tuple[np.ndarray, np.ndarray]:
     """Labels as a bool array and scores as float64, same length, finite scores."""
     y = np.asarray(labels).reshape(-1)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -42,7 +43,7 @@ def midranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def roc_auc(labels, scores) -> float:
+def roc_auc(labels: Ints, scores: Floats) -> float:
     """Area under the ROC curve (ties count one half); ``nan`` if a class is missing."""
     y, s = _check(labels, scores)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
@@ -52,7 +53,7 @@ def roc_auc(labels, scores) -> float:
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(labels: Ints, scores: Floats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(fpr, tpr, thresholds)``: one point per distinct score, from (0, 0) to (1, 1).
 
     Point ``n`` classifies ``score >= thresholds[n]`` as positive; the first point uses an
@@ -74,7 +75,7 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return fpr.astype(np.float64), tpr.astype(np.float64), thresholds
 
 
-def confusion(labels, scores, threshold: float = 0.5) -> dict:
+def confusion(labels: Ints, scores: Floats, threshold: float = 0.5) -> dict:
     """Counts of true/false positives/negatives for ``score >= threshold`` as positive."""
     y, s = _check(labels, scores)
     pred = s >= threshold
@@ -86,7 +87,7 @@ def _ratio(a: int, b: int) -> float:
     return a / b if b else float("nan")
 
 
-def binary_summary(labels, scores, threshold: float = 0.5) -> dict:
+def binary_summary(labels: Ints, scores: Floats, threshold: float = 0.5) -> dict:
     """AUC, accuracy, sensitivity, specificity at ``threshold``, with the counts behind them."""
     c = confusion(labels, scores, threshold)
     n = c["tp"] + c["fp"] + c["tn"] + c["fn"]

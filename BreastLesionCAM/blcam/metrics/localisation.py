@@ -21,12 +21,20 @@ exists (phantoms, segmented cohorts):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from ..axes import Floats, PathLike
 from ..io.volume import Geometry
 from .classification import roc_auc
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 FROC_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -46,12 +54,14 @@ class VolumeTruth:
     mask_labels: list[int] = field(default_factory=list)
 
     @classmethod
-    def with_mask(cls, name: str, lesion: bool, centres_lps, mask: np.ndarray | None,
-                  geometry: Geometry | None, hit_mm: float) -> "VolumeTruth":
+    def with_mask(cls, name: str, lesion: bool, centres_lps: ArrayLike, mask: np.ndarray | None,
+                  geometry: Geometry | None, hit_mm: float) -> VolumeTruth:
         """Attach each centre to the mask component it lies in (or the nearest within ``hit_mm``)."""
         centres = np.asarray(centres_lps, float).reshape(-1, 3)
         labels = []
         if mask is not None:
+            if geometry is None:
+                raise ValueError(f"{name}: a lesion mask needs the geometry it lies on")
             voxels = np.argwhere(mask > 0)
             spacing_kji = np.asarray(geometry.spacing[::-1])
             for c in geometry.lps_to_index(centres)[:, ::-1]:
@@ -73,7 +83,7 @@ class VolumeDetections:
     volume_score: float
 
 
-def _label_at(mask: np.ndarray, index_kji) -> int:
+def _label_at(mask: np.ndarray, index_kji: Floats) -> int:
     idx = np.floor(np.asarray(index_kji) + 0.5).astype(int)
     if np.any(idx < 0) or np.any(idx >= mask.shape):
         return 0
@@ -87,8 +97,11 @@ def hit_matrix(points_lps: np.ndarray, truth: VolumeTruth, hit_mm: float) -> np.
     if not len(points) or not len(truth.centres_lps):
         return hits
     dist = np.linalg.norm(points[:, None, :] - truth.centres_lps[None, :, :], axis=2)
-    under = [_label_at(truth.mask, p) for p in truth.geometry.lps_to_index(points)[:, ::-1]] \
-        if truth.mask is not None else [0] * len(points)
+    if truth.mask is None:
+        under = [0] * len(points)
+    else:
+        assert truth.geometry is not None, "with_mask checked that a mask has its geometry"
+        under = [_label_at(truth.mask, p) for p in truth.geometry.lps_to_index(points)[:, ::-1]]
     for n, label in enumerate(truth.mask_labels):
         hits[:, n] = (np.asarray(under) == label) if label > 0 else dist[:, n] <= hit_mm
     return hits
@@ -115,7 +128,7 @@ def pointing(truth: VolumeTruth, det: VolumeDetections, hit_mm: float) -> list[d
 
 
 def froc(truths: list[VolumeTruth], dets: list[VolumeDetections], hit_mm: float,
-         rates=FROC_RATES, include: set[tuple[int, int]] | None = None) -> dict:
+         rates: Sequence[float] = FROC_RATES, include: set[tuple[int, int]] | None = None) -> dict:
     """FROC curve and the sensitivities at ``rates`` false positives per volume (module doc).
 
     ``include``, a set of ``(volume index, lesion index)`` pairs, restricts the lesions that
@@ -132,7 +145,8 @@ def froc(truths: list[VolumeTruth], dets: list[VolumeDetections], hit_mm: float,
             counted = tuple(int(h) for h in np.flatnonzero(hits[m]) if include is None or (v, int(h)) in include)
             events.append((float(score), v, counted, bool(hits[m].any())))
     events.sort(key=lambda e: -e[0])
-    found, fp, curve = set(), 0, [(0.0, 0.0, float("inf"))]
+    found: set[tuple[int, int]] = set()
+    fp, curve = 0, [(0.0, 0.0, float("inf"))]
     for n, (score, v, counted, hit_any) in enumerate(events):
         if counted:
             found.update((v, h) for h in counted)
@@ -178,7 +192,7 @@ def _mean_offset(per_lesion: list[dict]) -> list[float] | None:
     return [float(v) for v in np.mean(offsets, axis=0)] if offsets else None
 
 
-def froc_axes(ax) -> None:
+def froc_axes(ax: Axes) -> None:
     """The FROC plots' common frame: log₂ false positives per volume, the seven rates marked."""
     ax.set_xscale("log", base=2)
     ax.set_xlim(FROC_RATES[0] / 2, 16)
@@ -189,13 +203,13 @@ def froc_axes(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def froc_step(ax, f: dict, **style) -> None:
+def froc_step(ax: Axes, f: dict, **style: Any) -> None:
     """One FROC curve; zero false positives drawn at the left edge (a log axis has no 0)."""
     fps = np.maximum(np.asarray(f["curve_fp_per_volume"]), FROC_RATES[0] / 2)
     ax.step(fps, f["curve_sensitivity"], where="post", **style)
 
 
-def save_figure(fig, path) -> None:
+def save_figure(fig: Figure, path: PathLike) -> None:
     """Write a matplotlib figure as PNG atomically and release it."""
     import matplotlib.pyplot as plt
 
@@ -207,7 +221,7 @@ def save_figure(fig, path) -> None:
     plt.close(fig)
 
 
-def plot_froc(path, result: dict, title: str = "") -> None:
+def plot_froc(path: PathLike, result: dict, title: str = "") -> None:
     """FROC curve (log false positives per volume) with the challenge's seven points marked."""
     import matplotlib
     matplotlib.use("Agg")

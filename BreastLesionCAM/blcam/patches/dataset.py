@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..axes import Float3, Int3, PathLike, float3, int3
 from ..errors import BlcamError
 from ..intensity import to_uint8
 from .extract import inside_part
@@ -34,17 +36,18 @@ class PatchDataset:
     records: list[dict]
 
     @property
-    def patch_size(self) -> tuple[int, int, int]:
-        return tuple(self.info["settings"]["patch"])
+    def patch_size(self) -> Int3:
+        return int3(self.info["settings"]["patch"])
 
     @property
-    def spacing(self) -> tuple[float, float, float] | None:
+    def spacing(self) -> Float3 | None:
         """The voxel size (mm, ``i, j, k``) the patches were resampled to; None: each
         volume's own (exports without ``--spacing``, and all exports from before it)."""
         spacing = self.info["settings"].get("spacing")
-        return None if spacing is None else tuple(float(v) for v in spacing)
+        return None if spacing is None else float3(spacing)
 
-    def select(self, split: str | None = None, folds=None, exclude_folds=None) -> list[dict]:
+    def select(self, split: str | None = None, folds: Iterable[int] | None = None,
+               exclude_folds: Iterable[int] | None = None) -> list[dict]:
         """Records of one split and/or of (or outside) some folds."""
         out = self.records
         if split is not None:
@@ -111,7 +114,7 @@ class PatchDataset:
         return self.normalise(record, self.load_raw(record, mmap))
 
 
-def load_dataset(root) -> PatchDataset:
+def load_dataset(root: PathLike) -> PatchDataset:
     """Open a dataset folder written by ``blcam export``; errors name the missing piece."""
     root = Path(root)
     meta, manifest = root / "dataset.json", root / "manifest.csv"

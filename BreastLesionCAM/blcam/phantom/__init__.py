@@ -23,8 +23,7 @@ from .geometry import ABUS_DIRECTION
 from .lesions import KINDS, MIMICS, Lesion, annotate
 from .presets import PRESETS, Preset
 from .speckle import Transducer, envelope, form_bmode
-from .volume import (DEFAULT_SHAPE, DEFAULT_SPACING, LesionSpec, PhantomVolume, make_volume,
-                     simulate_volume)
+from .volume import DEFAULT_SHAPE, DEFAULT_SPACING, LesionSpec, PhantomVolume, make_volume, simulate_volume
 
 __all__ = ["make_cohort", "make_volume", "simulate_volume", "LesionSpec", "PhantomVolume",
            "Lesion", "annotate", "KINDS", "MIMICS", "Transducer", "envelope", "form_bmode",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..axes import Floats, Ints
 from .fields import affine, blend, smooth_noise, smoothstep, surface
 
 # (echogenicity dB relative to fibroglandular tissue, one-way attenuation dB/cm)
@@ -52,7 +53,7 @@ class _Painter:
     temporary of it costs up to 0.8 GB; the in-place forms keep the same rounding.
     """
 
-    def __init__(self, shape, spacing):
+    def __init__(self, shape: Ints, spacing: Floats):
         self.shape = tuple(shape)
         self.spacing = tuple(float(s) for s in spacing)
         self.dz = self.spacing[1]
@@ -67,7 +68,8 @@ class _Painter:
         j1 = int(np.clip(np.ceil(bottom_mm / self.dz) + 2, 0, self.shape[1]))
         return j0, j1
 
-    def layer(self, top, j0: int, j1: int, echo, alpha, edge_mm=0.3):
+    def layer(self, top: float | np.ndarray, j0: int, j1: int, echo: float | np.ndarray, alpha: float | np.ndarray,
+              edge_mm: float = 0.3) -> None:
         """Tissue (scalars, or arrays covering depth rows ``j0:j1``) from surface ``top``
         down to row ``j1`` (the deepest row where it can still be seen), blended over
         ``edge_mm`` at ``top`` (partial volume). Array values are overwritten."""
@@ -83,7 +85,7 @@ class _Painter:
         """Depth rows a layer (and its texture) must cover, edge blending included."""
         return self.slab(top_mm - 1.0, bottom_mm)
 
-    def line(self, surf, peak_db, width_mm):
+    def line(self, surf: np.ndarray, peak_db: float, width_mm: float) -> None:
         """A thin specular interface (fascia, skin line) following surface ``surf``."""
         j0, j1 = self.slab(float(surf.min()) - 3 * width_mm, float(surf.max()) + 3 * width_mm)
         if j1 <= j0:
@@ -96,7 +98,7 @@ class _Painter:
         blend(self.echo[:, j0:j1], np.exp(w, out=w), peak_db)
 
 
-def build_anatomy(rng: np.random.Generator, shape, spacing, ribs: bool | None = None
+def build_anatomy(rng: np.random.Generator, shape: Ints, spacing: Floats, ribs: bool | None = None
                   ) -> Anatomy:
     """Random layered breast tissue maps for a volume of ``shape`` (k, j, i) and ``spacing``.
 
@@ -156,17 +158,18 @@ def build_anatomy(rng: np.random.Generator, shape, spacing, ribs: bool | None = 
     return Anatomy(p.echo, p.alpha, surfaces, has_ribs)
 
 
-def _noise(rng, p: _Painter, j0, j1, scale_mm) -> np.ndarray:
+def _noise(rng: np.random.Generator, p: _Painter, j0: int, j1: int, scale_mm: Floats) -> np.ndarray:
     shape = (p.shape[0], max(j1 - j0, 1), p.shape[2])
     return smooth_noise(rng, shape, p.spacing, scale_mm)
 
 
-def _fat_texture(rng, p: _Painter, j0, j1) -> np.ndarray:
+def _fat_texture(rng: np.random.Generator, p: _Painter, j0: int, j1: int) -> np.ndarray:
     """Fat lobules outlined by Cooper's ligaments: the zero set of a smooth random field.
 
     The zero level set of a band-limited field is a network of curved sheets that splits
-    space into irregular cells: the look of ligaments wrapping fat lobules. Dividing the distance to the nearest level by the field's
-    gradient gives sheets of uniform physical thickness instead of blobs.
+    space into irregular cells: the look of ligaments wrapping fat lobules. Dividing the distance
+    to the nearest level by the field's gradient gives sheets of uniform physical thickness
+    instead of blobs.
     """
     g = _noise(rng, p, j0, j1, (6.0, 2.2, 5.0))
     grad = None                     # |∇g|, one axis at a time (each is a full slab)
@@ -178,6 +181,7 @@ def _fat_texture(rng, p: _Painter, j0, j1) -> np.ndarray:
         else:
             grad += part
             del part
+    assert grad is not None         # three axes
     np.sqrt(grad, out=grad)
     grad += np.float32(1e-3)
     d = np.abs(g, out=g)
@@ -206,7 +210,7 @@ def _gradient(f: np.ndarray, step: float, axis: int) -> np.ndarray:
     return out
 
 
-def _gland_texture(rng, p: _Painter, j0, j1) -> np.ndarray:
+def _gland_texture(rng: np.random.Generator, p: _Painter, j0: int, j1: int) -> np.ndarray:
     """Fibroglandular tissue: bright, streaky parallel to the skin, with fat islands and ducts.
 
     The fat islands (hypoechoic, a few mm) and the ducts (dark tubes of 1-2 mm running
@@ -234,7 +238,7 @@ def _gland_texture(rng, p: _Painter, j0, j1) -> np.ndarray:
     return echo
 
 
-def _muscle_texture(rng, p: _Painter, j0, j1, muscle_top) -> np.ndarray:
+def _muscle_texture(rng: np.random.Generator, p: _Painter, j0: int, j1: int, muscle_top: np.ndarray) -> np.ndarray:
     """Pectoral muscle: dark bundles separated by thin bright, slightly oblique striations."""
     depth = p.depth_mm(j0, j1) - muscle_top
     x_i = (np.arange(p.shape[2], dtype=np.float32) * np.float32(p.spacing[2]))[None, None, :]
@@ -255,7 +259,7 @@ def _muscle_texture(rng, p: _Painter, j0, j1, muscle_top) -> np.ndarray:
     return affine(stripes, 12.0, MUSCLE[0])
 
 
-def _paint_ribs(rng, p: _Painter, muscle_bottom, scale) -> bool:
+def _paint_ribs(rng: np.random.Generator, p: _Painter, muscle_bottom: np.ndarray, scale: float) -> bool:
     """Ribs below the muscle: a bright curved cortex over bone that shadows everything deeper.
 
     Ribs run in a random direction in the (k, i) plane, 20-28 mm apart; each cross-section is

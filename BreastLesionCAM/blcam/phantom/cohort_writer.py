@@ -20,10 +20,12 @@ from __future__ import annotations
 import math
 from concurrent.futures import as_completed
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .. import __version__
+from ..axes import Floats, Ints, PathLike
 from ..errors import BlcamError
 from ..io.atomic import remove_stale_temporaries, write_csv_atomic, write_json_atomic
 from ..io.points import write_markups
@@ -51,7 +53,8 @@ def is_lesion_patient(seed: int, patient: int, fraction: float) -> bool:
     return math.floor((patient + 1) * fraction + phase) > math.floor(patient * fraction + phase)
 
 
-def validate(patients, seed, jobs, shape, spacing, lesion_fraction, direction=None) -> None:
+def validate(patients: int, seed: int, jobs: int, shape: Ints, spacing: Floats, lesion_fraction: float,
+             direction: Floats | None = None) -> None:
     """Raise :class:`BlcamError` naming the first bad option."""
     if int(patients) < 1:
         raise BlcamError(f"--patients must be at least 1, got {patients}")
@@ -72,9 +75,9 @@ def validate(patients, seed, jobs, shape, spacing, lesion_fraction, direction=No
         check_direction(direction)
 
 
-def make_cohort(out, patients: int = 20, seed: int = 0, jobs: int = 1, shape=DEFAULT_SHAPE,
-                spacing=DEFAULT_SPACING, lesion_fraction: float = 0.5,
-                progress: bool = True, direction=None) -> Path:
+def make_cohort(out: PathLike, patients: int = 20, seed: int = 0, jobs: int = 1, shape: Ints = DEFAULT_SHAPE,
+                spacing: Floats = DEFAULT_SPACING, lesion_fraction: float = 0.5,
+                progress: bool = True, direction: Floats | None = None) -> Path:
     """Write a synthetic cohort under ``out``; returns the path of ``cohort.csv``.
 
     ``shape`` is the array shape (k, j, i), ``spacing`` the voxel size (k, j, i) in mm.
@@ -89,7 +92,7 @@ def make_cohort(out, patients: int = 20, seed: int = 0, jobs: int = 1, shape=DEF
         raise BlcamError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    args = dict(out=str(out), seed=int(seed), shape=tuple(int(s) for s in shape),
+    args: dict[str, Any] = dict(out=str(out), seed=int(seed), shape=tuple(int(s) for s in shape),
                 spacing=tuple(float(s) for s in spacing), fraction=float(lesion_fraction),
                 direction=None if direction is None else check_direction(direction))
     results = {}
@@ -123,8 +126,8 @@ def make_cohort(out, patients: int = 20, seed: int = 0, jobs: int = 1, shape=DEF
     return out / "cohort.csv"
 
 
-def make_patient(p: int, out: str, seed: int, shape, spacing, fraction: float,
-                 direction=None) -> dict:
+def make_patient(p: int, out: str, seed: int, shape: Ints, spacing: Floats, fraction: float,
+                 direction: Floats | None = None) -> dict:
     """Make and write all volumes of patient ``p``; returns its CSV rows (as dicts)."""
     rng = np.random.default_rng([seed, p])
     lesion_patient = is_lesion_patient(seed, p, fraction)
@@ -134,14 +137,14 @@ def make_patient(p: int, out: str, seed: int, shape, spacing, fraction: float,
         first = int(rng.integers(len(sides)))
         labels = ["lesion" if n == first or rng.random() < 0.2 else "healthy"
                   for n in range(len(sides))]
-    rows = {"cohort": [], "lesions": [], "mimics": []}
+    rows: dict[str, list[dict]] = {"cohort": [], "lesions": [], "mimics": []}
     for side, label in zip(sides, labels):
         _make_volume(rng, f"P{p:04d}", side, label, out, shape, spacing, direction, rows)
     return rows
 
 
-def _make_volume(rng, patient: str, side: str, label: str, out: str, shape, spacing,
-                 direction, rows: dict) -> None:
+def _make_volume(rng: np.random.Generator, patient: str, side: str, label: str, out: str, shape: Ints, spacing: Floats,
+                 direction: Floats | None, rows: dict) -> None:
     """Make, write and tabulate one volume (appending to ``rows``).
 
     A function of its own so that the volume's arrays are freed before the patient's next
@@ -178,7 +181,7 @@ def _make_volume(rng, patient: str, side: str, label: str, out: str, shape, spac
                                    z=_r(z), diameter_mm=_r(mimic.diameter_mm)))
 
 
-def _r(value) -> str:
+def _r(value: float) -> str:
     return f"{float(value):.4f}"
 
 

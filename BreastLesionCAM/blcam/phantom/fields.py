@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..axes import Floats, Ints
 
 CHUNK_ELEMENTS = 1 << 22   # 16 MB of float32: interpolation temporaries stay this small
 
@@ -70,7 +71,8 @@ def _interpolate_axis(src: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     return result
 
 
-def smooth_noise(rng: np.random.Generator, shape, spacing, scale_mm, extent_pad: float = 1.0
+def smooth_noise(rng: np.random.Generator, shape: Ints, spacing: Floats, scale_mm: float | Floats,
+                 extent_pad: float = 1.0
                  ) -> np.ndarray:
     """Zero-mean, unit-std Gaussian random field with correlation length ``scale_mm``.
 
@@ -94,7 +96,7 @@ def smooth_noise(rng: np.random.Generator, shape, spacing, scale_mm, extent_pad:
     return upsample_linear(low[sl], shape)
 
 
-def surface(rng: np.random.Generator, shape_ki, spacing_ki, mean_mm: float, amp_mm: float,
+def surface(rng: np.random.Generator, shape_ki: Ints, spacing_ki: Floats, mean_mm: float, amp_mm: float,
             scale_mm: float) -> np.ndarray:
     """A random depth surface over ``(k, i)``: ``mean_mm + amp_mm · noise``, shape (K, 1, I).
 
@@ -116,7 +118,7 @@ def smoothstep(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def blend(arr: np.ndarray, w: np.ndarray, value) -> None:
+def blend(arr: np.ndarray, w: np.ndarray, value: float | np.ndarray) -> None:
     """``arr += w · (value − arr)`` in place, with one temporary instead of two.
 
     ``value`` is a scalar or an array of ``arr``'s shape; an array value is overwritten (its
@@ -124,7 +126,7 @@ def blend(arr: np.ndarray, w: np.ndarray, value) -> None:
     rounding is that of the plain expression: the same float32 operations in the same order
     (products commute exactly), so the phantom's output does not change.
     """
-    if np.ndim(value) == 0:
+    if not isinstance(value, np.ndarray) or value.ndim == 0:
         diff = np.float32(value) - arr
     else:
         diff = np.subtract(value, arr, out=value)

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from ..axes import Floats, Ints, float3
 from ..errors import BlcamError
 from ..io.volume import Geometry
 
@@ -48,7 +49,7 @@ WEIGHTS = {"identity": 0.4, "flip-i": 0.12, "abus": 0.12, "rot90-k": 0.12, "rot9
            "swap-ik": 0.12}
 
 
-def check_direction(direction, option: str = "--direction") -> tuple[float, ...]:
+def check_direction(direction: Floats, option: str = "--direction") -> tuple[float, ...]:
     """``direction`` (9 numbers, row-major) as a tuple, or a :class:`BlcamError` naming it.
 
     ITK stores any non-singular matrix, but one that is not orthonormal skews or scales
@@ -75,14 +76,14 @@ def check_direction(direction, option: str = "--direction") -> tuple[float, ...]
     return tuple(float(v) for v in values)
 
 
-def _number(value) -> str:
+def _number(value: float) -> str:
     try:
         return f"{float(value):g}"
     except (TypeError, ValueError):
         return repr(value)
 
 
-def random_geometry(rng: np.random.Generator, shape, spacing, direction=None
+def random_geometry(rng: np.random.Generator, shape: Ints, spacing: Floats, direction: Floats | None = None
                     ) -> tuple[str, Geometry]:
     """A geometry for an array of ``shape`` (k, j, i) with ``spacing`` (k, j, i) in mm.
 
@@ -97,7 +98,7 @@ def random_geometry(rng: np.random.Generator, shape, spacing, direction=None
     if name == "identity" and rng.random() < 0.5:
         origin = (0.0, 0.0, 0.0)
     else:
-        origin = tuple(float(v) for v in np.round(rng.uniform(-150.0, 150.0, 3), 3))
+        origin = float3(np.round(rng.uniform(-150.0, 150.0, 3), 3))
     k, j, i = (int(s) for s in shape)
     sk, sj, si = (float(s) for s in spacing)
     if direction is None:

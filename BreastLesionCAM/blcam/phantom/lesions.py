@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..axes import Floats, float3
 from .anatomy import FAT, GLAND
 from .fields import smooth_noise
-from .shapes import (Ellipsoid, box_around, ellipsoid_distance, irregular_threshold,
-                     segment_distance, soft_inside)
+from .shapes import Box, Ellipsoid, box_around, ellipsoid_distance, irregular_threshold, segment_distance, soft_inside
 
 KINDS = ("irregular", "oval", "cyst")
 MIMICS = ("fat_lobule", "shadow")
@@ -78,11 +78,11 @@ def sample_semi_axes(rng: np.random.Generator, kind: str, diameter_mm: float):
         axes = (1.0, rng.uniform(0.25, 0.5) / r, rng.uniform(0.35, 0.7))
     else:
         raise ValueError(f"unknown lesion kind {kind!r}")
-    axes = np.asarray(axes) / max(axes)
-    return tuple(float(a * r) for a in axes)
+    return float3(a / max(axes) * r for a in axes)
 
 
-def paint(rng: np.random.Generator, lesion: Lesion, echo, alpha, mask, spacing) -> None:
+def paint(rng: np.random.Generator, lesion: Lesion, echo: np.ndarray, alpha: np.ndarray, mask: np.ndarray | None,
+          spacing: Floats) -> None:
     """Write ``lesion`` into the tissue maps (and, for real lesions, its label into ``mask``)."""
     ell = lesion.ellipsoid
     grow = 1.5 if lesion.kind == "irregular" else 1.15
@@ -115,11 +115,11 @@ def _largest_component(inside: np.ndarray) -> np.ndarray:
     return labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
 
 
-def _blend(arr, w, value) -> None:
+def _blend(arr: np.ndarray, w: np.ndarray, value: float | np.ndarray) -> None:
     arr += w * (np.float32(value) - arr) if np.ndim(value) == 0 else w * (value - arr)
 
 
-def _irregular(rng, lesion, box, e, a, spacing):
+def _irregular(rng: np.random.Generator, lesion: Lesion, box: Box, e: np.ndarray, a: np.ndarray, spacing: Floats):
     ell = lesion.ellipsoid
     thr = irregular_threshold(rng, ell, box, spacing, rng.uniform(0.15, 0.3))
     sd, _, _ = ellipsoid_distance(ell, box, thr)
@@ -134,7 +134,7 @@ def _irregular(rng, lesion, box, e, a, spacing):
     return sd
 
 
-def _oval(rng, lesion, box, e, a, spacing):
+def _oval(rng: np.random.Generator, lesion: Lesion, box: Box, e: np.ndarray, a: np.ndarray, spacing: Floats):
     ell = lesion.ellipsoid
     thr = irregular_threshold(rng, ell, box, spacing, 0.04)   # at most gently lobulated
     sd, _, nj = ellipsoid_distance(ell, box, thr)
@@ -147,7 +147,7 @@ def _oval(rng, lesion, box, e, a, spacing):
     return sd
 
 
-def _cyst(rng, lesion, box, e, a, spacing):
+def _cyst(rng: np.random.Generator, lesion: Lesion, box: Box, e: np.ndarray, a: np.ndarray, spacing: Floats):
     sd, _, nj = ellipsoid_distance(lesion.ellipsoid, box)
     _edge_shadow(rng, sd, nj, a, 0.8)
     _blend(e, np.exp(-(sd / np.float32(0.2)) ** 2), GLAND[0] + 3.0)   # specular wall
@@ -157,14 +157,14 @@ def _cyst(rng, lesion, box, e, a, spacing):
     return sd
 
 
-def _edge_shadow(rng, sd, nj, a, probability) -> None:
+def _edge_shadow(rng: np.random.Generator, sd: np.ndarray, nj: np.ndarray, a: np.ndarray, probability: float) -> None:
     """Refraction at walls parallel to the beam: thin attenuating rims → edge shadows."""
     if rng.random() < probability:
         rim = np.exp(-((sd - np.float32(0.3)) / np.float32(0.35)) ** 2) * (nj < 0.25)
         _blend(a, rim, rng.uniform(25.0, 45.0))
 
 
-def _fat_lobule(rng, lesion, box, e, a, spacing):
+def _fat_lobule(rng: np.random.Generator, lesion: Lesion, box: Box, e: np.ndarray, a: np.ndarray, spacing: Floats):
     sd, _, _ = ellipsoid_distance(lesion.ellipsoid, box,
                                   irregular_threshold(rng, lesion.ellipsoid, box, spacing, 0.06))
     if rng.random() < 0.5:          # ligament wrapping the lobule
@@ -175,7 +175,7 @@ def _fat_lobule(rng, lesion, box, e, a, spacing):
     return sd
 
 
-def _shadow(rng, lesion, box, e, a, spacing):
+def _shadow(rng: np.random.Generator, lesion: Lesion, box: Box, e: np.ndarray, a: np.ndarray, spacing: Floats):
     """A bright, strongly attenuating sheet: a shadow with no mass above it."""
     sd, _, _ = ellipsoid_distance(lesion.ellipsoid, box)
     w = soft_inside(sd, 0.3)
@@ -186,7 +186,7 @@ def _shadow(rng, lesion, box, e, a, spacing):
     return sd
 
 
-def _spicules(rng, lesion, echo, alpha, spacing) -> None:
+def _spicules(rng: np.random.Generator, lesion: Lesion, echo: np.ndarray, alpha: np.ndarray, spacing: Floats) -> None:
     """Straight lines radiating from the margin, alternately hyper- and hypoechoic."""
     ell = lesion.ellipsoid
     semi = np.asarray(ell.semi_mm, float)
@@ -209,7 +209,7 @@ def _spicules(rng, lesion, echo, alpha, spacing) -> None:
             _blend(alpha[box.slices], w, 14.0)
 
 
-def annotate(rng: np.random.Generator, mask: np.ndarray, lesion: Lesion, spacing,
+def annotate(rng: np.random.Generator, mask: np.ndarray, lesion: Lesion, spacing: Floats,
              jitter_mm: float = 1.0) -> np.ndarray:
     """The centre as an expert clicks it: the mask centroid plus ~``jitter_mm`` Gaussian
     error, redrawn (with less jitter each time) until it falls inside the lesion.
@@ -229,7 +229,7 @@ def annotate(rng: np.random.Generator, mask: np.ndarray, lesion: Lesion, spacing
     return idx[np.argmin((((idx - centroid) * sp) ** 2).sum(axis=1))]
 
 
-def _safely_inside(point, mask, label) -> bool:
+def _safely_inside(point: np.ndarray, mask: np.ndarray, label: int) -> bool:
     frac = np.abs(point - np.floor(point) - 0.5)
     if np.any(frac < 0.02):
         return False

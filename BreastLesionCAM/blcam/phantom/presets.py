@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..axes import Floats, Ints, float3, int3
 from ..errors import BlcamError
 from .geometry import ABUS_DIRECTION, check_direction
 from .volume import DEFAULT_SHAPE, DEFAULT_SPACING
@@ -31,12 +32,13 @@ class Preset:
 
 
 PRESETS = {
-    "demo": Preset(tuple(DEFAULT_SHAPE), tuple(DEFAULT_SPACING), None),
+    "demo": Preset(int3(DEFAULT_SHAPE), float3(DEFAULT_SPACING), None),
     "abus": Preset((354, 682, 865), (0.476, 0.073, 0.2), ABUS_DIRECTION),
 }
 
 
-def resolve(preset: str = "demo", shape=None, spacing=None, direction=None) -> Preset:
+def resolve(preset: str = "demo", shape: Ints | None = None, spacing: Floats | None = None,
+            direction: Floats | None = None) -> Preset:
     """The preset's values, each replaced by the caller's where one is given.
 
     An explicit ``--shape`` or ``--spacing`` wins over the preset, so ``--preset abus

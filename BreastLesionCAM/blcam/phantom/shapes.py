@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..axes import Floats, Ints
 from .fields import smooth_noise, smoothstep
 
 
@@ -50,9 +51,10 @@ class Box:
         return min(self.shape) <= 0
 
 
-def box_around(center_kji, half_mm, spacing, shape) -> Box:
+def box_around(center_kji: Floats, half_mm: Floats, spacing: Floats, shape: Ints) -> Box:
     """The voxels within ``half_mm`` of ``center_kji`` (clipped to the volume)."""
-    slices, offsets = [], []
+    slices: list[slice] = []
+    offsets: list[np.ndarray] = []
     for ax in range(3):
         c, h = float(center_kji[ax]), float(half_mm[ax]) / float(spacing[ax])
         lo = int(np.clip(np.floor(c - h), 0, shape[ax]))
@@ -62,10 +64,10 @@ def box_around(center_kji, half_mm, spacing, shape) -> Box:
         bshape[ax] = hi - lo
         slices.append(slice(lo, hi))
         offsets.append(off.reshape(bshape))
-    return Box(tuple(slices), tuple(offsets))
+    return Box((slices[0], slices[1], slices[2]), (offsets[0], offsets[1], offsets[2]))
 
 
-def ellipsoid_distance(ell: Ellipsoid, box: Box, threshold=1.0):
+def ellipsoid_distance(ell: Ellipsoid, box: Box, threshold: float | np.ndarray = 1.0):
     """Approximate signed distance (mm) to the ellipsoid surface scaled by ``threshold``.
 
     ``threshold`` may be an array over the box: a radial perturbation that makes the margin
@@ -92,7 +94,8 @@ def soft_inside(sd: np.ndarray, edge_mm: float) -> np.ndarray:
     return smoothstep(-sd / np.float32(max(edge_mm, 1e-3)))
 
 
-def irregular_threshold(rng, ell: Ellipsoid, box: Box, spacing, amount: float) -> np.ndarray:
+def irregular_threshold(rng: np.random.Generator, ell: Ellipsoid, box: Box, spacing: Floats,
+                        amount: float) -> np.ndarray:
     """A radial perturbation field for irregular (lobulated, angular) margins.
 
     Two octaves of smooth noise over the box: a coarse one for gross lobulation and a fine
@@ -106,7 +109,7 @@ def irregular_threshold(rng, ell: Ellipsoid, box: Box, spacing, amount: float) -
     return np.clip(thr, 0.55, 1.4).astype(np.float32)
 
 
-def segment_distance(box: Box, p0, p1) -> tuple[np.ndarray, np.ndarray]:
+def segment_distance(box: Box, p0: Floats, p1: Floats) -> tuple[np.ndarray, np.ndarray]:
     """Distance (mm) of each box voxel to the segment p0→p1 (mm offsets from the box's
     centre) and the position along it (0..1): the geometry of a spicule."""
     dk, dj, di = box.offsets

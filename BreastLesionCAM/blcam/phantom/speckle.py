@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..axes import Floats
+
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 LN10 = float(np.log(10.0))
 TRUNCATE = 3.0  # Gaussian kernels cut at 3 sigma: enough for the statistics, and faster
@@ -54,12 +56,12 @@ class Transducer:
     top_db: float = 15.0
 
 
-def psf_sigma_voxels(spacing, psf_fwhm_mm) -> tuple[float, float, float]:
+def psf_sigma_voxels(spacing: Floats, psf_fwhm_mm: Floats) -> tuple[float, float, float]:
     """Gaussian PSF standard deviation in voxels for each axis (k, j, i)."""
     return tuple(float(f) * FWHM_TO_SIGMA / float(s) for f, s in zip(psf_fwhm_mm, spacing))
 
 
-def _energy_gain(sigma) -> float:
+def _energy_gain(sigma: Floats) -> float:
     """Σh² of the separable kernel that ``gaussian_filter`` applies with ``sigma``.
 
     Filtering white noise multiplies its power by Σh²; dividing it out makes the mean echo
@@ -77,7 +79,7 @@ def _energy_gain(sigma) -> float:
     return gain
 
 
-def speckle_power(rng: np.random.Generator, power: np.ndarray, spacing, psf_fwhm_mm
+def speckle_power(rng: np.random.Generator, power: np.ndarray, spacing: Floats, psf_fwhm_mm: Floats
                   ) -> np.ndarray:
     """|PSF ∗ scatterers|² for scatterers of mean power ``power`` (float32, same shape).
 
@@ -100,8 +102,8 @@ def speckle_power(rng: np.random.Generator, power: np.ndarray, spacing, psf_fwhm
     return re
 
 
-def envelope(rng: np.random.Generator, echo_db: np.ndarray, spacing,
-             psf_fwhm_mm=Transducer.psf_fwhm_mm) -> np.ndarray:
+def envelope(rng: np.random.Generator, echo_db: np.ndarray, spacing: Floats,
+             psf_fwhm_mm: Floats = Transducer.psf_fwhm_mm) -> np.ndarray:
     """Speckle envelope (linear amplitude) of an echogenicity map, without attenuation.
 
     The public entry point for checking speckle statistics: for a constant ``echo_db`` the
@@ -119,7 +121,7 @@ def tgc_db(n_depth: int, dz_mm: float, transducer: Transducer) -> np.ndarray:
 
 
 def form_bmode(rng: np.random.Generator, echo_db: np.ndarray, alpha_db_cm: np.ndarray,
-               spacing, transducer: Transducer = Transducer(), gain_db: float = 0.0,
+               spacing: Floats, transducer: Transducer = Transducer(), gain_db: float = 0.0,
                return_envelope: bool = False):
     """Simulate the uint8 B-mode volume from the tissue maps (both float32, (k, j, i)).
 
@@ -130,7 +132,7 @@ def form_bmode(rng: np.random.Generator, echo_db: np.ndarray, alpha_db_cm: np.nd
     return bmode_from_power(rng, power, spacing, transducer, gain_db, return_envelope)
 
 
-def attenuated_power(echo_db: np.ndarray, alpha_db_cm: np.ndarray, spacing,
+def attenuated_power(echo_db: np.ndarray, alpha_db_cm: np.ndarray, spacing: Floats,
                      transducer: Transducer = Transducer()) -> np.ndarray:
     """Mean echo power at the transducer (linear, float32), receiver noise included.
 
@@ -153,7 +155,7 @@ def attenuated_power(echo_db: np.ndarray, alpha_db_cm: np.ndarray, spacing,
     return power
 
 
-def bmode_from_power(rng: np.random.Generator, power: np.ndarray, spacing,
+def bmode_from_power(rng: np.random.Generator, power: np.ndarray, spacing: Floats,
                      transducer: Transducer = Transducer(), gain_db: float = 0.0,
                      return_envelope: bool = False):
     """Speckle, TGC and log compression of :func:`attenuated_power`'s output (overwritten)."""

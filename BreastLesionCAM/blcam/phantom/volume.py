@@ -8,14 +8,15 @@ in a fraction of a second; the cohort writer calls :func:`simulate_volume` for t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..axes import Floats, Ints, float3
 from ..errors import BlcamError
 from .anatomy import build_anatomy
-from .lesions import (BIRADS, KINDS, MAX_DIAMETER_MM, MIN_DIAMETER_MM, MIMICS, Lesion, paint,
-                      sample_semi_axes)
+from .lesions import BIRADS, KINDS, MAX_DIAMETER_MM, MIMICS, MIN_DIAMETER_MM, Lesion, paint, sample_semi_axes
 from .shapes import Ellipsoid
 from .speckle import Transducer, attenuated_power, bmode_from_power
 
@@ -46,8 +47,9 @@ class PhantomVolume:
     surfaces: dict = field(default_factory=dict)
 
 
-def make_volume(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING,
-                lesions=0, hard_negatives=None, ribs=None, transducer=Transducer()):
+def make_volume(rng: np.random.Generator, shape: Ints = DEFAULT_SHAPE, spacing: Floats = DEFAULT_SPACING,
+                lesions: int | Sequence[str | LesionSpec] = 0, hard_negatives: int | None = None,
+                ribs: bool | None = None, transducer: Transducer = Transducer()):
     """Simulate one ABUS volume; returns ``(image uint8, mask uint8, [Lesion, ...])``.
 
     ``lesions``: a count (kinds drawn at random), or a sequence of kind names
@@ -59,8 +61,9 @@ def make_volume(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DEFAULT_S
     return vol.image, vol.mask, vol.lesions
 
 
-def simulate_volume(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING,
-                    lesions=0, hard_negatives=None, ribs=None, transducer=Transducer(),
+def simulate_volume(rng: np.random.Generator, shape: Ints = DEFAULT_SHAPE, spacing: Floats = DEFAULT_SPACING,
+                    lesions: int | Sequence[str | LesionSpec] = 0, hard_negatives: int | None = None,
+                    ribs: bool | None = None, transducer: Transducer = Transducer(),
                     return_envelope: bool = False) -> PhantomVolume:
     """Like :func:`make_volume`, returning a :class:`PhantomVolume` with mimics and extras."""
     shape = tuple(int(s) for s in shape)
@@ -82,7 +85,7 @@ def simulate_volume(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DEFAU
         lesion.id = len(placed) + 1
         lesion.birads = BIRADS[spec.kind] + (spec.kind == "irregular" and lesion.diameter_mm >= 12)
         placed.append(lesion)
-    mimics = []
+    mimics: list[Lesion] = []
     for _ in range(hard_negatives):
         kind = MIMICS[0] if rng.random() < 0.6 else MIMICS[1]
         try:
@@ -97,13 +100,13 @@ def simulate_volume(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing=DEFAU
         paint(rng, lesion, anatomy.echo_db, anatomy.alpha, mask, spacing)
     gain = float(rng.normal(0.0, 1.5))   # operator gain varies a little between scans
     power = attenuated_power(anatomy.echo_db, anatomy.alpha, spacing, transducer)
-    anatomy.echo_db = anatomy.alpha = None   # free 2 volumes before the speckle buffers
+    anatomy.echo_db = anatomy.alpha = None  # type: ignore[assignment]  # free 2 volumes before the speckle buffers
     out = bmode_from_power(rng, power, spacing, transducer, gain, return_envelope)
     image, env = out if return_envelope else (out, None)
     return PhantomVolume(image, mask, placed, mimics, env, anatomy.has_ribs, anatomy.surfaces)
 
 
-def _specs(rng, lesions) -> list[LesionSpec]:
+def _specs(rng: np.random.Generator, lesions: int | Sequence[str | LesionSpec] | None) -> list[LesionSpec]:
     if isinstance(lesions, (int, np.integer)):
         kinds = list(KIND_WEIGHTS)
         p = np.asarray(list(KIND_WEIGHTS.values()))
@@ -121,13 +124,14 @@ class _NoRoom(BlcamError):
     """A lesion does not fit the requested volume (too small or too crowded)."""
 
 
-def _max_diameter(shape, spacing) -> float:
+def _max_diameter(shape: Ints, spacing: Floats) -> float:
     """Largest lesion that fits the field of view with room around (and below) it."""
     extent = np.asarray(shape) * np.asarray(spacing)
     return float(min(MAX_DIAMETER_MM, 0.6 * extent[0], 0.45 * extent[1], 0.6 * extent[2]))
 
 
-def _place(rng, kind, diameter, center, shape, spacing, surfaces, others) -> Lesion:
+def _place(rng: np.random.Generator, kind: str, diameter: float | None, center: Floats | None, shape: Ints,
+           spacing: Floats, surfaces: dict[str, np.ndarray], others: list[Lesion]) -> Lesion:
     """Choose a size and a centre: inside the volume, in the fat/gland zone, apart from
     ``others``, and with tissue below it (where its shadow or enhancement must show)."""
     d_max = _max_diameter(shape, spacing)
@@ -147,7 +151,7 @@ def _place(rng, kind, diameter, center, shape, spacing, surfaces, others) -> Les
         c = center if center is not None else _draw_centre(rng, kind, half, shape, sp, surfaces)
         if c is None:
             continue
-        lesion.ellipsoid = Ellipsoid(tuple(float(v) for v in c), semi, theta)
+        lesion.ellipsoid = Ellipsoid(float3(c), semi, theta)
         if center is not None or _apart(lesion, others, sp):
             return lesion
     raise _NoRoom(f"a lesion ({kind}) does not fit a volume of {' x '.join(map(str, shape))} "
@@ -155,7 +159,8 @@ def _place(rng, kind, diameter, center, shape, spacing, surfaces, others) -> Les
                   "larger --shape or --spacing, or --lesion-fraction 0")
 
 
-def _draw_centre(rng, kind, half, shape, sp, surfaces):
+def _draw_centre(rng: np.random.Generator, kind: str, half: np.ndarray, shape: Ints, sp: np.ndarray,
+                 surfaces: dict[str, np.ndarray]) -> tuple[float, float, float] | None:
     lo_k, hi_k = half[0], shape[0] - 1 - half[0]
     lo_i, hi_i = half[2], shape[2] - 1 - half[2]
     if hi_k < lo_k or hi_i < lo_i:
@@ -180,7 +185,7 @@ def _draw_centre(rng, kind, half, shape, sp, surfaces):
     return (k, rng.uniform(lo_j, hi_j), i)
 
 
-def _apart(lesion, others, sp) -> bool:
+def _apart(lesion: Lesion, others: list[Lesion], sp: np.ndarray) -> bool:
     c = np.asarray(lesion.center_kji) * sp
     r = np.max(lesion.footprint_mm())
     for other in others:

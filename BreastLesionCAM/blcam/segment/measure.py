@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..axes import Ints, float3
 from ..io.volume import Geometry
 
 
@@ -37,7 +38,7 @@ class RegionMeasurements:
         return float((6.0 * self.volume_mm3 / np.pi) ** (1.0 / 3.0))
 
 
-def measure_region(mask: np.ndarray, geometry: Geometry, offset_kji=(0, 0, 0)) -> RegionMeasurements:
+def measure_region(mask: np.ndarray, geometry: Geometry, offset_kji: Ints = (0, 0, 0)) -> RegionMeasurements:
     """Measure the voxels set in ``mask`` (``(k, j, i)``; ``mask[0, 0, 0]`` is the volume's voxel
     ``offset_kji``, so a region cropped to its bounding box is measured in place)."""
     index_kji = np.argwhere(np.asarray(mask, bool))
@@ -58,6 +59,6 @@ def measure_region(mask: np.ndarray, geometry: Geometry, offset_kji=(0, 0, 0)) -
     return RegionMeasurements(
         voxels=len(points),
         volume_mm3=float(len(points) * np.prod(geometry.spacing)),
-        diameters_mm=tuple(float(d) for d in diameters[order]),
-        axes_lps=tuple(tuple(float(v) for v in axes[n]) for n in order),
-        centroid_lps=tuple(float(v) for v in centroid))
+        diameters_mm=float3(diameters[order]),
+        axes_lps=(float3(axes[order[0]]), float3(axes[order[1]]), float3(axes[order[2]])),
+        centroid_lps=float3(centroid))

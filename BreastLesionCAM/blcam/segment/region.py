@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..axes import Floats, Ints, int3
 from ..errors import BlcamError
 from ..io.volume import Geometry
 from .measure import RegionMeasurements, measure_region
@@ -106,14 +107,14 @@ class LesionRegion:
     capped: bool                        # reached the cap ball's surface
     measurements: RegionMeasurements
 
-    def full(self, shape) -> np.ndarray:
+    def full(self, shape: Ints) -> np.ndarray:
         """The region as a bool mask of the whole volume (``shape`` is ``(k, j, i)``)."""
         out = np.zeros(shape, bool)
         out[tuple(slice(o, o + n) for o, n in zip(self.offset_kji, self.mask.shape))] = self.mask
         return out
 
 
-def segment_candidate(heatmap: np.ndarray, geometry: Geometry, index_kji, image: np.ndarray | None = None,
+def segment_candidate(heatmap: np.ndarray, geometry: Geometry, index_kji: Floats, image: np.ndarray | None = None,
                       rule: RegionRule = RegionRule()) -> LesionRegion:
     """The region of the lesion at ``index_kji`` (continuous voxel index ``(k, j, i)``) of
     ``heatmap``; both on the grid ``geometry`` describes, like ``image`` when one is given."""
@@ -151,33 +152,35 @@ def segment_candidate(heatmap: np.ndarray, geometry: Geometry, index_kji, image:
     index = np.argwhere(region)
     lo, hi = index.min(axis=0), index.max(axis=0) + 1
     cropped = region[tuple(slice(a, b) for a, b in zip(lo, hi))].copy()
-    offset = tuple(int(s.start + a) for s, a in zip(box, lo))
-    return LesionRegion(cropped, offset, tuple(int(s.start + v) for s, v in zip(box, seed)), peak, level,
+    offset = int3(s.start + a for s, a in zip(box, lo))
+    return LesionRegion(cropped, offset, int3(s.start + v for s, v in zip(box, seed)), peak, level,
                         dark_level is not None, dark_level, bool((region & surface).any()),
                         measure_region(cropped, geometry, offset))
 
 
-def _box(voxel, radius_mm: float, spacing, shape) -> tuple[slice, slice, slice]:
+def _box(voxel: np.ndarray, radius_mm: float, spacing: np.ndarray, shape: Ints) -> tuple[slice, slice, slice]:
     """Index box of the cap ball (voxel axes are orthogonal, so the ball is an axis-aligned
     ellipsoid in index space whatever the direction)."""
     half = np.ceil(radius_mm / spacing).astype(int)
     lo, hi = np.maximum(voxel - half, 0), np.minimum(voxel + half + 1, shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    k, j, i = (slice(int(a), int(b)) for a, b in zip(lo, hi))
+    return k, j, i
 
 
-def _distance_mm(box, centre, spacing) -> np.ndarray:
+def _distance_mm(box: tuple[slice, slice, slice], centre: Floats, spacing: Floats) -> np.ndarray:
     """Distance in mm from the candidate to every voxel centre of the box."""
     squares = [((np.arange(s.start, s.stop) - c) * d).astype(np.float32) ** 2 for s, c, d in zip(box, centre, spacing)]
     return np.sqrt(squares[0][:, None, None] + squares[1][None, :, None] + squares[2][None, None, :])
 
 
-def _holding(inside: np.ndarray, seed) -> np.ndarray:
+def _holding(inside: np.ndarray, seed: tuple[int | np.integer, ...]) -> np.ndarray:
     """The connected part of ``inside`` that holds the voxel ``seed``."""
     labels, _ = ndi.label(inside)
     return labels == labels[seed]
 
 
-def _dark_region(image, core, envelope, heat, ball, spacing, smoothing_mm: float):
+def _dark_region(image: np.ndarray, core: np.ndarray, envelope: np.ndarray, heat: np.ndarray, ball: np.ndarray,
+                 spacing: np.ndarray, smoothing_mm: float):
     """Step 4 of the rule: the dark region under the hot core and its grey threshold, or None
     when the core is not clearly darker than its surroundings."""
     smoothed = image.astype(np.float32)

@@ -14,11 +14,13 @@ from __future__ import annotations
 import pickle
 import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import torch
 
+from ..axes import PathLike
 from ..errors import BlcamError
 from ..io.atomic import atomic_path
 
@@ -26,7 +28,7 @@ FORMAT = "blcam-checkpoint-v1"
 LAST = "last.pt"
 
 
-def snapshot(obj):
+def snapshot(obj: Any) -> Any:
     """A detached CPU copy of a (nested) state: later training steps cannot change it."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
@@ -39,7 +41,7 @@ def snapshot(obj):
 
 def rng_state() -> dict:
     """Torch's global generator states (CPU and every CUDA device)."""
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -52,13 +54,13 @@ def restore_rng(state: dict) -> None:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, state: dict) -> None:
+def save_checkpoint(path: PathLike, state: dict) -> None:
     """Atomically ``torch.save`` a checkpoint dict (already snapshotted to CPU)."""
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
 
 
-def load_checkpoint(path) -> dict:
+def load_checkpoint(path: PathLike) -> dict:
     """Read a checkpoint with ``weights_only=True``; anything else is refused, not executed."""
     path = Path(path)
     if not path.is_file():

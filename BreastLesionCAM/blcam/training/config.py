@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from ..errors import BlcamError
 from ..device import DEVICES, is_device_name
+from ..errors import BlcamError
 from ..model import ARCHS, OUTPUT_STRIDES, STEMS
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -62,7 +62,7 @@ class TrainConfig:
     progress_every_s: float = 30.0  # curves.png is redrawn at most this often (and at the end)
 
     def __post_init__(self) -> None:
-        self.crop = tuple(int(v) for v in self.crop)
+        self.crop = tuple(int(v) for v in self.crop)  # type: ignore[assignment]  # validate() checks three
         self.validate()
 
     def validate(self) -> None:
@@ -138,14 +138,14 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys (newer versions) are ignored."""
         names = {f.name for f in fields(cls)}
         # Runs from before a field existed trained as that field's neutral value says.
         d = {**PRE_FIELD_VALUES, **d}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def recipe_differences(self, other: "TrainConfig") -> list[str]:
+    def recipe_differences(self, other: TrainConfig) -> list[str]:
         """Fields (besides :data:`RESUMABLE_CHANGES`) whose values differ from ``other``."""
         a, b = self.to_dict(), other.to_dict()
         return [k for k in a if k not in RESUMABLE_CHANGES and a[k] != b.get(k)]

@@ -25,23 +25,26 @@ acoustic shadows fall along +j, so flipping it would show the network impossible
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Sequence
 
 import numpy as np
 import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..axes import Ints, int3
 from ..errors import BlcamError
 from ..intensity import network_input
 from ..patches.dataset import PatchDataset
 
 STREAM_TRAIN, STREAM_EVAL = 0, 1      # independent random streams for training and evaluation crops
 RESIDENT_SHARE = 0.25                 # hold patches in memory if they take at most this share of it
+# One batch: uint8 crops (B, k, j, i), labels (B,), patch rows (B,).
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def max_offsets(patch: Sequence[int], crop: Sequence[int]) -> np.ndarray:
+def max_offsets(patch: Ints, crop: Ints) -> np.ndarray:
     """Largest crop start per axis (inclusive); the crop must fit in the stored patch."""
     patch, crop = np.asarray(patch, int), np.asarray(crop, int)
     if (crop > patch).any():
@@ -51,13 +54,13 @@ def max_offsets(patch: Sequence[int], crop: Sequence[int]) -> np.ndarray:
     return patch - crop
 
 
-def centre_offset(patch: Sequence[int], crop: Sequence[int]) -> np.ndarray:
+def centre_offset(patch: Ints, crop: Ints) -> np.ndarray:
     """Start of the crop whose centre voxel (``crop // 2``) is the patch's centre voxel."""
     top = max_offsets(patch, crop)
     return np.clip(np.asarray(patch, int) // 2 - np.asarray(crop, int) // 2, 0, top)
 
 
-def crop_ranges(dataset: PatchDataset, records: Sequence[dict], crop) -> np.ndarray:
+def crop_ranges(dataset: PatchDataset, records: Sequence[dict], crop: Ints) -> np.ndarray:
     """``(n, 2, 3)``: per record, the first and last crop start (inclusive) per axis that keep
     the crop inside the patch's in-volume part; where that part is thinner than the crop,
     the starts whose crop covers all of it (the least padding possible).
@@ -77,9 +80,9 @@ def crop_ranges(dataset: PatchDataset, records: Sequence[dict], crop) -> np.ndar
     return out
 
 
-def random_params(seed: int, stream: int, epoch: int, indices: Sequence[int], patch, crop,
+def random_params(seed: int, stream: int, epoch: int, indices: Ints, patch: Ints, crop: Ints,
                   flip_p: float, ranges: np.ndarray | None = None,
-                  repeats: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  repeats: Ints | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-draw ``(offsets (n, 3), flips (n, 2) over k and i)``: crop starts uniform within
     ``ranges[idx]`` (:func:`crop_ranges`), or anywhere in the patch without ``ranges``.
     ``repeats[n]``: how often ``indices[n]`` was drawn before in this epoch
@@ -107,7 +110,7 @@ def batch_slices(n: int, size: int, merge_single: bool = False) -> list[slice]:
     return [slice(a, b) for a, b in zip(starts, starts[1:] + [n])]
 
 
-def crop_array(patch: np.ndarray, offset, flip, crop) -> np.ndarray:
+def crop_array(patch: np.ndarray, offset: Ints, flip: Sequence[bool], crop: Sequence[int]) -> np.ndarray:
     """One crop of a stored patch (numpy), flipped along k and/or i, contiguous."""
     k, j, i = (int(v) for v in offset)
     out = patch[k:k + crop[0], j:j + crop[1], i:i + crop[2]]
@@ -119,7 +122,7 @@ def crop_array(patch: np.ndarray, offset, flip, crop) -> np.ndarray:
 
 
 def crop_gather(bank: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
-                crop) -> torch.Tensor:
+                crop: Sequence[int]) -> torch.Tensor:
     """Crops of ``bank[rows]`` in one indexing kernel: flips become reversed index ranges."""
     dev = bank.device
     ar = [torch.arange(c, device=dev) for c in crop]
@@ -129,7 +132,8 @@ def crop_gather(bank: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, f
     return bank[rows[:, None, None, None], kk[:, :, None, None], jj[:, None, :, None], ii[:, None, None, :]]
 
 
-def crop_slices(bank: torch.Tensor, rows, offsets, flips, crop) -> torch.Tensor:
+def crop_slices(bank: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                crop: Sequence[int]) -> torch.Tensor:
     """Same result as :func:`crop_gather` by per-patch slicing: faster on the CPU, where a
     gather pays for its index arithmetic, while on a GPU one kernel beats B small ones."""
     out = torch.empty((len(rows), *crop), dtype=bank.dtype, device=bank.device)
@@ -160,7 +164,7 @@ class _KeyedCrops(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: tuple) -> tuple[torch.Tensor, int]:
         row, ok, oj, oi, fk, fi, ck, cj, ci = key
         raw = self._maps.get(row)
         if raw is None:
@@ -172,10 +176,10 @@ class _KeyedCrops(Dataset):
 class _Keys:
     """A sampler whose keys are replaced before each pass (persistent workers keep running)."""
 
-    def __init__(self):
-        self.keys: list[tuple] = []
+    def __init__(self) -> None:
+        self.keys: list[list[tuple]] = []     # one list of _KeyedCrops keys per batch
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[tuple]]:
         return iter(self.keys)
 
     def __len__(self) -> int:
@@ -189,7 +193,7 @@ class PatchSource:
     scores full patches and crops from the same source without loading the patches twice).
     """
 
-    def __init__(self, dataset: PatchDataset, records: list[dict], crop, device: torch.device,
+    def __init__(self, dataset: PatchDataset, records: list[dict], crop: Sequence[int], device: torch.device,
                  resident: str = "auto", workers: int = 0):
         self.dataset, self.records, self.crop, self.device = dataset, records, tuple(crop), device
         self.patch = tuple(dataset.patch_size)
@@ -211,7 +215,7 @@ class PatchSource:
         """Read and normalise every patch (threads: NumPy releases the GIL) into one tensor."""
         bank = torch.empty((len(self.records), *self.patch), dtype=torch.uint8, device=self.device)
 
-        def load(rec):
+        def load(rec: dict) -> np.ndarray:
             arr = self.dataset.load(rec, mmap=False)
             if arr.shape != self.patch:
                 raise BlcamError(f"{self.dataset.path_of(rec)}: patch shape {arr.shape}, dataset says {self.patch}")
@@ -222,12 +226,12 @@ class PatchSource:
                 bank[n].copy_(torch.from_numpy(arr))
         return bank
 
-    def batches(self, order: Sequence[int], offsets: np.ndarray, flips: np.ndarray, batch_size: int,
-                crop=None, merge_single: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(self, order: Ints, offsets: np.ndarray, flips: np.ndarray, batch_size: int,
+                crop: Sequence[int] | None = None, merge_single: bool = False) -> Iterator[Batch]:
         """``(uint8 crops (B, k, j, i), labels (B,), rows (B,))`` on the device, in ``order``
         (``merge_single``: see :func:`batch_slices`; training sets it)."""
         order = np.asarray(order, np.int64)
-        crop = self.crop if crop is None else tuple(int(v) for v in crop)
+        crop = self.crop if crop is None else int3(crop)
         max_offsets(self.patch, crop)
         slices = batch_slices(len(order), batch_size, merge_single)
         if self.resident:
@@ -235,7 +239,8 @@ class PatchSource:
         else:
             yield from self._loader_batches(order, offsets, flips, slices, crop)
 
-    def _resident_batches(self, order, offsets, flips, slices, crop):
+    def _resident_batches(self, order: np.ndarray, offsets: np.ndarray, flips: np.ndarray, slices: list[slice],
+                          crop: Sequence[int]) -> Iterator[Batch]:
         rows_all = torch.as_tensor(order, device=self.device)
         off_all = torch.as_tensor(np.asarray(offsets, np.int64), device=self.device)
         flip_all = torch.as_tensor(np.asarray(flips, bool), device=self.device)
@@ -244,7 +249,8 @@ class PatchSource:
             cut = crop_gather if self.device.type == "cuda" else crop_slices
             yield cut(self.bank, rows, off_all[sl], flip_all[sl], crop), self.labels[rows], rows
 
-    def _loader_batches(self, order, offsets, flips, slices, crop):
+    def _loader_batches(self, order: np.ndarray, offsets: np.ndarray, flips: np.ndarray, slices: list[slice],
+                        crop: Sequence[int]) -> Iterator[Batch]:
         keys = [(int(r), *map(int, o), bool(f[0]), bool(f[1]), *crop) for r, o, f in zip(order, offsets, flips)]
         self._keys.keys = [keys[sl] for sl in slices]
         for crops, rows in self._loader:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -48,7 +49,7 @@ class DistContext:
         dist.all_reduce(t)
         return t.tolist()
 
-    def gather(self, obj) -> list:
+    def gather(self, obj: Any) -> list:
         """Every rank's ``obj`` (picklable, small), in rank order, on every rank."""
         if not self.distributed:
             return [obj]

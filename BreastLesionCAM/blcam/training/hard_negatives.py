@@ -17,6 +17,7 @@ and lets ``--resume`` reload it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,8 @@ def training_healthy_rows(ds: PatchDataset, train_recs: list[dict]) -> list[tupl
     return [(r, folds[r.patient]) for r in read_cohort(cohort_csv).rows if r.patient in folds]
 
 
-def mine(net: torch.nn.Module, ds: PatchDataset, train_recs: list[dict], crop, device, run_dir: Path,
+def mine(net: torch.nn.Module, ds: PatchDataset, train_recs: list[dict], crop: Sequence[int],
+         device: str | torch.device, run_dir: Path,
          round_no: int, per_volume: int, min_score: float, nms_mm: float = 10.0, progress: bool = False) -> list[dict]:
     """Mine one round; writes ``RUN/hard_negatives/`` (patches + ``round<N>.csv``), returns the records.
 
@@ -77,7 +79,7 @@ def mine(net: torch.nn.Module, ds: PatchDataset, train_recs: list[dict], crop, d
 
     rows = training_healthy_rows(ds, train_recs)
     out = Path(run_dir) / FOLDER
-    settings = ExportSettings(patch=tuple(ds.patch_size), spacing=ds.spacing)
+    settings = ExportSettings(patch=ds.patch_size, spacing=ds.spacing)
     net.eval()
     try:
         mapper = DenseLesionMapper(net, crop, device, context="slab",

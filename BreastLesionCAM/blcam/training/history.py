@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from ..io.atomic import atomic_path, write_csv_atomic, write_text_atomic
 
@@ -17,7 +18,7 @@ COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc",
            "samples_per_s"]
 
 
-def _clean(value):
+def _clean(value: Any) -> Any:
     """JSON has no NaN: undefined metrics (e.g. AUC of one class) become null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None

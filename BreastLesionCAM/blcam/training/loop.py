@@ -15,14 +15,16 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import cast
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..axes import PathLike
 from ..cam.local_logits import LocalLogitNet
 from ..errors import BlcamError
 from ..io.atomic import check_output_folder, make_folder, remove_stale_temporaries, write_json_atomic
@@ -32,8 +34,16 @@ from ..model import MODEL_FILE, build_model, make_metadata, save_model, total_st
 from ..patches.dataset import PatchDataset, load_dataset
 from .checkpoint import LAST, BackgroundWriter, load_checkpoint, restore_rng, rng_state, save_checkpoint, snapshot
 from .config import TrainConfig
-from .data import (STREAM_TRAIN, PatchSource, batch_slices, centre_offset, crop_ranges, max_offsets, random_params,
-                   to_network)
+from .data import (
+    STREAM_TRAIN,
+    PatchSource,
+    batch_slices,
+    centre_offset,
+    crop_ranges,
+    max_offsets,
+    random_params,
+    to_network,
+)
 from .distributed import DistContext, launched_as_main, per_rank_batch, setup
 from .hard_negatives import load_mined, mine, mined_manifest, mining_epochs
 from .history import plot_curves, write_history
@@ -60,7 +70,7 @@ def split_records(ds: PatchDataset, fold: int | None) -> tuple[list[dict], list[
     return train, held, name
 
 
-def train_model(dataset_root, out_dir, config: TrainConfig, progress: bool = True,
+def train_model(dataset_root: PathLike, out_dir: PathLike, config: TrainConfig, progress: bool = True,
                 on_epoch: Callable[[dict], bool | None] | None = None, resume: bool = False) -> Path:
     """Train, validate and checkpoint; returns ``out_dir/model.safetensors`` (the best model).
 
@@ -78,7 +88,8 @@ def train_model(dataset_root, out_dir, config: TrainConfig, progress: bool = Tru
         return _train_locked(dataset_root, out_dir, config, progress, on_epoch, resume)
 
 
-def _train_locked(dataset_root, out_dir, config: TrainConfig, progress, on_epoch, resume: bool) -> Path:
+def _train_locked(dataset_root: PathLike, out_dir: PathLike, config: TrainConfig, progress: bool,
+                  on_epoch: Callable[[dict], bool | None] | None, resume: bool) -> Path:
     out_dir = Path(out_dir)
     ds = load_dataset(dataset_root)
     split_records(ds, config.fold)                    # bad input fails before anything is created
@@ -127,7 +138,7 @@ def _deterministic(enabled: bool):
 def _better(val: dict, best: dict, monitor: str) -> bool:
     """Does this validation improve on the best so far? Ties on AUC/accuracy (common on
     small held-out sets) go to the lower loss; ``nan`` never improves; anything beats none."""
-    def key(v, loss):
+    def key(v: float | None, loss: float | None) -> tuple[float, ...] | None:
         if v is None or math.isnan(v):
             return None
         if monitor == "val_loss":
@@ -142,7 +153,8 @@ def _better(val: dict, best: dict, monitor: str) -> bool:
 class _Trainer:
     """The state of one training run (one per process under DDP)."""
 
-    def __init__(self, ds, out_dir, config: TrainConfig, ctx: DistContext, device, progress, on_epoch):
+    def __init__(self, ds: PatchDataset, out_dir: Path, config: TrainConfig, ctx: DistContext, device: torch.device,
+                 progress: bool, on_epoch: Callable[[dict], bool | None] | None):
         self.ds, self.out, self.cfg, self.ctx, self.device = ds, out_dir, config, ctx, device
         self.progress, self.on_epoch = progress and ctx.is_main, on_epoch
         self.train_recs, self.val_recs, self.val_split = split_records(ds, config.fold)
@@ -154,13 +166,14 @@ class _Trainer:
         torch.manual_seed(config.seed)
         net = build_model(config.arch, config.stem, config.widen, config.output_stride).to(device)
         if self.cuda:
-            net = net.to(memory_format=torch.channels_last_3d)
+            net = net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # not in torch's stubs
         self.net = net
         # Point supervision needs the local-logit map; the paper's recipe runs the net as it is.
         self.pointed = config.point_loss > 0
         trained = LocalLogitNet(net) if self.pointed else net
         self.stride = total_stride(config.stem, config.output_stride)
-        self.model = torch.compile(trained) if config.compile else trained
+        # What the training step calls: the network, maybe compiled (an OptimizedModule) and DDP-wrapped.
+        self.model: torch.nn.Module = cast(torch.nn.Module, torch.compile(trained)) if config.compile else trained
         if ctx.distributed:
             self.model = DistributedDataParallel(self.model, device_ids=[device.index] if self.cuda else None)
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -190,7 +203,7 @@ class _Trainer:
 
     def _set_training_records(self, records: list[dict]) -> None:
         """The patches trained on and their crop ranges (the epoch's draws: :mod:`.sampling`)."""
-        c, ctx = self.cfg, self.ctx
+        c = self.cfg
         self.train_recs = records
         self.train_src = PatchSource(self.ds, records, c.crop, self.device, c.resident, c.workers)
         self.crop_ranges = None if c.padded_crops else crop_ranges(self.ds, records, c.crop)
@@ -234,7 +247,7 @@ class _Trainer:
         for (x, y, _), drawn in zip(batches, slices):
             with autocast_for(self.device, self.cfg.precision):
                 out = self.model(to_network(x, self.cuda))
-            if self.pointed:
+            if targets is not None:                       # point supervision
                 local = out.float()
                 logits = local.mean(dim=(1, 2, 3))
                 loss = self.loss_fn(logits, y) + self.cfg.point_loss * self.loss_fn(local, targets[drawn])
@@ -252,7 +265,7 @@ class _Trainer:
                                                     self.device)
         return total_loss / n, total_correct / n, int(n)
 
-    def _point_targets(self, order, offsets, flips) -> torch.Tensor:
+    def _point_targets(self, order: np.ndarray, offsets: np.ndarray, flips: np.ndarray) -> torch.Tensor:
         """Point targets of this epoch's draws, in draw order (batches come in that order)."""
         where = lesion_in_crop(self.ds.patch_size, self.cfg.crop, offsets, flips)
         labels = np.array([self.train_recs[r]["label"] for r in order])
@@ -261,6 +274,7 @@ class _Trainer:
 
     def _validate(self) -> dict:
         """Centred crops of the held-out patches; scores gathered from every rank."""
+        assert self.val_src is not None, "validation needs held-out patches"
         rows = list(range(self.ctx.rank, len(self.val_recs), self.ctx.world_size))
         offsets = np.tile(centre_offset(self.ds.patch_size, self.cfg.crop), (len(rows), 1))
         # Forward only: twice the training batch fits in the memory a training step needs.

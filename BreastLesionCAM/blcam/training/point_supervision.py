@@ -26,13 +26,17 @@ centre slice, :class:`blcam.cam.dense.DenseLesionMapper`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
+from ..axes import Float3, float3
 from ..cam.local_logits import feature_positions
 
 
-def lesion_in_crop(patch, crop, offsets: np.ndarray, flips: np.ndarray) -> np.ndarray:
+def lesion_in_crop(patch: Sequence[int], crop: Sequence[int] | np.ndarray, offsets: np.ndarray,
+                   flips: np.ndarray) -> np.ndarray:
     """``(B, 3)``: where the patch-centre voxel (the lesion centre) lies in each crop.
 
     ``flips`` are along k and i (:func:`blcam.training.data.crop_array`): a flipped axis maps
@@ -47,7 +51,8 @@ def lesion_in_crop(patch, crop, offsets: np.ndarray, flips: np.ndarray) -> np.nd
     return pos
 
 
-def point_targets(positions: np.ndarray, labels: np.ndarray, crop, stride, sigma) -> torch.Tensor:
+def point_targets(positions: np.ndarray, labels: np.ndarray, crop: Sequence[int], stride: Sequence[int],
+                  sigma: float | Sequence[float] | np.ndarray) -> torch.Tensor:
     """Soft targets ``(B, *feature grid)``: a Gaussian of width ``sigma`` (voxels, per axis)
     around the lesion centre for positive crops, zero for negative ones."""
     axes = feature_positions(crop, stride)
@@ -62,7 +67,7 @@ def point_targets(positions: np.ndarray, labels: np.ndarray, crop, stride, sigma
     return torch.from_numpy(out)
 
 
-def point_sigma(stride, scale: float) -> tuple[float, float, float]:
+def point_sigma(stride: Sequence[int], scale: float) -> Float3:
     """Target width per axis: ``scale`` × the feature spacing (wide enough that every lesion
     position has a feature voxel within about one σ, narrow enough to localise)."""
-    return tuple(scale * float(s) for s in stride)
+    return float3(scale * float(s) for s in stride)

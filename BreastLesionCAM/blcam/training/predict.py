@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from ..axes import Ints
 from .data import PatchSource, to_network
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
-def autocast_for(device: torch.device, precision: str):
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA under 'auto' (or when asked for), fp32 otherwise."""
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     if not use_bf16:
@@ -20,9 +25,9 @@ def autocast_for(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, source: PatchSource, rows: Sequence[int], offsets: np.ndarray,
+def predict_logits(model: torch.nn.Module, source: PatchSource, rows: Ints, offsets: np.ndarray,
                    batch_size: int, precision: str = "auto", channels_last: bool = False,
-                   crop=None, progress=None) -> np.ndarray:
+                   crop: Sequence[int] | None = None, progress: tqdm | None = None) -> np.ndarray:
     """The network's logit for each of ``rows`` (crops at ``offsets``, no flips), in order.
 
     ``crop`` overrides the source's crop size (e.g. the whole stored patch); ``progress``

@@ -15,18 +15,19 @@ import hashlib
 import sys
 from pathlib import Path
 
+from ..axes import PathLike
 from ..errors import BlcamError
 
 IDENTITY_FILES = ("dataset.json", "manifest.csv")
 
 
-def dataset_identity(root) -> dict:
+def dataset_identity(root: PathLike) -> dict:
     """``{"sha256": ..., "path": ...}`` of the dataset folder ``root``."""
     root = Path(root)
     digest = hashlib.sha256()
     for name in IDENTITY_FILES:
         data = (root / name).read_bytes()
-        digest.update(f"{name}\0{len(data)}\0".encode("utf-8"))
+        digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
     return {"sha256": digest.hexdigest(), "path": str(root.resolve())}
 

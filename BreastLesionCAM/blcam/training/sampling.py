@@ -28,15 +28,17 @@ from torch.utils.data import DistributedSampler
 STREAM_SAMPLING = 7      # a random stream of its own (data.py's crops use others)
 
 
-def epoch_order(labels: Sequence[int], epoch: int, seed: int, rank: int, world_size: int,
+def epoch_order(labels: Sequence[int] | np.ndarray, epoch: int, seed: int, rank: int, world_size: int,
                 positive_fraction: float | None) -> tuple[np.ndarray, np.ndarray]:
     """This rank's ``(patch rows, repeat numbers)`` for ``epoch``. ``positive_fraction=None``:
     every patch once in a random order (``DistributedSampler``, the paper); a float: that
     share of the epoch's draws are lesion patches."""
     labels = np.asarray(labels, np.int64)
     if positive_fraction is None:
-        sampler = DistributedSampler(range(len(labels)), num_replicas=world_size, rank=rank,
-                                     shuffle=True, seed=seed, drop_last=False)
+        # Any sized sequence serves as the sampler's dataset (it only takes its length).
+        sampler: DistributedSampler[int] = DistributedSampler(
+            range(len(labels)), num_replicas=world_size, rank=rank,  # type: ignore[arg-type]
+            shuffle=True, seed=seed, drop_last=False)
         sampler.set_epoch(epoch)
         rows = np.fromiter(iter(sampler), np.int64)
         return rows, np.zeros(len(rows), np.int64)

@@ -12,8 +12,11 @@ import tempfile
 import unittest
 
 import slicer
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
-                                           ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 
 from BreastLesionCAMLib.Logic import BreastLesionCAMLogic  # noqa: F401  (Slicer looks it up here)
 from BreastLesionCAMLib.SamplePhantom import registerSampleData
@@ -30,7 +33,8 @@ class BreastLesionCAM(ScriptedLoadableModule):
 Weakly supervised lesion detection in 3D breast ultrasound. Annotate one centre point per lesion,
 collect the cases into a dataset, export patches, train a 3D ResNet and run Detect: a Grad-CAM
 heatmap over the volume and scored lesion candidates. Heavy work runs in the background and can be
-cancelled. See <a href="https://github.com/breastlesioncam/SlicerBreastLesionCAM#slicer-extension">the documentation</a>.
+cancelled. See <a href="https://github.com/breastlesioncam/SlicerBreastLesionCAM#slicer-extension">the
+documentation</a>.
 """
         self.parent.acknowledgementText = """
 Method: "Lesion detection in 3D breast ultrasound with one centre point per lesion" (3D ResNet

@@ -22,7 +22,6 @@ from blcam.detect.outputs import SUMMARY_COLUMNS
 from blcam.errors import BlcamError
 from blcam.io.volume import VOLUME_SUFFIXES, read_volume
 
-
 FOLDER_ATTRIBUTE = "BreastLesionCAM.BatchFolder"     # the table's Detect output folder
 KIND = "BreastLesionCAM.BatchTable"
 TEXT_COLUMNS = ("Name", "Patient", "Label", "Volume")

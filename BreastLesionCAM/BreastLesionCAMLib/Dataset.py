@@ -1,13 +1,14 @@
 """The dataset folder the panel builds case by case: ``cohort.csv``, ``volumes/``, ``annotations/``.
 
-It is exactly the cohort format of ``blcam export`` (README "Data conventions"; the project's shared ``design.md`` §1), so the folder made in
-Slicer also works from the command line, and a cohort prepared elsewhere can be extended
-in Slicer. Adding a case writes the volume (world geometry) and its lesion centres (LPS),
-then rewrites ``cohort.csv`` atomically with the new row. Adding the same volume of the
-same patient again (e.g. after moving a centre) replaces its files and its row instead of
-duplicating it; other rows, extra columns (``birads``, ...) and their order are kept. A case
-may carry reviewed negatives (places a reader rejected, :mod:`.Review`): they go to
-``annotations/<case>_negatives.mrk.json`` and the cohort's optional ``negatives`` column.
+It is exactly the cohort format of ``blcam export`` (README "Data conventions"; the project's
+shared ``design.md`` §1), so the folder made in Slicer also works from the command line, and
+a cohort prepared elsewhere can be extended in Slicer. Adding a case writes the volume (world
+geometry) and its lesion centres (LPS), then rewrites ``cohort.csv`` atomically with the new
+row. Adding the same volume of the same patient again (e.g. after moving a centre) replaces
+its files and its row instead of duplicating it; other rows, extra columns (``birads``, ...)
+and their order are kept. A case may carry reviewed negatives (places a reader rejected,
+:mod:`.Review`): they go to ``annotations/<case>_negatives.mrk.json`` and the cohort's
+optional ``negatives`` column.
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ import glob
 import importlib.metadata
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement

@@ -120,7 +120,7 @@ class Job:
         self._scene = self._sceneTag = None
         self.process = process(args, self._onEvent, self._onLog, self._onProcessEnded)
 
-    def listen(self, onEvent=None, onLog=None, onEnded=None) -> "Job":
+    def listen(self, onEvent=None, onLog=None, onEnded=None) -> Job:
         """Add callbacks: ``onEvent(dict)``, ``onLog(str)``, ``onEnded(job)`` (once, in the end state)."""
         for key, callback in (("event", onEvent), ("log", onLog), ("ended", onEnded)):
             if callback is not None:
@@ -153,7 +153,7 @@ class Job:
         return self.process.elapsed
 
     # -- lifecycle -------------------------------------------------------------------
-    def start(self, scene=None) -> "Job":
+    def start(self, scene=None) -> Job:
         """Start the process; closing ``scene`` (a ``vtkMRMLScene``) will cancel the job."""
         try:
             self.process.start()

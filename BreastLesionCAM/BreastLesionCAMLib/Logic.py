@@ -32,7 +32,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import slicer
 
@@ -65,7 +64,7 @@ class BreastLesionCAMLogic:
 
     moduleName = MODULE_NAME
 
-    def __init__(self, process: Optional[ProcessFactory] = None):
+    def __init__(self, process: ProcessFactory | None = None):
         self.isSingletonParameterNode = True
         self.process: ProcessFactory = process or ProcessRunner
         self.jobs = JobBoard()

@@ -76,7 +76,7 @@ class ProcessProtocol(Protocol):
     returncode: int | None
     cancelled: bool
 
-    def start(self) -> "ProcessProtocol": ...
+    def start(self) -> ProcessProtocol: ...
     def poll(self) -> bool: ...
     def cancel(self, grace: float = KILL_GRACE_S) -> None: ...
     def stop(self, timeout: float = 5.0) -> bool: ...
@@ -122,7 +122,7 @@ class ProcessRunner:
         self._killed = False
 
     # -- lifecycle ------------------------------------------------------------------
-    def start(self) -> "ProcessRunner":
+    def start(self) -> ProcessRunner:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = os.pathsep.join([str(MODULE_DIR)] + [p for p in [env.get("PYTHONPATH")] if p])
         env["PYTHONUNBUFFERED"] = "1"

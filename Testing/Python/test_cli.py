@@ -65,7 +65,6 @@ def test_export_speaks_the_one_progress_protocol_and_failures_end_with_an_error_
     import json
 
     from _cohort_fixtures import small_cohort
-
     from blcam.cli import main
     cohort = small_cohort(tmp_path / "c", n_healthy=3, n_lesion=3, shape=(8, 24, 24))
     assert main(["export", str(cohort), "--out", str(tmp_path / "p"), "--patch", "4", "8", "8",
@@ -74,7 +73,8 @@ def test_export_speaks_the_one_progress_protocol_and_failures_end_with_an_error_
     progress = [r for r in records if r["event"] == "progress"]
     assert {r["stage"] for r in progress} == {"export"}
     assert [r["done"] for r in progress] == list(range(1, progress[-1]["total"] + 1))
-    assert [r["fraction"] for r in progress] == sorted(r["fraction"] for r in progress) and progress[-1]["fraction"] == 1
+    assert [r["fraction"] for r in progress] == sorted(r["fraction"] for r in progress)
+    assert progress[-1]["fraction"] == 1
     assert records[-1] == {"event": "done", "manifest": str(tmp_path / "p" / "manifest.csv")}
     assert main(["export", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "q"), "--progress-json"]) == 2
     out, err = capsys.readouterr()

@@ -299,8 +299,8 @@ def test_the_modules_requirements_are_pyprojects_less_what_slicer_and_pytorch_ut
     minimum the torch check holds instead."""
     import tomllib
     root = Path(__file__).resolve().parents[2]
-    declared = {Requirement(r).name.lower(): Requirement(r)
-                for r in tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]}
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {Requirement(r).name.lower(): Requirement(r) for r in project["dependencies"]}
     module = {Requirement(r).name.lower(): Requirement(r) for r in InstallPlan.REQUIREMENTS}
     provided = {n.lower() for n in InstallPlan.PINNED}
     assert set(module) == set(declared) - provided

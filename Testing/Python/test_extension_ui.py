@@ -78,8 +78,8 @@ def test_sections_are_collapsible_and_in_order():
     tree = ET.parse(UI)
     sections = [(w.get("name"), w.find("property[@name='text']/string").text)
                 for w in tree.iter("widget") if w.get("class") == "ctkCollapsibleButton"]
-    assert [title for _, title in sections] == ["Case", "Lesion centres", "Dataset", "Training", "Detect", "Batch Detect",
-                                             "Log"]
+    assert [title for _, title in sections] == ["Case", "Lesion centres", "Dataset", "Training", "Detect",
+                                                "Batch Detect", "Log"]
 
 
 def test_parameter_bindings_match_the_parameter_node(loaded):

@@ -20,8 +20,9 @@ sliding mapper applies to every window; wrapping it as a volume map would just b
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..cohort import read_cohort
 from ..errors import BlcamError
 from ..io.resample import check_spacing, mm_to_voxels
-from ..cohort import read_cohort
 from ..patches.export import ExportSettings, export_dataset, resolve_spacing
 from . import fraction, positive_int
 from .progress import ProgressEmitter
@@ -65,7 +65,10 @@ def run(args) -> int:
     settings = ExportSettings(patch, args.negatives_per_volume, args.test_fraction, args.folds, args.seed,
                               spacing=spacing)
     emitter = ProgressEmitter(args.progress_json)
-    on_progress = (lambda done, total: emitter.progress("export", done / max(total, 1), done=done, total=total))
+
+    def on_progress(done: int, total: int) -> None:
+        emitter.progress("export", done / max(total, 1), done=done, total=total)
+
     manifest = export_dataset(args.cohort, args.out, settings, jobs=args.jobs, progress=not args.progress_json,
                               on_progress=on_progress if args.progress_json else None)
     if args.progress_json:

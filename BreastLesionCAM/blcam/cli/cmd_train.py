@@ -46,7 +46,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="'cosine': anneal the rate to zero over the epochs; 'constant': the paper's "
                    f"(recipes: default {_D.lr_schedule}, paper constant)")
     p.add_argument("--crop", type=positive_int, nargs=3, default=list(_D.crop), metavar=("K", "J", "I"),
-                   help="random crop taken inside each stored patch, k j i (default: %s)" % " ".join(map(str, _D.crop)))
+                   help=f"random crop taken inside each stored patch, k j i (default: {' '.join(map(str, _D.crop))})")
     p.add_argument("--crop-mm", type=float, nargs=3, default=None, metavar=("K", "J", "I"),
                    help="crop size in mm instead of voxels (k j i); the dataset must be exported with --spacing")
     p.add_argument("--flip-p", type=float, default=_D.flip_p,
@@ -57,11 +57,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    "patch allows; padding only occurs beside lesions, so it would leak the label)")
     p.add_argument("--point-loss", type=float, default=None, metavar="W",
                    help="weight of the point-supervision loss that teaches the local-logit map to peak on the "
-                   "clicked lesion centre; 0 turns it off (recipes: default %g, paper 0)"
-                   % _D.point_loss)
+                   f"clicked lesion centre; 0 turns it off (recipes: default {_D.point_loss:g}, paper 0)")
     p.add_argument("--hard-negatives", type=int, default=None, metavar="ROUNDS",
                    help="rounds of hard-negative mining: Detect on the training patients' healthy volumes, their "
-                   "strongest false alarms become negatives (recipes: default %d, paper 0)" % _D.hard_negatives)
+                   f"strongest false alarms become negatives (recipes: default {_D.hard_negatives}, paper 0)")
     p.add_argument("--hard-negatives-per-volume", type=positive_int, default=_D.hard_negatives_per_volume,
                    metavar="K", help=f"candidates mined per volume and round (default: {_D.hard_negatives_per_volume})")
     p.add_argument("--hard-negatives-min-score", type=float, default=_D.hard_negatives_min_score, metavar="P",
@@ -111,7 +110,7 @@ def _fraction_or_as_exported(text: str):
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.5, or '{AS_EXPORTED}', got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.5, or '{AS_EXPORTED}', got {text!r}") from None
 
 
 def _crop_from_mm(args) -> tuple[int, int, int]:

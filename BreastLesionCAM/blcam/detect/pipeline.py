@@ -28,8 +28,8 @@ from ..errors import BlcamError
 from ..intensity import count_non_finite, non_finite_warning, normalise_volume
 from ..io.atomic import check_output_folder, make_folder, safe_name
 from ..io.locks import folder_lock
-from ..io.volume import Geometry, read_volume
 from ..io.resample import grid_at_spacing, resample
+from ..io.volume import Geometry, read_volume
 from ..model import load_model, model_spacing, model_stride, resolve_model_path
 from .candidates import find_candidates, half_max_extent
 from .outputs import VolumeOutputs, write_candidates, write_heatmap, write_summary

@@ -32,8 +32,16 @@ from .. import __version__
 from ..cohort import Cohort, CohortRow, read_cohort, require_both_classes
 from ..errors import BlcamError
 from ..intensity import NORMALISATION, count_non_finite, non_finite_warning, robust_range
-from ..io.atomic import (atomic_path, check_output_folder, csv_text, make_folder, remove_stale_temporaries, safe_name,
-                         write_json_atomic, write_text_atomic)
+from ..io.atomic import (
+    atomic_path,
+    check_output_folder,
+    csv_text,
+    make_folder,
+    remove_stale_temporaries,
+    safe_name,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ..io.locks import LOCK_NAME, folder_lock
 from ..io.resample import check_spacing, grid_at_spacing, median_spacing, resample
 from ..io.volume import Geometry, read_volume

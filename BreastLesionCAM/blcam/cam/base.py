@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..axes import Int3, Ints
 from .maps import LesionMap
 
 StepCallback = Callable[[str, int, int], None]   # (step name, done, total), for callers without a tty
@@ -58,8 +59,8 @@ class LesionMapper(abc.ABC):
     its slab step, and is recorded in the :class:`.maps.LesionMap` it returns).
     """
 
-    crop: tuple[int, ...]
-    stride: tuple[int, ...]
+    crop: Int3
+    stride: Int3
     # Each step's (start, share) of a whole map; a step not listed spans the map (0, 1).
     STEP_SHARES: dict[str, tuple[float, float]] = {}
 
@@ -78,7 +79,7 @@ class LesionMapper(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def build(cls, model: torch.nn.Module, crop, stride, device: str | torch.device,
+    def build(cls, model: torch.nn.Module, crop: Ints, stride: Ints, device: str | torch.device,
               options: MapOptions) -> LesionMapper:
         """The mapper for ``model`` (on ``device``), configured by ``options`` (the registry's entry point)."""
 

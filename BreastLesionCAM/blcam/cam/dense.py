@@ -35,6 +35,9 @@ which the Grad-CAM equivalence test uses).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -42,11 +45,15 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from tqdm import tqdm
 
+from ..axes import Int3, Ints, float3, int3
 from ..errors import BlcamError
 from ..intensity import network_input
 from .base import LesionMapper, MapOptions, StepCallback
 from .maps import LesionMap, crop_window, feature_offset, normalise_heatmap, upsample_features
 from .tiling import StageGeometry, run_tiled, stage_geometry
+
+if TYPE_CHECKING:
+    from monai.networks.nets import ResNet
 
 GB = 1024 ** 3
 BASELINE_BYTES = 0.6 * GB   # Python, torch, the model: resident before any tile
@@ -62,12 +69,14 @@ def _linear_as_conv(fc: nn.Linear) -> nn.Conv3d:
     conv = nn.Conv3d(fc.in_features, fc.out_features, 1)
     with torch.no_grad():
         conv.weight.copy_(fc.weight.reshape(fc.out_features, fc.in_features, 1, 1, 1))
-        conv.bias.copy_(fc.bias)
+        bias = conv.bias
+        assert bias is not None, "Conv3d has a bias by default"
+        bias.copy_(fc.bias)
     return conv
 
 
 class _Stage:
-    def __init__(self, name: str, net: nn.Module, geometry: StageGeometry, out_channels: int, store):
+    def __init__(self, name: str, net: nn.Module, geometry: StageGeometry, out_channels: int, store: torch.dtype):
         self.name, self.net, self.geometry = name, net, geometry
         self.out_channels, self.store = out_channels, store
 
@@ -79,7 +88,7 @@ CONTEXTS = ("slab", "volume")
 SLAB_BATCH = 4
 
 
-def default_slab_step(crop, patch=None) -> int:
+def default_slab_step(crop: Ints, patch: Ints | None = None) -> int:
     """Slices between slabs that keep every lesion as close to a slab's centre as training did.
 
     A training crop of depth ``c`` sits anywhere in a patch of depth ``p`` centred on the
@@ -127,17 +136,20 @@ class DenseLesionMapper(LesionMapper):
     # the volume context's stages (70 % of the FLOPs are in the first); slabs report "slabs"
     STEP_SHARES = {"stem+layer1": (0.0, 0.7), "layer2": (0.7, 0.1), "layers3-4": (0.8, 0.2)}
 
-    def __init__(self, model: nn.Module, crop, device: str | torch.device = "cpu",
+    def __init__(self, model: nn.Module, crop: Ints, device: str | torch.device = "cpu",
                  max_memory_gb: float = 8.0, context: str = "slab", slab_step: int | None = None,
                  dtype: torch.dtype = torch.float32, store: torch.dtype | None = torch.bfloat16,
-                 cpu_bf16: bool = False, channels_last: bool = True):
+                 cpu_bf16: bool = False, channels_last: bool = True) -> None:
         if context not in CONTEXTS:
             raise BlcamError(f"unknown context '{context}'; choose one of {', '.join(CONTEXTS)}")
         if slab_step is not None and not 1 <= slab_step <= crop[0]:
             raise BlcamError(f"slab step {slab_step} must be between 1 and the crop depth {crop[0]}")
         self.context = context
         self.slab_step = slab_step or max(1, int(crop[0]) // 2)
-        if getattr(model, "fc", None) is None or model.fc.out_features != 1:
+        # build_model's MONAI ResNet, whose layers are typed (nn.Module's own attributes are Tensor | Module)
+        resnet = cast("ResNet", model)
+        fc = resnet.fc if hasattr(resnet, "fc") else None
+        if fc is None or fc.out_features != 1:
             raise BlcamError("the fast path needs a network ending in pooling + one linear unit")
         self.device = torch.device(device)
         self.dtype = dtype
@@ -146,28 +158,29 @@ class DenseLesionMapper(LesionMapper):
         self.autocast = dtype == torch.float32 and (self.device.type == "cuda" or
                                                     (cpu_bf16 and self.device.type == "cpu"))
         self.layout = torch.channels_last_3d if channels_last else torch.contiguous_format
-        model = model.eval()
-        stem = nn.Sequential(model.conv1, model.bn1, model.act,
-                             *([] if model.no_max_pool else [model.maxpool]), model.layer1)
+        resnet.eval()
+        stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.act,
+                             *([] if resnet.no_max_pool else [resnet.maxpool]), resnet.layer1)
         kept = store or dtype   # the early stages' outputs are stored in this type (see class doc)
-        parts = [("stem+layer1", stem, kept), ("layer2", model.layer2, kept),
-                 ("layers3-4", nn.Sequential(model.layer3, model.layer4), None)]
-        self.stages = []
+        parts = [("stem+layer1", stem, kept), ("layer2", resnet.layer2, kept),
+                 ("layers3-4", nn.Sequential(resnet.layer3, resnet.layer4), None)]
+        self.stages: list[_Stage] = []
         for name, part, keep in parts:
             geometry = stage_geometry([part])
             net = fuse(part)
             out_channels = [m for m in part.modules() if isinstance(m, nn.Conv3d)][-1].out_channels
             if keep is None:        # the last stage ends in the local logit, kept at full precision
-                net, out_channels, keep = nn.Sequential(net, _linear_as_conv(model.fc)), 1, dtype
-            net = net.to(self.device, dtype, memory_format=self.layout).eval()
+                net, out_channels, keep = nn.Sequential(net, _linear_as_conv(fc)), 1, dtype
+            # torch's stubs lack Module.to's memory_format keyword
+            net = net.to(self.device, dtype, memory_format=self.layout).eval()  # type: ignore[call-overload]
             self.stages.append(_Stage(name, net, geometry, out_channels, keep))
-        self.stride = tuple(math.prod(s.geometry.stride[a] for s in self.stages) for a in range(3))
-        self.bias = float(model.fc.bias.detach().reshape(-1)[0])
-        self.crop = tuple(int(v) for v in crop)
+        self.stride = int3(math.prod(s.geometry.stride[a] for s in self.stages) for a in range(3))
+        self.bias = float(fc.bias.detach().reshape(-1)[0])
+        self.crop = int3(crop)
         self.max_memory_gb = float(max_memory_gb)
 
     @classmethod
-    def build(cls, model: nn.Module, crop, stride, device: str | torch.device,
+    def build(cls, model: nn.Module, crop: Ints, stride: Ints, device: str | torch.device,
               options: MapOptions) -> DenseLesionMapper:
         """The fast map as Detect runs it. ``stride`` is not needed: it is read off the network's
         layers; the slab step defaults to :func:`default_slab_step` of the crop and training patch."""
@@ -175,7 +188,7 @@ class DenseLesionMapper(LesionMapper):
         return cls(model, crop, device, options.max_memory_gb, options.context, step)
 
     # ------------------------------------------------------------------ memory planning
-    def plan(self, shape, resident_voxels: int | None = None, batch: int = 1) -> list[int]:
+    def plan(self, shape: Sequence[int], resident_voxels: int | None = None, batch: int = 1) -> list[int]:
         """Largest tile (in input cells) per stage such that the whole pass fits the budget.
 
         A tile's peak is its input (float) plus the widest activation, 1.5 × the widest layer
@@ -189,7 +202,8 @@ class DenseLesionMapper(LesionMapper):
         """
         resident = math.prod(shape) if resident_voxels is None else resident_voxels
         item = 2 if self.autocast else self.dtype.itemsize
-        grids, grid = [], tuple(shape)
+        grids: list[tuple[int, ...]] = []
+        grid = tuple(shape)
         for stage in self.stages:
             grids.append(grid)
             grid = tuple(math.ceil(n / s) for n, s in zip(grid, stage.geometry.stride))
@@ -228,25 +242,26 @@ class DenseLesionMapper(LesionMapper):
         """Local-logit grids ``(B, k, j, i)`` of ``B`` equal-sized blocks, passed as one batch."""
         cells = self.plan(stack_uint8.shape[1:], resident_voxels, batch=len(stack_uint8))
 
-        def first(block):
+        def first(block: np.ndarray) -> torch.Tensor:
             t = torch.from_numpy(np.ascontiguousarray(block)).to(self.device)
             return network_input(t.to(self.dtype))[:, None]
 
-        def later(block):
+        def later(block: torch.Tensor) -> torch.Tensor:
             return block.to(self.device, self.dtype)
 
-        data = stack_uint8
+        data: np.ndarray | torch.Tensor = stack_uint8
         for n, stage in enumerate(self.stages):
             report = None if on_step is None else (lambda done, total, s=stage.name: on_step(s, done, total))
-            data = run_tiled(lambda x, s=stage: self._forward(s.net, x), data, stage.geometry,
+            data = run_tiled(partial(self._forward, stage.net), data, stage.geometry,
                              stage.out_channels, cells[n], self.device, stage.store,
                              first if n == 0 else later, progress, stage.name, report)
+        assert isinstance(data, torch.Tensor), "every mapper has its three stages"
         return data[:, 0].numpy()
 
     def slab_starts(self, depth: int) -> list[int]:
         return slab_starts(depth, self.crop[0], self.slab_step)
 
-    def _slab_grid(self, stored: np.ndarray, progress: bool, on_step) -> np.ndarray:
+    def _slab_grid(self, stored: np.ndarray, progress: bool, on_step: StepCallback | None) -> np.ndarray:
         """One row per slab; slabs run :data:`SLAB_BATCH` at a time (fewer where the memory
         budget asks), since a batch of thin slabs costs little more than one of them."""
         starts = self.slab_starts(stored.shape[0])
@@ -266,7 +281,7 @@ class DenseLesionMapper(LesionMapper):
         bar.close()
         return np.stack(rows)
 
-    def _slab_batch(self, depth: int, plane, resident: int, slabs: int) -> int:
+    def _slab_batch(self, depth: int, plane: Sequence[int], resident: int, slabs: int) -> int:
         """The largest batch up to :data:`SLAB_BATCH` whose whole-slab tiles fit the budget
         (a batch split into in-plane tiles would pay their halos instead)."""
         for batch in range(min(SLAB_BATCH, slabs), 1, -1):
@@ -282,7 +297,8 @@ class DenseLesionMapper(LesionMapper):
                  on_step: StepCallback | None = None) -> LesionMap:
         """The lesion map of one volume (stored uint8 units, as :func:`normalise_volume` gives)."""
         offset = list(feature_offset(self.stride))
-        stride, window = self.stride, None
+        stride: Int3 = self.stride
+        window: list[tuple[int, int]] | None = None
         if self.context == "slab":
             logit = self._slab_grid(stored_uint8, progress, on_step)
             stride = (self.slab_step, *self.stride[1:])
@@ -292,4 +308,4 @@ class DenseLesionMapper(LesionMapper):
             logit = self.logit_grid(stored_uint8, progress, on_step)
         cam = np.maximum(logit - np.float32(self.bias), 0)
         heat, top = normalise_heatmap(upsample_features(cam, stored_uint8.shape, stride, offset))
-        return LesionMap(logit, self.bias, stride, self.crop, heat, top, tuple(offset), window)
+        return LesionMap(logit, self.bias, stride, self.crop, heat, top, float3(offset), window)

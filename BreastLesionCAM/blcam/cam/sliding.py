@@ -17,6 +17,8 @@ puts it behind the one map interface (:mod:`.base`); the function stays the impl
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -24,7 +26,8 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 from scipy.ndimage import map_coordinates
 
-from ..intensity import NORMALISATION, network_input
+from ..axes import Ints, int3
+from ..intensity import PAD_VALUE, network_input
 from .base import LesionMapper, MapOptions, StepCallback
 from .gradcam import PatchGradCAM
 from .maps import LesionMap, feature_offset, feature_upsampler, normalise_heatmap
@@ -32,24 +35,25 @@ from .maps import LesionMap, feature_offset, feature_upsampler, normalise_heatma
 OVERLAP = 0.5
 
 
-def window_count(shape, crop, overlap: float = OVERLAP) -> int:
+def window_count(shape: Sequence[int], crop: Sequence[int], overlap: float = OVERLAP) -> int:
     """Number of windows ``sliding_window_inference`` visits (for progress reports)."""
     size = [max(n, c) for n, c in zip(shape, crop)]
     interval = [c if n == c else max(1, int(c * (1 - overlap))) for n, c in zip(size, crop)]
     return len(dense_patch_slices(size, crop, interval))
 
 
-def sliding_lesion_map(model: torch.nn.Module, stored_uint8: np.ndarray, crop, stride,
+def sliding_lesion_map(model: torch.nn.Module, stored_uint8: np.ndarray, crop: Ints, stride: Ints,
                        device: str | torch.device = "cpu", batch_size: int = 1, overlap: float = OVERLAP,
                        progress: bool = False, on_step: StepCallback | None = None) -> LesionMap:
     """Blend patch Grad-CAMs (and local logits) of every window into a :class:`LesionMap`."""
     device = torch.device(device)
-    crop = tuple(int(v) for v in crop)
+    size = int3(crop)
     cam = PatchGradCAM(model.to(device), stride, normalise=False)
-    weight = cam.model.fc.weight.detach().reshape(-1)
-    bias = float(cam.model.fc.bias.detach().reshape(-1)[0])
-    up = feature_upsampler(stride)(crop)
-    total, done = window_count(stored_uint8.shape, crop, overlap), [0]
+    fc = cast(torch.nn.Linear, cam.model.fc)   # MONAI ResNet's final linear unit (one logit)
+    weight = fc.weight.detach().reshape(-1)
+    bias = float(fc.bias.detach().reshape(-1)[0])
+    up = feature_upsampler(stride)(size)
+    total, done = window_count(stored_uint8.shape, size, overlap), [0]
 
     def predictor(x: torch.Tensor) -> torch.Tensor:
         heat = cam(x)
@@ -61,12 +65,14 @@ def sliding_lesion_map(model: torch.nn.Module, stored_uint8: np.ndarray, crop, s
         return torch.cat([heat, up(local)], 1).detach()
 
     x = network_input(torch.from_numpy(stored_uint8).float())[None, None]
-    pad = float(network_input(torch.tensor(float(NORMALISATION["pad_value"]))))
-    blended = sliding_window_inference(x, crop, batch_size, predictor, overlap=overlap, mode="gaussian",
-                                       cval=pad, sw_device=device, device="cpu", progress=progress)
+    pad = float(network_input(torch.tensor(float(PAD_VALUE))))
+    # one tensor per window from the predictor, so one blended tensor
+    blended = cast(torch.Tensor, sliding_window_inference(x, size, batch_size, predictor, overlap=overlap,
+                                                          mode="gaussian", cval=pad, sw_device=device,
+                                                          device="cpu", progress=progress))
     del x
     heat, top = normalise_heatmap(blended[0, 0].numpy())
-    return LesionMap(sample_at_features(blended[0, 1].numpy(), stride), bias, tuple(stride), crop, heat, top)
+    return LesionMap(sample_at_features(blended[0, 1].numpy(), stride), bias, int3(stride), size, heat, top)
 
 
 class SlidingGradCAMMapper(LesionMapper):
@@ -76,15 +82,15 @@ class SlidingGradCAMMapper(LesionMapper):
     its own copy of the network, so the caller's model is never hooked).
     """
 
-    def __init__(self, model: torch.nn.Module, crop, stride, device: str | torch.device = "cpu",
-                 batch_size: int = 1, overlap: float = OVERLAP):
+    def __init__(self, model: torch.nn.Module, crop: Ints, stride: Ints, device: str | torch.device = "cpu",
+                 batch_size: int = 1, overlap: float = OVERLAP) -> None:
         self.model, self.device = model, torch.device(device)
-        self.crop = tuple(int(v) for v in crop)
-        self.stride = tuple(int(v) for v in stride)
+        self.crop = int3(crop)
+        self.stride = int3(stride)
         self.batch_size, self.overlap = batch_size, overlap
 
     @classmethod
-    def build(cls, model: torch.nn.Module, crop, stride, device: str | torch.device,
+    def build(cls, model: torch.nn.Module, crop: Ints, stride: Ints, device: str | torch.device,
               options: MapOptions) -> SlidingGradCAMMapper:
         return cls(model, crop, stride, device, options.batch_size)
 
@@ -94,7 +100,7 @@ class SlidingGradCAMMapper(LesionMapper):
                                   self.batch_size, self.overlap, progress, on_step)
 
 
-def sample_at_features(volume: np.ndarray, stride) -> np.ndarray:
+def sample_at_features(volume: np.ndarray, stride: Ints) -> np.ndarray:
     """Values of a voxel map at the feature positions (trilinear; :func:`.maps.feature_offset`)."""
     offset = feature_offset(stride)
     axes = [np.clip(np.arange(math.ceil(n / s)) * s + o, 0, n - 1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..axes import PathLike, float3, int3
 from ..cam.base import LesionMapper, MapOptions, StepCallback
 from ..cam.dense import CONTEXTS
 from ..cam.maps import LesionMap
@@ -31,7 +33,7 @@ from ..io.locks import folder_lock
 from ..io.resample import grid_at_spacing, resample
 from ..io.volume import Geometry, read_volume
 from ..model import load_model, model_spacing, model_stride, resolve_model_path
-from .candidates import find_candidates, half_max_extent
+from .candidates import Candidate, find_candidates, half_max_extent
 from .outputs import VolumeOutputs, write_candidates, write_heatmap, write_summary
 from .overlays import candidate_figure, contact_sheet
 from .refine import MODES as REFINE_MODES
@@ -93,11 +95,12 @@ def _stem(path: Path) -> str:
     return path.name[: -len("".join(path.suffixes))] if path.suffixes and path.is_file() else path.name
 
 
-def collect_jobs(inputs) -> list[VolumeJob]:
+def collect_jobs(inputs: Iterable[PathLike]) -> list[VolumeJob]:
     """Volume files/folders and cohort CSVs (every volume in them) → jobs with unique names."""
-    jobs, names = [], set()
-    for item in inputs:
-        item = Path(item)
+    jobs: list[VolumeJob] = []
+    names: set[str] = set()
+    for given in inputs:
+        item = Path(given)
         if item.suffix.lower() == ".csv":
             cohort = read_cohort(item)
             found = [VolumeJob(r.volume, safe_name(f"{r.patient}_{_stem(r.volume)}", "volume"), r.patient, r.label,
@@ -121,15 +124,15 @@ def collect_jobs(inputs) -> list[VolumeJob]:
 class Detector:
     """A loaded model and its lesion-map method, reused across volumes."""
 
-    def __init__(self, model_path, settings: DetectSettings, device: str = "cpu"):
+    def __init__(self, model_path: PathLike, settings: DetectSettings, device: str = "cpu") -> None:
         settings.validate()
         self.settings, self.device = settings, torch.device(device)
         self.model_path = resolve_model_path(model_path)
         self.model, self.meta = load_model(self.model_path, self.device)
-        self.crop = tuple(self.meta["crop"])
+        self.crop = int3(self.meta["crop"])
         self.stride = model_stride(self.meta)
         self.spacing = model_spacing(self.meta)
-        self.refiner = None
+        self.refiner: CandidateRefiner | None = None   # built for the first volume with candidates
         options = MapOptions(max_memory_gb=settings.max_memory_gb, context=settings.context,
                              slab_step=settings.slab_step, patch=self.meta.get("patch"),
                              batch_size=settings.batch_size)
@@ -180,7 +183,7 @@ class Detector:
         report("pictures", 0.0)
         self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
         for cand in candidates if geometry != native else []:   # files index the input's own voxels
-            cand.index_kji = tuple(float(v) for v in native.lps_to_index(cand.lps)[::-1])
+            cand.index_kji = float3(native.lps_to_index(cand.lps)[::-1])
         paths = write_candidates(out_dir, job.name, candidates, info)
         return {"name": job.name, "volume": str(job.path), "patient": job.patient, "label": job.label,
                 "volume_score": round(volume_score, 6), "candidates": len(candidates), "method": s.method,
@@ -189,23 +192,28 @@ class Detector:
                 "refine_seconds": round(refine_s, 2), "heatmap": heat_path.name,
                 "candidates_json": paths["json"].name, "non_finite_voxels": bad}
 
-    def _refine(self, stored, lmap, geometry: Geometry, candidates, on_fraction) -> float:
+    def _refine(self, stored: np.ndarray, lmap: LesionMap, geometry: Geometry, candidates: list[Candidate],
+                on_fraction: Callable[[float], None]) -> float:
         """Move the best ``settings.refine`` candidates (:mod:`.refine`); returns the seconds spent."""
         start = time.perf_counter()
         todo = candidates[: self.settings.refine] if self.settings.method == "fast" else []
-        if todo and self.refiner is None:
+        if not todo:
+            return time.perf_counter() - start
+        if self.refiner is None:
             mode = self.settings.refine_mode or default_mode(self.meta)
             self.refiner = CandidateRefiner(self.model, self.crop, self.stride, self.device, mode)
+        refiner = self.refiner
         spacing_kji = tuple(reversed(geometry.spacing))
         for n, cand in enumerate(todo):
             on_fraction(n / len(todo))
-            pos, _ = self.refiner(stored, cand.index_kji)
-            cand.index_kji = tuple(float(v) for v in pos)
-            cand.lps = tuple(float(v) for v in geometry.index_to_lps(pos[::-1]))
+            pos, _ = refiner(stored, cand.index_kji)
+            cand.index_kji = float3(pos)
+            cand.lps = float3(geometry.index_to_lps(pos[::-1]))
             cand.size_mm_ijk = half_max_extent(lmap.heatmap, cand.index_kji, lmap.crop, spacing_kji)
         return time.perf_counter() - start
 
-    def _pictures(self, job, out_dir, stored, heat, geometry: Geometry, candidates, volume_score) -> None:
+    def _pictures(self, job: VolumeJob, out_dir: Path, stored: np.ndarray, heat: np.ndarray, geometry: Geometry,
+                  candidates: list[Candidate], volume_score: float) -> None:
         spacing_kji = tuple(reversed(geometry.spacing))
         truth = [] if job.truth_lps is None else list(geometry.lps_to_index(job.truth_lps)[:, ::-1])
         files = VolumeOutputs(out_dir, job.name)
@@ -216,8 +224,9 @@ class Detector:
                       f"{job.name}: volume score {volume_score:.3f}", truth)
 
 
-def detect(model_path, inputs, out_dir, settings: DetectSettings | None = None, device: str = "cpu",
-           progress: bool = True, on_progress: ProgressCallback | None = None, force: bool = False) -> Path:
+def detect(model_path: PathLike, inputs: Iterable[PathLike], out_dir: PathLike, settings: DetectSettings | None = None,
+           device: str = "cpu", progress: bool = True, on_progress: ProgressCallback | None = None,
+           force: bool = False) -> Path:
     """Detect lesions in every volume of ``inputs``; returns the ``detections.csv`` path.
 
     Holds ``out_dir``'s folder lock (:mod:`blcam.io.locks`). Volumes an earlier run into
@@ -233,10 +242,12 @@ def detect(model_path, inputs, out_dir, settings: DetectSettings | None = None, 
         return _detect_locked(model_path, inputs, out_dir, settings, device, progress, on_progress, force)
 
 
-def _detect_locked(model_path, inputs, out_dir, settings, device, progress, on_progress, force) -> Path:
+def _detect_locked(model_path: PathLike, inputs: Iterable[PathLike], out_folder: PathLike,
+                   settings: DetectSettings, device: str, progress: bool, on_progress: ProgressCallback | None,
+                   force: bool) -> Path:
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_folder)
     jobs = collect_jobs(inputs)
     detector = Detector(model_path, settings, device)
     make_folder(out_dir, "--out")

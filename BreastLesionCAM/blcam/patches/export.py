@@ -23,12 +23,13 @@ import zlib
 from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, overload
 
 import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
+from ..axes import Float3, Floats, Int3, Ints, PathLike
 from ..cohort import Cohort, CohortRow, read_cohort, require_both_classes
 from ..errors import BlcamError
 from ..intensity import NORMALISATION, count_non_finite, non_finite_warning, robust_range
@@ -60,24 +61,35 @@ PRE_SPACING = {"spacing": None}
 
 @dataclass(frozen=True)
 class ExportSettings:
-    patch: tuple[int, int, int] = (28, 280, 280)
+    patch: Int3 = (28, 280, 280)
     negatives_per_volume: int = 4
     test_fraction: float = 0.3
     folds: int | None = None      # None: 5, or fewer if a class has fewer training patients
     seed: int = 0
     # mm (i j k) to resample to; "auto": the cohort's median (resolved and recorded at export,
     # see resolve_spacing); None: native, each volume's own voxels (the paper)
-    spacing: tuple[float, float, float] | str | None = "auto"
+    spacing: Float3 | str | None = "auto"
+
+    def resolved_spacing(self) -> Float3 | None:
+        """The spacing once :func:`resolve_spacing` has replaced ``"auto"`` (``None``: native)."""
+        if isinstance(self.spacing, str):
+            raise ValueError("resolve the 'auto' spacing against the cohort first (resolve_spacing)")
+        return self.spacing
 
     def grid(self, geometry: Geometry) -> Geometry:
         """Where a volume's patches are cut: its own grid, or the training spacing's
         (:func:`blcam.io.resample.grid_at_spacing`: same field of view, points unmoved)."""
-        if isinstance(self.spacing, str):
-            raise ValueError("resolve the 'auto' spacing against the cohort first (resolve_spacing)")
-        return geometry if self.spacing is None else grid_at_spacing(geometry, self.spacing)
+        spacing = self.resolved_spacing()
+        return geometry if spacing is None else grid_at_spacing(geometry, spacing)
 
 
-def resolve_spacing(spacing, cohort: Cohort) -> tuple[float, float, float] | None:
+@overload
+def resolve_spacing(spacing: None, cohort: Cohort) -> None: ...
+@overload
+def resolve_spacing(spacing: Floats | str, cohort: Cohort) -> Float3: ...
+
+
+def resolve_spacing(spacing: Floats | str | None, cohort: Cohort) -> Float3 | None:
     """``"auto"`` → the cohort's median voxel size (:func:`blcam.io.resample.median_spacing`);
     a triple is checked; ``None`` (native) stays ``None``."""
     if spacing is None:
@@ -85,8 +97,15 @@ def resolve_spacing(spacing, cohort: Cohort) -> tuple[float, float, float] | Non
     if isinstance(spacing, str):
         if spacing != "auto":
             raise BlcamError(f"--spacing must be 'auto', 'native' or three sizes in mm (i j k), got {spacing!r}")
-        return median_spacing(r.geometry for r in cohort.rows)
+        return median_spacing(_geometry(r) for r in cohort.rows)
     return check_spacing(spacing)
+
+
+def _geometry(r: CohortRow) -> Geometry:
+    """The row's volume header, which :func:`~blcam.cohort.read_cohort` reads (unless told not to)."""
+    if r.geometry is None:
+        raise ValueError(f"row {r.row}: the volume's header was not read (read_cohort with check_volumes=True)")
+    return r.geometry
 
 
 @dataclass
@@ -104,7 +123,7 @@ class PatchJob:
     grid: Geometry                # where the indices live: the volume's grid at the export's spacing
 
 
-def export_dataset(cohort_csv, out, settings: ExportSettings | None = None, jobs: int = 1,
+def export_dataset(cohort_csv: PathLike, out: PathLike, settings: ExportSettings | None = None, jobs: int = 1,
                    progress: bool = True, on_progress: Callable[[int, int], None] | None = None) -> Path:
     """Export the patch dataset; returns the manifest path. ``on_progress(done, total)`` is
     called after each volume (its patch jobs: a volume with lesions and reviewed negatives
@@ -120,8 +139,9 @@ def export_dataset(cohort_csv, out, settings: ExportSettings | None = None, jobs
         return _export_locked(cohort_csv, out, settings, jobs, progress, on_progress)
 
 
-def _export_locked(cohort_csv, out, settings: ExportSettings, jobs: int, progress: bool, on_progress) -> Path:
-    out = Path(out)
+def _export_locked(cohort_csv: PathLike, out_folder: PathLike, settings: ExportSettings, jobs: int, progress: bool,
+                   on_progress: Callable[[int, int], None] | None) -> Path:
+    out = Path(out_folder)
     cohort = read_cohort(cohort_csv)
     require_both_classes(cohort)
     settings = replace(settings, spacing=resolve_spacing(settings.spacing, cohort))
@@ -166,8 +186,9 @@ def _check_settings(s: ExportSettings) -> None:
         raise BlcamError(f"--negatives-per-volume must be ≥ 0, got {s.negatives_per_volume}")
     if not 0 <= s.test_fraction < 1:
         raise BlcamError(f"--test-fraction must be in [0, 1), got {s.test_fraction}")
-    if s.spacing is not None:
-        check_spacing(s.spacing)
+    spacing = s.resolved_spacing()
+    if spacing is not None:
+        check_spacing(spacing)
 
 
 def _dataset_info(cohort: Cohort, s: ExportSettings) -> dict:
@@ -202,6 +223,8 @@ def _claim_folder(out: Path, info: dict) -> None:
 
 
 def _plan(cohort: Cohort, s: ExportSettings) -> list[PatchJob]:
+    if s.folds is None:
+        raise ValueError("choose the number of folds first (choose_folds)")
     classes = cohort.patient_classes()
     splits = assign_splits(classes, s.test_fraction, s.folds, s.seed)
     stems: dict[str, int] = {}
@@ -212,7 +235,7 @@ def _plan(cohort: Cohort, s: ExportSettings) -> list[PatchJob]:
         if stems[stem] > 1:
             stem = f"{stem}_r{r.row}"
         split, fold = splits[r.patient]
-        grid = s.grid(r.geometry)
+        grid = s.grid(_geometry(r))
         if r.label == "lesion":
             centres = box_start(grid.lps_to_index(r.centres_lps)[:, ::-1], s.patch) + np.asarray(s.patch) // 2
             plans.append(PatchJob(r, [f"{stem}_les{n:02d}" for n in range(len(centres))], centres,
@@ -229,7 +252,7 @@ def _plan(cohort: Cohort, s: ExportSettings) -> list[PatchJob]:
     return plans
 
 
-def _reviewed_job(r: CohortRow, stem: str, grid: Geometry, patch, split: str, fold: int,
+def _reviewed_job(r: CohortRow, stem: str, grid: Geometry, patch: Ints, split: str, fold: int,
                   patient_class: str) -> list[PatchJob]:
     """Negatives at the places a radiologist rejected (the cohort's ``negatives`` column).
 
@@ -257,7 +280,7 @@ def _reviewed_job(r: CohortRow, stem: str, grid: Geometry, patch, split: str, fo
                      split, fold, patient_class, grid)]
 
 
-def _check_room_for_negatives(cohort: Cohort, r: CohortRow, grid: Geometry, patch) -> None:
+def _check_room_for_negatives(cohort: Cohort, r: CohortRow, grid: Geometry, patch: Ints) -> None:
     """Negatives must lie inside their volume (padding only ever occurs beside lesions, or
     it would become a label cue); a healthy volume smaller than the patch cannot give one."""
     shape = tuple(int(v) for v in grid.shape)
@@ -303,7 +326,7 @@ def cut_patches(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
             for n in range(len(files))]
 
 
-def _record(job: PatchJob, n: int, rel: Path, start, s: ExportSettings, lo: float, hi: float) -> dict:
+def _record(job: PatchJob, n: int, rel: Path, start: np.ndarray, s: ExportSettings, lo: float, hi: float) -> dict:
     shape = job.grid.shape
     padded = padded_fraction(start, s.patch, shape)
     c, p = job.centres_kji[n], job.points_lps[n]

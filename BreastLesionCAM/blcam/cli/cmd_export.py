@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+
+from ..axes import Float3, int3
 from ..cohort import read_cohort
 from ..errors import BlcamError
 from ..io.resample import check_spacing, mm_to_voxels
@@ -10,7 +13,7 @@ from . import fraction, positive_int
 from .progress import ProgressEmitter
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="cut lesion-centred and healthy patches from a cohort",
                        description="Cut one patch per annotated lesion centre and K random patches per "
                        "volume of a healthy patient; assign patients to test split and folds.")
@@ -41,7 +44,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def spacing_from_args(values: list[str]) -> tuple[float, float, float] | str | None:
+def spacing_from_args(values: list[str]) -> Float3 | str | None:
     if values == ["native"]:
         return None
     if values == ["auto"]:
@@ -53,14 +56,14 @@ def spacing_from_args(values: list[str]) -> tuple[float, float, float] | str | N
                          f"got {' '.join(values)}") from None
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     spacing = spacing_from_args(args.spacing)
-    patch = tuple(args.patch)
+    patch = int3(args.patch)             # three by argparse (nargs=3)
     if args.patch_mm is not None:
         if spacing is None:
             raise BlcamError("--patch-mm needs a training spacing ('auto' or sizes in mm), not 'native': "
                              "millimetres become voxels only at one fixed voxel size")
-        spacing = resolve_spacing(spacing, read_cohort(args.cohort))
+        spacing = resolve_spacing(spacing, read_cohort(args.cohort))   # a triple now: not native
         patch = mm_to_voxels(args.patch_mm, spacing, "--patch-mm")
     settings = ExportSettings(patch, args.negatives_per_volume, args.test_fraction, args.folds, args.seed,
                               spacing=spacing)

@@ -76,7 +76,8 @@ def _linear_as_conv(fc: nn.Linear) -> nn.Conv3d:
 
 
 class _Stage:
-    def __init__(self, name: str, net: nn.Module, geometry: StageGeometry, out_channels: int, store: torch.dtype):
+    def __init__(self, name: str, net: nn.Module, geometry: StageGeometry, out_channels: int,
+                 store: torch.dtype) -> None:
         self.name, self.net, self.geometry = name, net, geometry
         self.out_channels, self.store = out_channels, store
 

@@ -107,6 +107,18 @@ class BreastLesionCAMLogic:
         job = Job(kind, args, self.process, device, **jobOptions).listen(onEvent, onLog, onFinished)
         return self.jobs.add(job).start(slicer.mrmlScene)
 
+    def useDemoModel(self, volumeNode=None) -> bool:
+        """With no model chosen yet, make the bundled phantom demo model the current one (and
+        ``volumeNode`` the input), so Detect runs on the sample data at once; True if it did."""
+        from .SamplePhantom import DEMO_MODEL
+        p = self.getParameterNode()
+        if volumeNode is not None and p.inputVolume is None:
+            p.inputVolume = volumeNode
+        if p.modelPath or not DEMO_MODEL.is_file():
+            return False
+        p.modelPath = str(DEMO_MODEL)
+        return True
+
     # -- case and dataset ------------------------------------------------------------
     def addCase(self, volumeNode, datasetFolder, patientId: str, label: str, centresNode=None) -> CaseRecord:
         """Write the volume, its lesion centres and its cohort row (see :mod:`.Dataset`)."""

@@ -32,6 +32,9 @@ from blcam.errors import BlcamError
 CATEGORY = "BreastLesionCAM"
 SEED = 0                     # fixed: every computer gets the same phantom
 ICONS = Path(__file__).resolve().parents[1] / "Resources" / "Icons"
+# A model trained by `make demo` on phantoms (0.5 mm, recorded in the file): Detect works on
+# the samples right after installing. A phantom model: for trying the tool, not for patients.
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "PhantomDemo.safetensors"
 
 
 @dataclass(frozen=True)
@@ -151,4 +154,6 @@ def _downloadSample(label: str, source=None) -> LoadedSample | None:
                                          f"{slicerCacheFolder()}.", waitCursor=True):
         loaded = loadSample(slicer.mrmlScene, label, slicerCacheFolder())
         slicer.util.setSliceViewerLayers(background=loaded.volume, fit=True)
+        from .Logic import BreastLesionCAMLogic
+        BreastLesionCAMLogic().useDemoModel(loaded.volume)
     return loaded

@@ -128,3 +128,28 @@ def test_module_registers_the_samples_when_slicer_has_started():
     text = MODULE_FILE.read_text(encoding="utf-8")
     assert re.search(r'slicer\.app\.connect\("startupCompleted\(\)",\s*registerSampleData\)', text)
     assert "from BreastLesionCAMLib.SamplePhantom import registerSampleData" in text
+
+
+def test_detect_runs_on_the_sample_with_the_bundled_demo_model_and_points_at_its_lesion(headless, tmp_path):
+    """"Try Detect within a minute of installing": the sample loads, the bundled phantom model
+    (make demo's, 0.5 mm, float16 weights) becomes the current model only when none is chosen,
+    and a real Detect on the sample's ABUS-like grid puts its best candidate in the lesion."""
+    from blcam.model import load_model, model_spacing
+    from BreastLesionCAMLib.Jobs import JobState
+    from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
+    model, meta = load_model(SamplePhantom.DEMO_MODEL, "cpu")      # safetensors: nothing unpickled
+    assert model_spacing(meta) == (0.5, 0.5, 0.5) and "not for patients" in meta["sample_model"]
+    loaded = SamplePhantom.loadSample(headless.scene, "lesion", tmp_path)
+    logic = BreastLesionCAMLogic()
+    assert logic.useDemoModel(loaded.volume)
+    p = logic.getParameterNode()
+    assert p.modelPath == str(SamplePhantom.DEMO_MODEL) and p.inputVolume is loaded.volume
+    assert not logic.useDemoModel()                                  # a chosen model is never replaced
+    started = time.monotonic()
+    job = logic.detect(loaded.volume, p.modelPath, device="cpu")
+    assert job.wait(120) is JobState.SUCCEEDED, job.message
+    assert time.monotonic() - started < 60
+    row = SamplePhantom.generateSample(tmp_path, "lesion")
+    mask = readVolumeFile(row.volume.parent.parent / "masks" / row.volume.name, headless.scene, "mask")
+    (i, j, k), = np.round(worldRASToIJK(loaded.volume, controlPointsWorldRAS(job.result.candidates)[:1])).astype(int)
+    assert slicer.util.arrayFromVolume(mask)[k, j, i] > 0

@@ -18,7 +18,7 @@ import numpy as np
 import slicer
 from vtk import vtkDoubleArray, vtkStringArray
 
-from blcam.detect.outputs import SUMMARY_COLUMNS
+from blcam.detect.outputs import SUMMARY_COLUMNS, SUMMARY_FILE
 from blcam.errors import BlcamError
 from blcam.io.volume import VOLUME_SUFFIXES, read_volume
 
@@ -45,7 +45,7 @@ def batchInputs(path) -> list[Path]:
 
 def loadBatchTable(scene, outFolder, name: str = "Batch Detect"):
     """``detections.csv`` of ``outFolder`` as a table node, most suspicious volume first."""
-    path = Path(outFolder) / "detections.csv"
+    path = Path(outFolder) / SUMMARY_FILE
     if not path.is_file():
         raise BlcamError(f"{path}: missing; did batch Detect finish?")
     with path.open(newline="", encoding="utf-8") as fh:

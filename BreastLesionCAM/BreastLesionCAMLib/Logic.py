@@ -35,6 +35,7 @@ from pathlib import Path
 
 import slicer
 
+from blcam.detect.outputs import SUMMARY_FILE
 from blcam.device import check_device_name, concrete_device, device_choices
 from blcam.errors import BlcamError
 
@@ -282,7 +283,7 @@ class BreastLesionCAMLogic:
         """Keep the speed a finished Detect achieved, for the next estimate."""
         import csv
         plan = self._plan(volumeNode, modelPath)
-        summary = Path(outFolder) / "detections.csv"
+        summary = Path(outFolder) / SUMMARY_FILE
         if isinstance(plan, str) or not summary.is_file():
             return
         try:                           # a speed estimate must never break loading the results

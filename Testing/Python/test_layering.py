@@ -62,3 +62,20 @@ def test_the_output_contract_imports_without_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_each_shared_fact_is_defined_once():
+    """The device names, the model file name, the output names and the small helpers each have
+    one definition in the module folder (blcam and the Slicer module); the rest import them."""
+    import re
+    module = BLCAM.parent
+    facts = {r"^DEVICES\s*=": "blcam/device.py", r"^MODEL_FILE\s*=": "blcam/model.py",
+             r"^def resolve_device\(": "blcam/device.py", r"^def resolve_model_path\(": "blcam/model.py",
+             r"^def json_safe\(": "blcam/io/atomic.py", r"^def safe_name\(": "blcam/io/atomic.py",
+             r"^def write_csv_atomic\(": "blcam/io/atomic.py", r"^CANDIDATE_COLUMNS\s*=": "blcam/detect/outputs.py",
+             r'"detections\.csv"': "blcam/detect/outputs.py", r'"_heatmap\.nrrd"': "blcam/detect/outputs.py",
+             r'"_candidates\.(csv|json|mrk\.json)"': "blcam/detect/outputs.py"}
+    for pattern, home in facts.items():
+        where = sorted({path.relative_to(module).as_posix() for path in module.rglob("*.py")
+                        for line in path.read_text(encoding="utf-8").splitlines() if re.search(pattern, line)})
+        assert where == [home], (pattern, where)

@@ -10,30 +10,19 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
-from ..io.atomic import atomic_path, write_csv_atomic, write_text_atomic
+from ..io.atomic import atomic_path, json_safe, write_csv_atomic, write_text_atomic
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr", "epoch_s",
            "samples_per_s"]
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN: undefined metrics (e.g. AUC of one class) become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def clean_record(record: dict) -> dict:
-    return {k: _clean(v) for k, v in record.items()}
 
 
 def write_history(out_dir: Path, rows: list[dict]) -> None:
     """``history.csv`` and ``history.jsonl``, atomically."""
     write_csv_atomic(out_dir / "history.csv", [{k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS}
                                                for r in rows], COLUMNS)
-    write_text_atomic(out_dir / "history.jsonl", "".join(json.dumps(clean_record(r)) + "\n" for r in rows))
+    # JSON has no NaN: undefined metrics (e.g. the AUC of a one-class split) become null.
+    write_text_atomic(out_dir / "history.jsonl", "".join(json.dumps(json_safe(r)) + "\n" for r in rows))
 
 
 def plot_curves(path: Path, rows: list[dict], title: str = "") -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..axes import PathLike, float3, int3
-from ..cam.base import LesionMapper, MapOptions, StepCallback
+from ..cam.base import LesionMapper, MapOptions
 from ..cam.dense import CONTEXTS
 from ..cam.maps import LesionMap
 from ..cam.registry import MAPPERS, make_mapper
@@ -138,10 +138,6 @@ class Detector:
                              batch_size=settings.batch_size)
         self.mapper: LesionMapper = make_mapper(settings.method, self.model, self.crop, self.stride,
                                                 self.device, options)
-
-    def lesion_map(self, stored: np.ndarray, progress: bool = False,
-                   on_step: StepCallback | None = None) -> LesionMap:
-        return self.mapper(stored, progress, on_step)
 
     def run(self, job: VolumeJob, out_dir: Path, progress: bool = False,
             on_stage: StageCallback | None = None) -> dict:

@@ -14,18 +14,20 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
 import slicer
 from vtk import vtkDoubleArray, vtkStringArray
 
-from blcam.detect.outputs import SUMMARY_COLUMNS, SUMMARY_FILE
+from blcam.detect.outputs import SUMMARY_FILE
 from blcam.errors import BlcamError
 from blcam.io.volume import VOLUME_SUFFIXES, read_volume
+
+from .NodeIO import ijkToRASOf
 
 FOLDER_ATTRIBUTE = "BreastLesionCAM.BatchFolder"     # the table's Detect output folder
 KIND = "BreastLesionCAM.BatchTable"
 TEXT_COLUMNS = ("Name", "Patient", "Label", "Volume")
 NUMBER_COLUMNS = ("Score", "Candidates")
+READ_COLUMNS = ("name", "volume", "volume_score", "candidates")   # of detect's SUMMARY_COLUMNS
 
 
 def batchInputs(path) -> list[Path]:
@@ -50,7 +52,7 @@ def loadBatchTable(scene, outFolder, name: str = "Batch Detect"):
         raise BlcamError(f"{path}: missing; did batch Detect finish?")
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in SUMMARY_COLUMNS[:6] if c not in (reader.fieldnames or [])]
+        missing = [c for c in READ_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise BlcamError(f"{path}: not a blcam detect summary (no {', '.join(missing)} column)")
         rows = list(reader)
@@ -58,16 +60,17 @@ def loadBatchTable(scene, outFolder, name: str = "Batch Detect"):
     def score(row) -> float:
         try:
             return float(row["volume_score"])
-        except ValueError:
+        except (TypeError, ValueError):          # empty, or missing in a short row
             return math.nan
 
-    rows.sort(key=lambda r: -score(r) if not math.isnan(score(r)) else math.inf)
+    scored = sorted(((score(r), r) for r in rows), key=lambda sr: math.inf if math.isnan(sr[0]) else -sr[0])
+    scores, rows = [sc for sc, _ in scored], [r for _, r in scored]      # unscored volumes last
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
     table.SetAttribute(KIND, "1")
     table.SetAttribute(FOLDER_ATTRIBUTE, str(Path(outFolder).resolve()))
     values = {"Name": [r["name"] for r in rows], "Patient": [r.get("patient", "") for r in rows],
               "Label": [r.get("label", "") for r in rows], "Volume": [r["volume"] for r in rows],
-              "Score": [score(r) for r in rows], "Candidates": [float(r["candidates"] or 0) for r in rows]}
+              "Score": scores, "Candidates": [float(r["candidates"] or 0) for r in rows]}
     for column in ("Name", "Patient", "Label", "Score", "Candidates", "Volume"):
         array = vtkDoubleArray() if column in NUMBER_COLUMNS else vtkStringArray()
         array.SetName(column)
@@ -98,12 +101,10 @@ def openBatchRow(table, row: int):
         node = scene.GetNthNodeByClass(n, "vtkMRMLScalarVolumeNode")
         if node.GetAttribute(attribute) == info["Volume"]:
             return node, folder, info["Name"]
+    # The file's own array and grid (not Slicer's reader, which flips a left-handed file's k
+    # axis): Detect's heatmap was written on exactly this grid, and a DICOM folder reads too.
     array, geometry = read_volume(info["Volume"])
-    matrix = np.eye(4)
-    matrix[:3, :3] = np.asarray(geometry.direction, float).reshape(3, 3) * np.asarray(geometry.spacing, float)
-    matrix[:3, 3] = geometry.origin
-    matrix[:2] *= -1.0                                    # LPS → RAS
-    node = slicer.util.addVolumeFromArray(array, matrix, name=info["Name"])
+    node = slicer.util.addVolumeFromArray(array, ijkToRASOf(geometry), name=info["Name"])
     node.SetAttribute(attribute, info["Volume"])
     return node, folder, info["Name"]
 

@@ -75,6 +75,15 @@ def geometryOf(volumeNode, ijkToRASMatrix: np.ndarray | None = None) -> Geometry
                     tuple(float(o) for o in m[:3, 3]), tuple(float(d) for d in direction.ravel()))
 
 
+def ijkToRASOf(geometry: Geometry) -> np.ndarray:
+    """The IJK-to-RAS matrix of an LPS :class:`Geometry` (a volume file's): the inverse of
+    :func:`geometryOf`, so a node built from a file's array sits exactly on the file's grid."""
+    m = np.eye(4)
+    m[:3, :3] = np.asarray(geometry.direction, float).reshape(3, 3) * np.asarray(geometry.spacing, float)
+    m[:3, 3] = geometry.origin
+    return RAS_TO_LPS @ m                      # diag(-1, -1, 1, 1) is its own inverse
+
+
 def writeVolumeNode(volumeNode, path, compress: bool = True) -> Geometry:
     """Write a scalar volume (world geometry) to ``path``; returns the geometry written.
 

@@ -23,7 +23,7 @@ from blcam.cohort import LABELS, NEGATIVES_COLUMN, REQUIRED_COLUMNS
 from blcam.errors import BlcamError
 from blcam.io.atomic import safe_name, write_csv_atomic
 
-from .NodeIO import controlPointsWorldRAS, geometryOf, writeCentres, writeVolumeNode
+from .NodeIO import controlPointsWorldRAS, geometryOf, writeCentres, writePointsRAS, writeVolumeNode
 
 COHORT_NAME = "cohort.csv"
 
@@ -65,9 +65,9 @@ def writeCohortRows(path: Path, header: list[str], rows: list[dict]) -> None:
 
 
 def addCase(volumeNode, datasetFolder, patientId: str, label: str, centresNode=None,
-            negativesNode=None) -> CaseRecord:
+            negativesRAS=None) -> CaseRecord:
     """Write one annotated volume into the dataset folder and its row into ``cohort.csv``
-    (with ``negativesNode``'s points, if any, as the case's reviewed negatives)."""
+    (with ``negativesRAS``, world RAS points if any, as the case's reviewed negatives)."""
     if volumeNode is None:
         raise BlcamError("select the input volume of the case")
     if not str(datasetFolder or "").strip():
@@ -85,7 +85,7 @@ def addCase(volumeNode, datasetFolder, patientId: str, label: str, centresNode=N
         raise BlcamError(f"'{volumeNode.GetName()}' is labelled healthy but has {len(centres)} lesion "
                          "centre(s); label it 'lesion' or remove the points")
     _checkInside(volumeNode, centres)
-    negatives = controlPointsWorldRAS(negativesNode)
+    negatives = np.zeros((0, 3)) if negativesRAS is None else np.asarray(negativesRAS, float).reshape(-1, 3)
     _checkInside(volumeNode, negatives, "reviewed negative")
 
     folder = Path(datasetFolder)
@@ -102,7 +102,7 @@ def addCase(volumeNode, datasetFolder, patientId: str, label: str, centresNode=N
     elif (folder / f"annotations/{stem}.mrk.json").exists():
         (folder / f"annotations/{stem}.mrk.json").unlink()  # relabelled healthy: drop stale centres
     if negativesRel:
-        writeCentres(negativesNode, folder / negativesRel, "negative")
+        writePointsRAS(negatives, folder / negativesRel, [f"negative-{n + 1}" for n in range(len(negatives))])
         if NEGATIVES_COLUMN not in header:
             header.append(NEGATIVES_COLUMN)
 

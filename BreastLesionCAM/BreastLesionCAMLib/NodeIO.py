@@ -112,11 +112,16 @@ def controlPointsWorldRAS(markupsNode) -> np.ndarray:
     return np.asarray(points, float).reshape(-1, 3)
 
 
-def writeCentres(markupsNode, path, prefix: str = "lesion") -> np.ndarray:
-    """Write the node's points (lesion centres, or reviewed negatives) as an LPS ``.mrk.json``;
-    returns them in LPS."""
-    lps = controlPointsWorldRAS(markupsNode) * RAS_TO_LPS.diagonal()[:3]
-    labels = [markupsNode.GetNthControlPointLabel(n) or f"{prefix}-{n + 1}" for n in range(len(lps))]
+def writeCentres(markupsNode, path) -> np.ndarray:
+    """Write the node's lesion centres as an LPS ``.mrk.json``; returns them in LPS."""
+    ras = controlPointsWorldRAS(markupsNode)
+    return writePointsRAS(ras, path, [markupsNode.GetNthControlPointLabel(n) or f"lesion-{n + 1}"
+                                      for n in range(len(ras))])
+
+
+def writePointsRAS(pointsRAS: np.ndarray, path, labels: list[str]) -> np.ndarray:
+    """Write world RAS points as an LPS ``.mrk.json`` (what the CLI reads); returns them in LPS."""
+    lps = np.asarray(pointsRAS, float).reshape(-1, 3) * RAS_TO_LPS.diagonal()[:3]
     write_markups(path, lps, labels=labels)
     return lps
 

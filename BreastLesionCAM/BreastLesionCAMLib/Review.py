@@ -100,16 +100,14 @@ def reviewedPoints(candidatesNode) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(accepted, float).reshape(-1, 3), np.asarray(rejected, float).reshape(-1, 3)
 
 
-def _addPoints(node, points: np.ndarray, prefix: str, skipNear: bool) -> int:
+def _addCentres(node, points: np.ndarray) -> None:
+    """Add ``points`` to the centres ``node``, except one within :data:`DUPLICATE_MM` of a centre."""
     existing = controlPointsWorldRAS(node)
-    added = 0
     for p in points:
-        if skipNear and len(existing) and np.min(np.linalg.norm(existing - p, axis=1)) < DUPLICATE_MM:
+        if len(existing) and np.min(np.linalg.norm(existing - p, axis=1)) < DUPLICATE_MM:
             continue
-        node.AddControlPointWorld(*[float(v) for v in p], f"{prefix}-{node.GetNumberOfControlPoints() + 1}")
+        node.AddControlPointWorld(*[float(v) for v in p], f"lesion-{node.GetNumberOfControlPoints() + 1}")
         existing = np.vstack([existing, p[None]])
-        added += 1
-    return added
 
 
 def addReviewedCase(volumeNode, candidatesNode, datasetFolder, patientId: str, centresNode=None) -> CaseRecord:
@@ -129,12 +127,7 @@ def addReviewedCase(volumeNode, candidatesNode, datasetFolder, patientId: str, c
     scene = candidatesNode.GetScene()
     if centresNode is None:
         centresNode = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{volumeNode.GetName()} lesion centres")
-    _addPoints(centresNode, accepted, "lesion", skipNear=True)
-    negativesNode = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{volumeNode.GetName()} reviewed negatives")
-    try:
-        _addPoints(negativesNode, rejected, "negative", skipNear=False)
-        label = "lesion" if centresNode.GetNumberOfControlPoints() else "healthy"
-        return addCase(volumeNode, datasetFolder, patientId, label, centresNode if label == "lesion" else None,
-                       negativesNode=negativesNode)
-    finally:
-        scene.RemoveNode(negativesNode)
+    _addCentres(centresNode, accepted)
+    label = "lesion" if centresNode.GetNumberOfControlPoints() else "healthy"
+    return addCase(volumeNode, datasetFolder, patientId, label, centresNode if label == "lesion" else None,
+                   negativesRAS=rejected)

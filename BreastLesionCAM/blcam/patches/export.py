@@ -154,24 +154,22 @@ def _export_locked(cohort_csv: PathLike, out_folder: PathLike, settings: ExportS
     remove_stale_temporaries(out)
     records: list[dict] = []
     bar = tqdm(total=len(jobs_list), desc="export", unit="vol", disable=not progress)
-    done = [0]
 
-    def step() -> None:
+    def step(done: int) -> None:
         bar.update()
-        done[0] += 1
         if on_progress is not None:
-            on_progress(done[0], len(jobs_list))
+            on_progress(done, len(jobs_list))
 
     if jobs <= 1:
-        for job in jobs_list:
+        for done, job in enumerate(jobs_list, 1):
             records += cut_patches(job, out, settings)
-            step()
+            step(done)
     else:
         with process_pool(jobs) as pool:
             futures = [pool.submit(cut_patches, job, out, settings) for job in jobs_list]
-            for fut in as_completed(futures):
+            for done, fut in enumerate(as_completed(futures), 1):
                 records += fut.result()
-                step()
+                step(done)
     bar.close()
     records.sort(key=lambda r: (r["row"], r["kind"], r["patch_id"]))
     manifest = out / "manifest.csv"

@@ -21,7 +21,7 @@ from _training_fixtures import (
 )
 from blcam.evaluation import evaluate_model
 from blcam.model import load_model, read_metadata
-from blcam.training.checkpoint import LAST, load_checkpoint
+from blcam.training.checkpoint import LAST, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -166,3 +166,21 @@ def test_without_a_fold_the_test_split_never_picks_the_model(tmp_path_factory, t
                           "--monitor", "val_auc", "--epochs", "1"], capture_output=True, text=True, encoding="utf-8",
                          env={**os.environ, **SUBPROCESS_ENV, "PYTHONPATH": str(ROOT / "BreastLesionCAM")})
     assert cli.returncode == 2 and "--fold" in cli.stderr and not (tmp_path / "cli").exists()
+
+
+def test_a_diverging_run_stops_with_the_epoch_and_keeps_the_last_finite_one(tmp_path_factory, tmp_path):
+    """A loss or held-out logit that is not finite ends the run with an error naming the epoch
+    (not a traceback from the AUC), before that epoch is written: last.pt keeps the one before."""
+    import pytest
+
+    from blcam.errors import BlcamError
+    from blcam.training import train_model
+    data = blob_dataset(tmp_path_factory)
+    run = tmp_path / "run"
+    train_model(data, run, tiny_config(epochs=1), progress=False)
+    state = load_checkpoint(run / LAST)
+    state["model"] = {k: (v.fill_(float("nan")) if k.endswith("fc.weight") else v) for k, v in state["model"].items()}
+    save_checkpoint(run / LAST, state)
+    with pytest.raises(BlcamError, match=r"epoch 2: .* not finite: training diverged .* keeps epoch 1"):
+        train_model(data, run, tiny_config(epochs=2), progress=False, resume=True)
+    assert load_checkpoint(run / LAST)["epoch"] == 1

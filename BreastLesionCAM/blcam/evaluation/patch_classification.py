@@ -22,7 +22,7 @@ from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..metrics.classification import binary_summary
 from ..model import load_model, resolve_model_path
 from ..patches.dataset import PatchDataset, load_dataset
-from ..training.data import STREAM_EVAL, PatchSource, centre_offset, crop_ranges, random_params
+from ..training.data import STREAM_EVAL, PatchSource, centre_offset, crop_ranges, prefers_channels_last, random_params
 from ..training.predict import predict_logits, sigmoid
 from .report import markdown_table, plot_roc
 
@@ -70,7 +70,7 @@ def evaluate_model(run_or_model: PathLike, dataset_root: PathLike, split: str = 
              "centre": (np.tile(centre_offset(patch, crop), (len(rows), 1)), crop),
              "random": (random_params(seed, STREAM_EVAL, 0, rows, patch, crop, 0.0, ranges)[0], crop)}
     labels = np.array([r["label"] for r in records])
-    channels_last = dev.type == "cuda"
+    channels_last = prefers_channels_last(dev)
     modes, probs = {}, {}
     bar = tqdm(total=3 * len(rows), desc=f"evaluate {split}", unit="patch", disable=not progress)
     for mode, (offsets, size) in plans.items():

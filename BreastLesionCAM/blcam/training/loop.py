@@ -5,9 +5,9 @@ from :mod:`.data`, a pure function of seed, epoch and patch), BCE on one logit, 
 After each epoch (or every ``val_every``) the held-out patches are scored on their centred
 crops; the epoch that ``monitor`` picks (the best on a validation fold, the last when the
 held-out patches are the test split) is written to ``model.safetensors`` and the full
-state to ``last.pt`` for ``--resume``. On CUDA: bf16 autocast, channels_last_3d, cuDNN
-autotuning and patches held in GPU memory when they fit. On CPU: deterministic algorithms,
-so a run and its resumption give bit-identical weights.
+state to ``last.pt`` for ``--resume``. On CUDA: bf16 autocast, cuDNN autotuning and patches
+held in GPU memory when they fit; on CUDA and the CPU, channels_last_3d. On CPU: deterministic
+algorithms, so a run and its resumption give bit-identical weights.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from .data import (
     centre_offset,
     crop_ranges,
     max_offsets,
+    prefers_channels_last,
     random_params,
     to_network,
 )
@@ -165,7 +166,8 @@ class _Trainer:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(config.seed)
         net = build_model(config.arch, config.stem, config.widen, config.output_stride).to(device)
-        if self.cuda:
+        self.channels_last = prefers_channels_last(device)
+        if self.channels_last:
             net = net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # not in torch's stubs
         self.net = net
         # Point supervision needs the local-logit map; the paper's recipe runs the net as it is.
@@ -246,7 +248,7 @@ class _Trainer:
         # Batches come in draw order; zip asks the batch generator first, so it runs to its end.
         for (x, y, _), drawn in zip(batches, slices):
             with autocast_for(self.device, self.cfg.precision):
-                out = self.model(to_network(x, self.cuda))
+                out = self.model(to_network(x, self.channels_last))
             if targets is not None:                       # point supervision
                 local = out.float()
                 logits = local.mean(dim=(1, 2, 3))
@@ -272,7 +274,18 @@ class _Trainer:
         return point_targets(where, labels, self.cfg.crop, self.stride,
                              point_sigma(self.stride, self.cfg.point_sigma)).to(self.device)
 
-    def _validate(self) -> dict:
+    def _check_finite(self, epoch: int, what: str, values: np.ndarray) -> None:
+        """Stop with a clear error when training diverged, before this epoch is written, so
+        ``last.pt`` keeps the last finite epoch to resume from."""
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            kept = (f"{self.out / LAST} keeps epoch {epoch - 1} to resume from" if epoch > 1
+                    else "nothing was saved")
+            raise BlcamError(f"epoch {epoch}: {bad} {what} value(s) are not finite: training diverged "
+                             f"(precision {self.cfg.precision}, lr {self.optimizer.param_groups[0]['lr']:.3g}); "
+                             f"{kept}. Try --precision fp32 or a lower --lr")
+
+    def _validate(self, epoch: int) -> dict:
         """Centred crops of the held-out patches; scores gathered from every rank."""
         assert self.val_src is not None, "validation needs held-out patches"
         rows = list(range(self.ctx.rank, len(self.val_recs), self.ctx.world_size))
@@ -280,10 +293,11 @@ class _Trainer:
         # Forward only: twice the training batch fits in the memory a training step needs.
         classifier = self.net if self.pointed else self.model     # one logit per crop
         logits = predict_logits(classifier, self.val_src, rows, offsets, 2 * self.batch,
-                                self.cfg.precision, self.cuda)
+                                self.cfg.precision, self.channels_last)
         parts = self.ctx.gather((rows, logits.tolist()))
         all_rows = np.concatenate([np.asarray(r, np.int64) for r, _ in parts])
         all_logits = np.concatenate([np.asarray(lg, np.float64) for _, lg in parts])
+        self._check_finite(epoch, "held-out logit", all_logits)
         labels = np.array([self.val_recs[r]["label"] for r in all_rows])
         summary = binary_summary(labels, sigmoid(all_logits))
         return {"val_loss": bce_from_logits(all_logits, labels), "val_acc": summary["accuracy"],
@@ -340,8 +354,9 @@ class _Trainer:
                 t0 = time.perf_counter()
                 train_loss, train_acc, n = self._train_epoch(epoch)
                 train_s = time.perf_counter() - t0
+                self._check_finite(epoch, "training loss", np.array([train_loss]))
                 validate = self.val_src is not None and (epoch % self.cfg.val_every == 0 or epoch == epochs)
-                val = self._validate() if validate else {"val_loss": None, "val_acc": None, "val_auc": None}
+                val = self._validate(epoch) if validate else {"val_loss": None, "val_acc": None, "val_auc": None}
                 spent.append(time.perf_counter() - t0)
                 row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, **val,
                        "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(spent[-1], 4),

@@ -37,7 +37,7 @@ from .candidates import Candidate, find_candidates, half_max_extent
 from .outputs import VolumeOutputs, write_candidates, write_heatmap, write_summary
 from .overlays import candidate_figure, contact_sheet
 from .refine import MODES as REFINE_MODES
-from .refine import CandidateRefiner, default_mode
+from .refine import CandidateRefiner, default_mode, trained_inside
 from .resume import FinishedVolumes
 
 METHODS = MAPPERS   # the registry itself, so that every registered map is a valid --method
@@ -197,7 +197,8 @@ class Detector:
             return time.perf_counter() - start
         if self.refiner is None:
             mode = self.settings.refine_mode or default_mode(self.meta)
-            self.refiner = CandidateRefiner(self.model, self.crop, self.stride, self.device, mode)
+            self.refiner = CandidateRefiner(self.model, self.crop, self.stride, self.device, mode,
+                                            inside=trained_inside(self.meta))
         refiner = self.refiner
         spacing_kji = tuple(reversed(geometry.spacing))
         for n, cand in enumerate(todo):

@@ -16,9 +16,15 @@ grid:
 Either value is sampled at ``p`` and ``p ± h`` along each axis (one batch of six crops); the
 vertices of the three parabolas move ``p`` (at most ``h`` per axis) if the network's value
 there is higher, and the search repeats with ``h`` halved: 15 crop-sized forward passes per
-candidate for two rounds, listed separately in Detect's timings. Crops are cut with zero
-padding (the stored value of padding) where they reach past the volume, as training crops
-near the border were.
+candidate for two rounds, listed separately in Detect's timings.
+
+Where a crop reaches past the volume it is cut with zero padding (the stored value of
+padding). The paper's recipe trained on such crops beside border lesions; the default recipe
+kept every training crop inside the volume (``padded_crops=False``), so its network never saw
+padding, and answers there are not evidence: on the demo, refined candidates walked into the
+volume's first slices and top rows, where no lesion was. With ``inside=True`` a move may not
+take the crop further outside the volume than the starting position's crop already was
+(:meth:`CandidateRefiner.limits`).
 """
 
 from __future__ import annotations
@@ -41,13 +47,18 @@ def default_mode(meta: dict) -> str:
     return "local" if float(meta.get("training", {}).get("point_loss", 0) or 0) > 0 else "crop"
 
 
+def trained_inside(meta: dict) -> bool:
+    """Whether the model's training crops stayed inside the volume (the default recipe)."""
+    return not meta.get("training", {}).get("padded_crops", True)
+
+
 class CandidateRefiner:
     """Moves candidate positions ``(k, j, i)`` (voxels) to where the network answers best."""
 
     def __init__(self, model: ResNet, crop: Sequence[int], stride: Sequence[int], device: str | torch.device,
-                 mode: str = "local", steps: int = 2):
+                 mode: str = "local", steps: int = 2, inside: bool = False):
         self.crop = np.asarray(crop, int)
-        self.mode, self.steps, self.device = mode, steps, torch.device(device)
+        self.mode, self.steps, self.device, self.inside = mode, steps, torch.device(device), inside
         self.net = (LocalLogitNet(model) if mode == "local" else model).eval()
         positions = feature_positions(crop, stride)
         # The feature voxel nearest the crop centre (local mode); ``anchor`` is where in the crop
@@ -68,10 +79,26 @@ class CandidateRefiner:
         out = out[centre] if self.mode == "local" else out.reshape(-1)
         return out.float().cpu().numpy()
 
+    def limits(self, shape: Sequence[int], start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest and highest position (per axis) a candidate starting at ``start`` may move to.
+
+        Always inside the volume. With ``inside``, also where the queried crop stays inside
+        the volume (the ``anchor`` from its low end, the rest of the crop to its high end),
+        widened to ``start`` itself where the map's own position already needs padding, and
+        along an axis where the volume is thinner than a crop, the whole axis (every crop pads).
+        """
+        top = np.asarray(shape, float) - 1
+        if not self.inside:
+            return np.zeros(3), top
+        fits = np.asarray(shape) >= self.crop
+        lo = np.where(fits, self.anchor, 0.0)
+        hi = np.where(fits, top - (self.crop - 1 - self.anchor), top)
+        return np.minimum(lo, start), np.maximum(hi, start)
+
     def __call__(self, stored: np.ndarray, index_kji: Sequence[float] | np.ndarray) -> tuple[np.ndarray, float]:
         """The refined position (continuous voxels) and the network's value there."""
         p = np.asarray(index_kji, float).copy()
-        shape = np.asarray(stored.shape, float) - 1
+        low, high = self.limits(stored.shape, p)
         h = self.first.copy()
         best = float(self._values(stored, p[None])[0])
         for _ in range(self.steps):
@@ -82,7 +109,7 @@ class CandidateRefiner:
             with np.errstate(divide="ignore", invalid="ignore"):
                 t = np.where(curv < 0, 0.5 * (fm - fp) / curv, np.sign(fp - fm))
             t = np.clip(np.nan_to_num(t), -1.0, 1.0)
-            moved = np.clip(p + t * h, 0, shape)
+            moved = np.clip(p + t * h, low, high)
             value = float(self._values(stored, moved[None])[0])
             if value > best:                        # keep the move only where the network agrees
                 p, best = moved, value

@@ -104,6 +104,8 @@ def main(argv=None) -> int:
     p.add_argument("--patients", type=int, default=150)
     p.add_argument("--seed", type=int, default=2, help="phantom, split and training seed (the demo uses 1)")
     p.add_argument("--epochs", type=int, default=DemoConfig.epochs)
+    p.add_argument("--test-fraction", type=float, default=DemoConfig.test_fraction,
+                   help="share of patients held out (default: the demo's)")
     p.add_argument("--patch", type=int, nargs=3, default=list(DemoConfig.patch), metavar=("K", "J", "I"))
     p.add_argument("--negatives-per-volume", type=int, default=DemoConfig.negatives_per_volume)
     p.add_argument("--recipes", nargs="*", default=["default", "paper"], choices=sorted(RECIPES),
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     c = replace(DemoConfig(), patients=args.patients, seed=args.seed, epochs=args.epochs, patch=tuple(args.patch),
-                negatives_per_volume=args.negatives_per_volume)
+                negatives_per_volume=args.negatives_per_volume, test_fraction=args.test_fraction)
     # Patch and crop hold the demo's tissue (its voxel sizes at its 0.5 mm) at whatever spacing
     # the patches are cut: the export's, or the phantom's own.
     demo_kji = np.asarray(c.spacing, float)

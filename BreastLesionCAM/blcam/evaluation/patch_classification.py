@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from ..axes import PathLike
@@ -71,6 +72,8 @@ def evaluate_model(run_or_model: PathLike, dataset_root: PathLike, split: str = 
              "random": (random_params(seed, STREAM_EVAL, 0, rows, patch, crop, 0.0, ranges)[0], crop)}
     labels = np.array([r["label"] for r in records])
     channels_last = prefers_channels_last(dev)
+    if channels_last:     # weights in the inputs' layout, as training holds them (no reorder per batch)
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     modes, probs = {}, {}
     bar = tqdm(total=3 * len(rows), desc=f"evaluate {split}", unit="patch", disable=not progress)
     for mode, (offsets, size) in plans.items():

@@ -13,7 +13,6 @@ algorithms, so a run and its resumption give bit-identical weights.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +45,7 @@ from .data import (
     to_network,
 )
 from .distributed import DistContext, launched_as_main, per_rank_batch, setup
+from .epoch_rules import better, check_finite
 from .hard_negatives import load_mined, mine, mined_manifest, mining_epochs
 from .history import plot_curves, write_history
 from .point_supervision import lesion_in_crop, point_sigma, point_targets
@@ -134,21 +134,6 @@ def _deterministic(enabled: bool):
         yield
     finally:
         torch.use_deterministic_algorithms(before)
-
-
-def _better(val: dict, best: dict, monitor: str) -> bool:
-    """Does this validation improve on the best so far? Ties on AUC/accuracy (common on
-    small held-out sets) go to the lower loss; ``nan`` never improves; anything beats none."""
-    def key(v: float | None, loss: float | None) -> tuple[float, ...] | None:
-        if v is None or math.isnan(v):
-            return None
-        if monitor == "val_loss":
-            return (-v,)
-        return (v, -(loss if loss is not None and math.isfinite(loss) else math.inf))
-    old, new = key(best.get("value"), best.get("loss")), key(val[monitor], val["val_loss"])
-    if best.get("epoch") is None or old is None:
-        return True
-    return new is not None and new > old
 
 
 class _Trainer:
@@ -275,15 +260,7 @@ class _Trainer:
                              point_sigma(self.stride, self.cfg.point_sigma)).to(self.device)
 
     def _check_finite(self, epoch: int, what: str, values: np.ndarray) -> None:
-        """Stop with a clear error when training diverged, before this epoch is written, so
-        ``last.pt`` keeps the last finite epoch to resume from."""
-        bad = int((~np.isfinite(values)).sum())
-        if bad:
-            kept = (f"{self.out / LAST} keeps epoch {epoch - 1} to resume from" if epoch > 1
-                    else "nothing was saved")
-            raise BlcamError(f"epoch {epoch}: {bad} {what} value(s) are not finite: training diverged "
-                             f"(precision {self.cfg.precision}, lr {self.optimizer.param_groups[0]['lr']:.3g}); "
-                             f"{kept}. Try --precision fp32 or a lower --lr")
+        check_finite(values, epoch, what, self.cfg.precision, self.optimizer.param_groups[0]["lr"], self.out / LAST)
 
     def _validate(self, epoch: int) -> dict:
         """Centred crops of the held-out patches; scores gathered from every rank."""
@@ -363,7 +340,7 @@ class _Trainer:
                        "samples_per_s": round(n / train_s, 2)}
                 self.history.append(row)
                 is_best = (self.val_src is None or self.monitor == "last"
-                           or (validate and _better(val, self.best, self.monitor)))
+                           or (validate and better(val, self.best, self.monitor)))
                 if is_best:
                     self.best = {"value": val.get(self.monitor), "loss": val["val_loss"], "epoch": epoch}
                 stop = False

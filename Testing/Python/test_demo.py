@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
+import blcam.demo.pipeline as demo_pipeline
 from blcam.demo import DemoConfig, run_demo
 
 TINY = DemoConfig(patients=8, seed=3, shape=(24, 64, 64), spacing=(1.0, 0.6, 0.6), lesion_fraction=0.5,
@@ -49,3 +52,31 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert kept.count("done earlier, kept") == 4 and "[5/7] Detect" in kept
     assert max(len(json.loads(p.read_text(encoding="utf-8"))["candidates"])
                for p in (out / "detections").glob("*_candidates.json")) <= 3
+
+
+def test_an_interrupted_training_continues_from_its_last_epoch(tmp_path, capsys, monkeypatch):
+    """A demo stopped during training (Ctrl-C after epoch 1 of 2) keeps that epoch when rerun."""
+    config = DemoConfig(**{**TINY.__dict__, "epochs": 2})
+    out = tmp_path / "demo"
+    real_train = demo_pipeline.train_model
+
+    def interrupted(*args, **kwargs):
+        real_train(*args, **kwargs, on_epoch=lambda record: False)   # stops after epoch 1, as a kill would
+        raise KeyboardInterrupt
+    monkeypatch.setattr(demo_pipeline, "train_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out, config, progress=False)
+    history = out / "run" / "history.csv"
+    first = history.read_text(encoding="utf-8").splitlines()
+    assert len(first) == 2                                   # header and epoch 1
+    monkeypatch.setattr(demo_pipeline, "train_model", real_train)
+    capsys.readouterr()
+    run_demo(out, config, progress=False)
+    printed = capsys.readouterr().out
+    assert "continuing the interrupted training" in printed
+    rows = history.read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 3 and rows[1] == first[1]            # epoch 1 kept as it was, epoch 2 added
+    # Another number of epochs is another run (its schedule differs): it starts afresh.
+    run_demo(out, DemoConfig(**{**config.__dict__, "epochs": 1}), progress=False)
+    assert "continuing" not in capsys.readouterr().out
+    assert len(history.read_text(encoding="utf-8").splitlines()) == 2

@@ -42,6 +42,7 @@ from ..patches.export import ExportSettings, export_dataset
 from ..phantom import make_cohort
 from ..recipes import recipe_config
 from ..training import train_model
+from ..training.resume_guard import resume_problem
 from .report import write_report
 
 
@@ -175,13 +176,18 @@ def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = T
     step(2, "export", f"export {'×'.join(map(str, c.patch))} patches", export)
 
     def train():
-        if paths["run"].exists():
-            shutil.rmtree(paths["run"])
         extra = {"hard_negatives": c.hard_negatives} if c.recipe == "default" else {}
         cfg = recipe_config(c.recipe, arch=c.arch, stem=c.stem, widen=c.widen, epochs=c.epochs,
                             batch_size=c.batch_size, lr=c.lr, crop=tuple(c.crop), device=device, seed=c.seed,
                             workers=0, **extra)
-        train_model(paths["patches"], paths["run"], cfg, progress=progress)
+        # An interrupted training continues from its last epoch (same recipe and export);
+        # anything else starts afresh.
+        resume = paths["run"].exists() and not resume_problem(paths["run"] / "last.pt", paths["patches"], cfg)
+        if resume:
+            print(f"continuing the interrupted training in {paths['run']}", flush=True)
+        elif paths["run"].exists():
+            shutil.rmtree(paths["run"])
+        train_model(paths["patches"], paths["run"], cfg, progress=progress, resume=resume)
     step(3, "train", f"train {c.arch} (stem {c.stem}, width {c.widen}, recipe {c.recipe}) for {c.epochs} epochs "
          f"on {device}", train)
 

@@ -50,7 +50,7 @@ from .hard_negatives import load_mined, mine, mined_manifest, mining_epochs
 from .history import plot_curves, write_history
 from .point_supervision import lesion_in_crop, point_sigma, point_targets
 from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
-from .resume_guard import check_same_dataset, dataset_identity
+from .resume_guard import check_same_dataset, dataset_identity, recipe_mismatch
 from .sampling import epoch_order
 
 
@@ -199,11 +199,9 @@ class _Trainer:
     # -- resume --------------------------------------------------------------------------
     def _load(self) -> None:
         state = load_checkpoint(self.out / LAST)
-        saved = TrainConfig.from_dict(state["config"])
-        diff = self.cfg.recipe_differences(saved)
-        if diff:
-            detail = ", ".join(f"{k}: {saved.to_dict()[k]} → {self.cfg.to_dict()[k]}" for k in diff)
-            raise BlcamError(f"{self.out / LAST}: cannot resume with a different recipe ({detail})")
+        changed = recipe_mismatch(state["config"], self.cfg)
+        if changed:
+            raise BlcamError(f"{self.out / LAST}: cannot resume with a different recipe ({changed})")
         check_same_dataset(state.get("dataset"), self.dataset_id, self.out / LAST, warn=self.ctx.is_main)
         if state["world_size"] != self.ctx.world_size:
             raise BlcamError(f"{self.out / LAST}: run used {state['world_size']} process(es), now "

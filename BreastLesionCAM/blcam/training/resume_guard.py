@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ..axes import PathLike
 from ..errors import BlcamError
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
 
 IDENTITY_FILES = ("dataset.json", "manifest.csv")
 
@@ -47,3 +49,38 @@ def check_same_dataset(saved: dict | None, current: dict, checkpoint: Path, warn
         raise BlcamError(f"{checkpoint}: the run was trained on the dataset {saved.get('path')} "
                          f"(sha256 {str(saved.get('sha256'))[:12]}), not on {current['path']} "
                          f"(sha256 {current['sha256'][:12]}); resume with that dataset, or train into another --out")
+
+
+def recipe_mismatch(saved: dict, config: TrainConfig) -> str:
+    """The recipe fields in which ``config`` departs from a checkpoint's saved config, as
+    ``"field: old → new, ..."`` (empty when the run may be continued with ``config``)."""
+    old = TrainConfig.from_dict(saved)
+    return ", ".join(f"{k}: {old.to_dict()[k]} → {config.to_dict()[k]}" for k in config.recipe_differences(old))
+
+
+def resume_problem(checkpoint: PathLike, dataset_root: PathLike, config: TrainConfig) -> str:
+    """Why the run whose ``last.pt`` is ``checkpoint`` cannot be continued with ``config`` on
+    ``dataset_root`` by one process, as the same run; empty when it can. For callers that
+    decide between resuming and starting afresh (the demo), before any training starts.
+
+    Stricter than ``--resume``: the number of epochs must match too, since the learning-rate
+    schedule (cosine) is laid out over it, so a run extended later is not the run a fresh
+    start with the new number would give."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        return f"no {checkpoint}"
+    try:
+        state = load_checkpoint(checkpoint)
+    except BlcamError as exc:
+        return str(exc)
+    changed = recipe_mismatch(state["config"], config)
+    if changed:
+        return f"a different recipe ({changed})"
+    saved = state.get("dataset") or {}
+    if saved.get("sha256") != dataset_identity(dataset_root)["sha256"]:
+        return "another dataset (a new export)"
+    if int(state["config"].get("epochs", -1)) != config.epochs:
+        return f"{state['config'].get('epochs')} epochs planned, not {config.epochs}"
+    if state.get("world_size") != 1:
+        return f"{state.get('world_size')} processes, not 1"
+    return ""

@@ -27,10 +27,10 @@ def _net_input(stored: np.ndarray, dtype=torch.float32) -> torch.Tensor:
 
 
 def _trunk_logit(model, stored: np.ndarray) -> np.ndarray:
-    """Reference local-logit grid: the plain (unfolded, untiled, float32) MONAI trunk."""
+    """Reference local-logit grid: the plain (unfolded, untiled) MONAI trunk, in the model's dtype."""
     m = model.eval()
     with torch.inference_mode():
-        x = m.maxpool(m.act(m.bn1(m.conv1(_net_input(stored)))))
+        x = m.maxpool(m.act(m.bn1(m.conv1(_net_input(stored, m.conv1.weight.dtype)))))
         a = m.layer4(m.layer3(m.layer2(m.layer1(x))))
         return (torch.einsum("bc...,c->b...", a, m.fc.weight[0]) + m.fc.bias[0])[0].numpy()
 
@@ -75,6 +75,10 @@ def test_receptive_field_reach_of_the_trunk():
     fast = build_model("resnet18", "fast", 0.25)
     g = stage_geometry([fast.conv1, fast.maxpool, fast.layer1, fast.layer2, fast.layer3, fast.layer4])
     assert g.stride == (16, 32, 32) and g.reach == (110, 217, 217)
+    compact = build_model("resnet10", "compact", 0.25)       # 3³ stem: 2 voxels less reach, same stride
+    g = stage_geometry([compact.conv1, compact.maxpool, compact.layer1, compact.layer2, compact.layer3,
+                        compact.layer4])
+    assert g.stride == (16, 16, 16) and g.reach == (48, 48, 48)
 
 
 def test_tiles_cover_the_output_once_and_start_on_the_stride():
@@ -111,6 +115,19 @@ def test_tiled_pass_equals_the_untiled_network():
     whole64 = exact.logit_grid(stored)
     exact.plan = mapper.plan
     assert np.abs(exact.logit_grid(stored) - whole64).max() <= F64_TOL * np.abs(whole64).max()
+
+
+def test_a_compact_stem_model_is_mapped_exactly():
+    """``--stem compact`` (3³ first convolution) goes through the same tiled, BN-folded path:
+    in float64 its tiled map equals the plain network's local logits to rounding."""
+    model = random_model(widen=0.125, stem="compact").double()
+    stored = np.random.default_rng(1).integers(0, 256, (32, 64, 96), dtype=np.uint8)
+    exact = DenseLesionMapper(model, (16, 64, 64), "cpu", 64, dtype=torch.float64, store=None)
+    exact.plan = lambda shape, resident=None, batch=1: [30_000, 12_000, 2_000]     # forced tiles
+    tiled = exact.logit_grid(stored)
+    reference = _trunk_logit(model, stored)
+    assert tiled.shape == reference.shape == (2, 4, 6)
+    assert np.abs(tiled - reference).max() <= F64_TOL * np.abs(reference).max()
 
 
 def test_fast_path_equals_patch_gradcam_on_the_same_crop():

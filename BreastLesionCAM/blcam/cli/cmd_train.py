@@ -34,7 +34,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help=f"MONAI 3D ResNet depth (default: {_D.arch})")
     p.add_argument("--stem", choices=list(STEMS), default=_D.stem,
                    help="first convolution: 'paper' = MONAI's full-resolution 7x7x7 (finest CAM); 'fast' = "
-                   f"in-plane stride 2, ~3x faster training (default: {_D.stem})")
+                   "in-plane stride 2, ~3x faster training, half the map's in-plane resolution; 'compact' = "
+                   f"full-resolution 3x3x3, 1.4x faster training on a CPU (default: {_D.stem})")
     p.add_argument("--widen", type=float, default=_D.widen, metavar="F",
                    help=f"channel width factor (MONAI widen_factor; default: {_D.widen})")
     p.add_argument("--width", type=float, dest="widen", help=argparse.SUPPRESS)   # the old spelling

@@ -1,5 +1,6 @@
 """Checkpoint and model files: plain data only, malicious pickles refused, runs not clobbered."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,18 @@ def test_resume_refuses_another_recipe_and_new_runs_refuse_a_used_folder(tmp_pat
     assert (run / LAST).stat().st_mtime_ns == before
     with pytest.raises(BlcamError, match="no last.pt to resume from"):
         train_model(data, run.parent / "fresh", tiny_config(), progress=False, resume=True)
+
+
+def test_resuming_with_more_epochs_warns_that_the_cosine_rate_is_relaid(tmp_path_factory, tmp_path, capsys):
+    """``--resume --epochs N`` extends a run, but a cosine rate then jumps to the new curve: said on stderr."""
+    data, finished = blob_dataset(tmp_path_factory), trained_run(tmp_path_factory)
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    capsys.readouterr()
+    train_model(data, run, tiny_config(epochs=5), progress=False, resume=True)
+    err = capsys.readouterr().err
+    assert "laid out over 4 epochs and is now laid out over 5: epoch 5 trains at lr 9.55e-05, after 0.000146" in err
+    assert len(load_checkpoint(run / LAST)["history"]) == 5
+    # The same length again (or a constant rate) continues the same curve: no warning.
+    train_model(data, run, tiny_config(epochs=5), progress=False, resume=True)
+    assert "laid out" not in capsys.readouterr().err

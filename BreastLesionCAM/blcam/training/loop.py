@@ -50,7 +50,7 @@ from .hard_negatives import load_mined, mine, mined_manifest, mining_epochs
 from .history import plot_curves, write_history
 from .point_supervision import lesion_in_crop, point_sigma, point_targets
 from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
-from .resume_guard import check_same_dataset, dataset_identity, recipe_mismatch
+from .resume_guard import check_same_dataset, dataset_identity, recipe_mismatch, warn_schedule_change
 from .sampling import epoch_order
 
 
@@ -206,6 +206,7 @@ class _Trainer:
         if state["world_size"] != self.ctx.world_size:
             raise BlcamError(f"{self.out / LAST}: run used {state['world_size']} process(es), now "
                              f"{self.ctx.world_size}; resume with the same number")
+        warn_schedule_change(state["config"], self.cfg, int(state["epoch"]), self.out / LAST, warn=self.ctx.is_main)
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"])

@@ -58,6 +58,28 @@ def recipe_mismatch(saved: dict, config: TrainConfig) -> str:
     return ", ".join(f"{k}: {old.to_dict()[k]} → {config.to_dict()[k]}" for k in config.recipe_differences(old))
 
 
+def warn_schedule_change(saved: dict, config: TrainConfig, last_epoch: int, checkpoint: Path,
+                         warn: bool = True) -> str:
+    """Warn (on stderr) when ``--resume --epochs N`` re-lays a cosine learning rate.
+
+    The cosine rate is a function of the epoch *and* the planned number of epochs, so a run
+    extended on resume does not continue the curve it was on: its next epoch jumps back up to
+    the rate the new length gives (and the result differs from a run started with that
+    length). Allowed, since extending a run is what ``--epochs`` on resume is for, but never
+    silently. Returns the warning (empty when there is none)."""
+    old = TrainConfig.from_dict(saved)
+    if config.lr_schedule != "cosine" or old.epochs == config.epochs or last_epoch >= config.epochs:
+        return ""
+    nxt = last_epoch + 1
+    text = (f"{checkpoint}: the cosine learning rate was laid out over {old.epochs} epochs and is now laid out "
+            f"over {config.epochs}: epoch {nxt} trains at lr {config.epoch_lr(nxt):.3g}, after "
+            f"{old.epoch_lr(last_epoch):.3g} at epoch {last_epoch}, so the result will differ from a run "
+            f"started with --epochs {config.epochs}")
+    if warn:
+        print(f"blcam: warning: {text}", file=sys.stderr)
+    return text
+
+
 def resume_problem(checkpoint: PathLike, dataset_root: PathLike, config: TrainConfig) -> str:
     """Why the run whose ``last.pt`` is ``checkpoint`` cannot be continued with ``config`` on
     ``dataset_root`` by one process, as the same run; empty when it can. For callers that

@@ -171,6 +171,7 @@ class _Trainer:
         self.history: list[dict] = []
         self.best: dict = {"value": None, "loss": None, "epoch": None}
         self.start_epoch = 1
+        self.resumed_config: dict | None = None     # the checkpoint's config, when resuming
         self.writer = BackgroundWriter()
         self.dataset_id = dataset_identity(ds.root)
         self.mine_at = mining_epochs(config.epochs, config.hard_negatives)
@@ -206,12 +207,12 @@ class _Trainer:
         if state["world_size"] != self.ctx.world_size:
             raise BlcamError(f"{self.out / LAST}: run used {state['world_size']} process(es), now "
                              f"{self.ctx.world_size}; resume with the same number")
-        warn_schedule_change(state["config"], self.cfg, int(state["epoch"]), self.out / LAST, warn=self.ctx.is_main)
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"])
         self.history, self.best = list(state["history"]), dict(state["best"])
         self.start_epoch = int(state["epoch"]) + 1
+        self.resumed_config = dict(state["config"])
 
     # -- one epoch -----------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> tuple[float, float, int]:
@@ -321,6 +322,9 @@ class _Trainer:
         if self.ctx.is_main:
             write_json_atomic(self.out / "config.json", {**self.cfg.to_dict(), "val_split": self.val_split,
                                                          "world_size": self.ctx.world_size})
+        if self.resumed_config is not None:         # after the folder proved writable: an error comes alone
+            warn_schedule_change(self.resumed_config, self.cfg, self.start_epoch - 1, self.out / LAST,
+                                 warn=self.ctx.is_main)
         epochs = self.cfg.epochs
         bar = tqdm(total=epochs, initial=self.start_epoch - 1, desc="train", unit="epoch",
                    disable=not self.progress)

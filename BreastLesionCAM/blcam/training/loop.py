@@ -171,7 +171,6 @@ class _Trainer:
         self.history: list[dict] = []
         self.best: dict = {"value": None, "loss": None, "epoch": None}
         self.start_epoch = 1
-        self.resumed_config: dict | None = None     # the checkpoint's config, when resuming
         self.writer = BackgroundWriter()
         self.dataset_id = dataset_identity(ds.root)
         self.mine_at = mining_epochs(config.epochs, config.hard_negatives)
@@ -198,7 +197,8 @@ class _Trainer:
         self.train_labels = [int(r["label"]) for r in records]
 
     # -- resume --------------------------------------------------------------------------
-    def _load(self) -> None:
+    def _load(self) -> dict:
+        """Restore the run from ``last.pt``; returns the config it was saved with."""
         state = load_checkpoint(self.out / LAST)
         changed = recipe_mismatch(state["config"], self.cfg)
         if changed:
@@ -212,7 +212,7 @@ class _Trainer:
         restore_rng(state["rng"])
         self.history, self.best = list(state["history"]), dict(state["best"])
         self.start_epoch = int(state["epoch"]) + 1
-        self.resumed_config = dict(state["config"])
+        return dict(state["config"])
 
     # -- one epoch -----------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> tuple[float, float, int]:
@@ -314,17 +314,15 @@ class _Trainer:
 
     # -- the run -------------------------------------------------------------------------
     def run(self, resume: bool) -> Path:
-        if resume:
-            self._load()
+        saved = self._load() if resume else None
         for round_no, at in enumerate(self.mine_at):
             if at < self.start_epoch:              # mined before the checkpoint: reload (or redo) it
                 self._mine(round_no)
         if self.ctx.is_main:
             write_json_atomic(self.out / "config.json", {**self.cfg.to_dict(), "val_split": self.val_split,
                                                          "world_size": self.ctx.world_size})
-        if self.resumed_config is not None:         # after the folder proved writable: an error comes alone
-            warn_schedule_change(self.resumed_config, self.cfg, self.start_epoch - 1, self.out / LAST,
-                                 warn=self.ctx.is_main)
+        if saved is not None:                       # after the folder proved writable: an error comes alone
+            warn_schedule_change(saved, self.cfg, self.start_epoch - 1, self.out / LAST, warn=self.ctx.is_main)
         epochs = self.cfg.epochs
         bar = tqdm(total=epochs, initial=self.start_epoch - 1, desc="train", unit="epoch",
                    disable=not self.progress)

@@ -55,7 +55,8 @@ def recipe_mismatch(saved: dict, config: TrainConfig) -> str:
     """The recipe fields in which ``config`` departs from a checkpoint's saved config, as
     ``"field: old → new, ..."`` (empty when the run may be continued with ``config``)."""
     old = TrainConfig.from_dict(saved)
-    return ", ".join(f"{k}: {old.to_dict()[k]} → {config.to_dict()[k]}" for k in config.recipe_differences(old))
+    was, now = old.to_dict(), config.to_dict()
+    return ", ".join(f"{k}: {was[k]} → {now[k]}" for k in config.recipe_differences(old))
 
 
 def warn_schedule_change(saved: dict, config: TrainConfig, last_epoch: int, checkpoint: Path,

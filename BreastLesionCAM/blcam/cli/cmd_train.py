@@ -77,6 +77,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    "cohort, bench/RESULTS.md)")
     p.add_argument("--point-sigma", type=float, default=None, metavar="S",
                    help=f"width of the point targets in feature spacings (default: {_D.point_sigma})")
+    p.add_argument("--focal-gamma", type=float, default=None, metavar="G",
+                   help="focal loss exponent: each crop's and feature voxel's BCE is weighted by the network's "
+                   f"error on it to the power G, so hard examples weigh more; 0 is plain BCE, the paper's "
+                   f"(default: {_D.focal_gamma:g})")
     p.add_argument("--device", type=device_name, default=_D.device,
                    help="where to train: auto, cpu, cuda, cuda:N or mps; auto picks cuda, then mps, then cpu "
                    "(default: auto)")
@@ -101,7 +105,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 # None unless given: the recipe decides.
 RECIPE_OPTIONS = ("padded_crops", "point_loss", "point_sigma", "hard_negatives", "output_stride", "positive_fraction",
-                  "lr_schedule")
+                  "lr_schedule", "focal_gamma")
 AS_EXPORTED = "as-exported"
 
 

@@ -26,7 +26,7 @@ SELECTING_MONITORS = ("val_auc", "val_loss", "val_acc")
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "resident", "progress_every_s", "compile")
 
 # How runs recorded before a field existed trained (every patch once, a constant rate).
-PRE_FIELD_VALUES = {"positive_fraction": None, "lr_schedule": "constant"}
+PRE_FIELD_VALUES = {"positive_fraction": None, "lr_schedule": "constant", "focal_gamma": 0.0}
 
 
 @dataclass
@@ -49,6 +49,7 @@ class TrainConfig:
     hard_negatives_per_volume: int = 4    # candidates mined per healthy training volume and round
     hard_negatives_min_score: float = 0.5  # only candidates the network scores at least this high
     point_sigma: float = 0.5      # width of the point targets, in feature spacings (point_supervision.py)
+    focal_gamma: float = 0.0      # > 0: focal loss, hard examples weigh more (losses.py); 0: BCE (the paper)
     positive_fraction: float | None = None  # share of lesion patches per epoch; None: as exported (sampling.py)
     fold: int | None = None       # None: train on all training folds, validate on the test split
     device: str = "auto"
@@ -87,6 +88,7 @@ class TrainConfig:
             (0.0 <= self.hard_negatives_min_score <= 1.0,
              f"--hard-negatives-min-score must be in [0, 1], got {self.hard_negatives_min_score}"),
             (self.point_sigma > 0, f"--point-sigma must be positive, got {self.point_sigma}"),
+            (self.focal_gamma >= 0, f"--focal-gamma must be ≥ 0, got {self.focal_gamma}"),
             (self.positive_fraction is None or 0.0 < self.positive_fraction < 1.0,
              f"--positive-fraction must be in (0, 1) or 'as-exported', got {self.positive_fraction}"),
             (self.fold is None or self.fold >= 0, f"--fold must be ≥ 0, got {self.fold}"),

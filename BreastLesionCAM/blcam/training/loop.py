@@ -13,6 +13,7 @@ algorithms, so a run and its resumption give bit-identical weights.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,7 @@ from .distributed import DistContext, launched_as_main, per_rank_batch, setup
 from .epoch_rules import better, check_finite
 from .hard_negatives import load_mined, mine, mined_manifest, mining_epochs
 from .history import plot_curves, write_history
+from .losses import binary_loss
 from .point_supervision import lesion_in_crop, point_sigma, point_targets
 from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
 from .resume_guard import check_same_dataset, dataset_identity, recipe_mismatch, warn_schedule_change
@@ -164,7 +166,7 @@ class _Trainer:
         if ctx.distributed:
             self.model = DistributedDataParallel(self.model, device_ids=[device.index] if self.cuda else None)
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-        self.loss_fn = torch.nn.BCEWithLogitsLoss()
+        self.loss_fn = functools.partial(binary_loss, focal_gamma=config.focal_gamma)
         self._set_training_records(self.train_recs)
         self.val_src = (PatchSource(ds, self.val_recs, config.crop, device, config.resident, config.workers)
                         if self.val_recs else None)

@@ -78,5 +78,7 @@ def test_an_interrupted_training_continues_from_its_last_epoch(tmp_path, capsys,
     assert len(rows) == 3 and rows[1] == first[1]            # epoch 1 kept as it was, epoch 2 added
     # Another number of epochs is another run (its schedule differs): it starts afresh.
     run_demo(out, DemoConfig(**{**config.__dict__, "epochs": 1}), progress=False)
-    assert "continuing" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "continuing" not in printed
+    assert "starting the training afresh" in printed and "2 epochs planned, not 1" in printed
     assert len(history.read_text(encoding="utf-8").splitlines()) == 2

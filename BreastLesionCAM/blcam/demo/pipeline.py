@@ -182,10 +182,12 @@ def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = T
                             workers=0, **extra)
         # An interrupted training continues from its last epoch (same recipe and export);
         # anything else starts afresh.
-        resume = paths["run"].exists() and not resume_problem(paths["run"] / "last.pt", paths["patches"], cfg)
+        problem = resume_problem(paths["run"] / "last.pt", paths["patches"], cfg) if paths["run"].exists() else ""
+        resume = paths["run"].exists() and not problem
         if resume:
             print(f"continuing the interrupted training in {paths['run']}", flush=True)
         elif paths["run"].exists():
+            print(f"starting the training afresh: {paths['run']} holds {problem}", flush=True)
             shutil.rmtree(paths["run"])
         train_model(paths["patches"], paths["run"], cfg, progress=progress, resume=resume)
     step(3, "train", f"train {c.arch} (stem {c.stem}, width {c.widen}, recipe {c.recipe}) for {c.epochs} epochs "

@@ -19,6 +19,8 @@ from blcam.training.data import (
     crop_gather,
     crop_ranges,
     crop_slices,
+    full_ranges,
+    keep_lesion_inside,
     max_offsets,
     prefers_channels_last,
     random_params,
@@ -168,3 +170,25 @@ def test_channels_last_changes_only_the_layout_of_a_training_step():
     rel = 12 * 27 * 64 * 2.0 ** -23
     assert torch.allclose(a, b, rtol=rel, atol=rel * float(a.abs().max()))
     assert float((ga - gb).norm()) <= rel * float(ga.norm()) * 12
+
+
+def test_lesion_margin_keeps_the_centre_inside_positive_crops_only():
+    patch, crop = (28, 64, 96), (16, 32, 48)
+    labels = [1, 0, 1]
+    full = full_ranges(3, patch, crop)
+    ranges = keep_lesion_inside(full, labels, patch, crop, 0.25)
+    assert np.array_equal(ranges[1], full[1])                  # negatives: anywhere, as before
+    many = keep_lesion_inside(full_ranges(4000, patch, crop), [1] * 4000, patch, crop, 0.25)
+    off, _ = random_params(3, STREAM_TRAIN, 1, np.arange(4000), patch, crop, 0.5, many)
+    pos = np.asarray(patch) // 2 - off                          # lesion centre in the crop
+    margin = np.floor(0.25 * np.asarray(crop))
+    assert (pos >= margin).all() and (pos <= np.asarray(crop) - 1 - margin).all()
+    assert np.array_equal(pos.min(0), margin) and np.array_equal(pos.max(0), np.asarray(crop) - 1 - margin)
+    unchanged = keep_lesion_inside(full, labels, patch, crop, 0.0)
+    assert np.array_equal(unchanged, full)
+    # A lesion at a volume border: its in-volume range cannot honour the margin, so the
+    # allowed start nearest the centred crop is kept (the crop never reaches into padding).
+    border = full.copy()
+    border[0, :, 2] = (0, 2)                                    # only starts 0..2 along i stay inside
+    narrowed = keep_lesion_inside(border, labels, patch, crop, 0.25)
+    assert narrowed[0, :, 2].tolist() == [2, 2]

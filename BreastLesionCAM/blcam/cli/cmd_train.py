@@ -81,6 +81,11 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="focal loss exponent: each crop's and feature voxel's BCE is weighted by the network's "
                    f"error on it to the power G, so hard examples weigh more; 0 is plain BCE, the paper's "
                    f"(default: {_D.focal_gamma:g})")
+    p.add_argument("--lesion-margin", type=float, default=None, metavar="M",
+                   help="keep each lesion crop's centre at least M × the crop size inside every face of the crop, "
+                   "so a lesion is never cut in half yet labelled positive; 0 lets it sit on a face "
+                   f"(default: {_D.lesion_margin:g}; the paper's 28→16 and 280→160 proportions keep it 6–12 %% "
+                   "inside by themselves)")
     p.add_argument("--device", type=device_name, default=_D.device,
                    help="where to train: auto, cpu, cuda, cuda:N or mps; auto picks cuda, then mps, then cpu "
                    "(default: auto)")
@@ -105,7 +110,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 # None unless given: the recipe decides.
 RECIPE_OPTIONS = ("padded_crops", "point_loss", "point_sigma", "hard_negatives", "output_stride", "positive_fraction",
-                  "lr_schedule", "focal_gamma")
+                  "lr_schedule", "focal_gamma", "lesion_margin")
 AS_EXPORTED = "as-exported"
 
 

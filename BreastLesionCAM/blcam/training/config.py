@@ -26,7 +26,7 @@ SELECTING_MONITORS = ("val_auc", "val_loss", "val_acc")
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "resident", "progress_every_s", "compile")
 
 # How runs recorded before a field existed trained (every patch once, a constant rate).
-PRE_FIELD_VALUES = {"positive_fraction": None, "lr_schedule": "constant", "focal_gamma": 0.0}
+PRE_FIELD_VALUES = {"positive_fraction": None, "lr_schedule": "constant", "focal_gamma": 0.0, "lesion_margin": 0.0}
 
 
 @dataclass
@@ -51,6 +51,7 @@ class TrainConfig:
     point_sigma: float = 0.5      # width of the point targets, in feature spacings (point_supervision.py)
     focal_gamma: float = 0.0      # > 0: focal loss, hard examples weigh more (losses.py); 0: BCE (the paper)
     positive_fraction: float | None = None  # share of lesion patches per epoch; None: as exported (sampling.py)
+    lesion_margin: float = 0.0    # share of a positive crop's size its lesion centre keeps from each face (data.py)
     fold: int | None = None       # None: train on all training folds, validate on the test split
     device: str = "auto"
     seed: int = 0
@@ -91,6 +92,7 @@ class TrainConfig:
             (self.focal_gamma >= 0, f"--focal-gamma must be ≥ 0, got {self.focal_gamma}"),
             (self.positive_fraction is None or 0.0 < self.positive_fraction < 1.0,
              f"--positive-fraction must be in (0, 1) or 'as-exported', got {self.positive_fraction}"),
+            (0.0 <= self.lesion_margin < 0.5, f"--lesion-margin must be in [0, 0.5), got {self.lesion_margin}"),
             (self.fold is None or self.fold >= 0, f"--fold must be ≥ 0, got {self.fold}"),
             (is_device_name(self.device), f"--device '{self.device}': choose one of {', '.join(DEVICES)} or cuda:N"),
             (self.workers >= 0, f"--workers must be ≥ 0, got {self.workers}"),

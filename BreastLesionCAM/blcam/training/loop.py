@@ -40,6 +40,8 @@ from .data import (
     batch_slices,
     centre_offset,
     crop_ranges,
+    full_ranges,
+    keep_lesion_inside,
     max_offsets,
     prefers_channels_last,
     random_params,
@@ -195,8 +197,10 @@ class _Trainer:
         c = self.cfg
         self.train_recs = records
         self.train_src = PatchSource(self.ds, records, c.crop, self.device, c.resident, c.workers)
-        self.crop_ranges = None if c.padded_crops else crop_ranges(self.ds, records, c.crop)
         self.train_labels = [int(r["label"]) for r in records]
+        ranges = full_ranges(len(records), self.ds.patch_size, c.crop) if c.padded_crops \
+            else crop_ranges(self.ds, records, c.crop)
+        self.crop_ranges = keep_lesion_inside(ranges, self.train_labels, self.ds.patch_size, c.crop, c.lesion_margin)
 
     # -- resume --------------------------------------------------------------------------
     def _load(self) -> dict:

@@ -92,25 +92,24 @@ def keep_lesion_inside(ranges: np.ndarray, labels: Sequence[int], patch: Ints, c
     """``ranges`` with the crop starts of positive patches narrowed so that the lesion centre
     (the patch centre) lies at least ``margin`` × the crop size inside every face of the crop.
 
-    With the paper's proportions (28→16, 280→160) the centre is always at least 12.5 % of
-    the crop inside it; with patches twice the crop it can sit on the crop's face, where a
-    subtle lesion is half cut off yet labelled positive. Where the narrowed range is empty
-    (a lesion at a volume border) the allowed start nearest the centred one is kept.
-    Negatives keep their ranges.
+    With the paper's proportions (28→16, 280→160) the centre always stays 6–12 % of the crop
+    inside it; with patches twice the crop it can sit on the crop's face, where a subtle
+    lesion is half cut off yet labelled positive. Where the narrowed range is empty (a lesion
+    at a volume border) the allowed start nearest the centred one (:func:`centre_offset`) is
+    kept. Negatives keep their ranges.
     """
     out = np.array(ranges, np.int64, copy=True)
     if margin <= 0:
         return out
     patch, crop = np.asarray(patch, int), np.asarray(crop, int)
     m = np.floor(margin * crop).astype(np.int64)
-    lo_c, hi_c = patch // 2 - crop + 1 + m, patch // 2 - m
-    centred = patch // 2 - crop // 2
-    for n in np.flatnonzero(np.asarray(labels) == 1):
-        lo, hi = np.maximum(out[n, 0], lo_c), np.minimum(out[n, 1], hi_c)
-        empty = lo > hi
-        nearest = np.clip(centred, out[n, 0], out[n, 1])
-        out[n, 0] = np.where(empty, nearest, lo)
-        out[n, 1] = np.where(empty, nearest, hi)
+    positive = np.asarray(labels) == 1
+    first, last = out[positive, 0], out[positive, 1]
+    lo, hi = np.maximum(first, patch // 2 - crop + 1 + m), np.minimum(last, patch // 2 - m)
+    nearest = np.clip(centre_offset(patch, crop), first, last)
+    empty = lo > hi
+    out[positive, 0] = np.where(empty, nearest, lo)
+    out[positive, 1] = np.where(empty, nearest, hi)
     return out
 
 

@@ -86,6 +86,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    "so a lesion is never cut in half yet labelled positive; 0 lets it sit on a face "
                    f"(default: {_D.lesion_margin:g}; the paper's 28→16 and 280→160 proportions keep it 6–12 %% "
                    "inside by themselves)")
+    p.add_argument("--zoom", type=float, default=None, metavar="Z",
+                   help="magnify each training crop by a random factor in [1, 1 + Z] about the clicked centre "
+                   "(a random place in healthy crops): more lesion sizes from the same clicks; 0 is the paper's "
+                   f"flips only (default: {_D.zoom:g})")
     p.add_argument("--device", type=device_name, default=_D.device,
                    help="where to train: auto, cpu, cuda, cuda:N or mps; auto picks cuda, then mps, then cpu "
                    "(default: auto)")
@@ -110,7 +114,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 # None unless given: the recipe decides.
 RECIPE_OPTIONS = ("padded_crops", "point_loss", "point_sigma", "hard_negatives", "output_stride", "positive_fraction",
-                  "lr_schedule", "focal_gamma", "lesion_margin")
+                  "lr_schedule", "focal_gamma", "lesion_margin", "zoom")
 AS_EXPORTED = "as-exported"
 
 

@@ -26,7 +26,8 @@ SELECTING_MONITORS = ("val_auc", "val_loss", "val_acc")
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "resident", "progress_every_s", "compile")
 
 # How runs recorded before a field existed trained (every patch once, a constant rate).
-PRE_FIELD_VALUES = {"positive_fraction": None, "lr_schedule": "constant", "focal_gamma": 0.0, "lesion_margin": 0.0}
+PRE_FIELD_VALUES = {"positive_fraction": None, "lr_schedule": "constant", "focal_gamma": 0.0, "lesion_margin": 0.0,
+                    "zoom": 0.0}
 
 
 @dataclass
@@ -52,6 +53,7 @@ class TrainConfig:
     focal_gamma: float = 0.0      # > 0: focal loss, hard examples weigh more (losses.py); 0: BCE (the paper)
     positive_fraction: float | None = None  # share of lesion patches per epoch; None: as exported (sampling.py)
     lesion_margin: float = 0.0    # share of a positive crop's size its lesion centre keeps from each face (data.py)
+    zoom: float = 0.0             # > 0: crops magnified by a random factor in [1, 1 + zoom] (augment.py)
     fold: int | None = None       # None: train on all training folds, validate on the test split
     device: str = "auto"
     seed: int = 0
@@ -93,6 +95,7 @@ class TrainConfig:
             (self.positive_fraction is None or 0.0 < self.positive_fraction < 1.0,
              f"--positive-fraction must be in (0, 1) or 'as-exported', got {self.positive_fraction}"),
             (0.0 <= self.lesion_margin < 0.5, f"--lesion-margin must be in [0, 0.5), got {self.lesion_margin}"),
+            (0.0 <= self.zoom <= 1.0, f"--zoom must be in [0, 1], got {self.zoom}"),
             (self.fold is None or self.fold >= 0, f"--fold must be ≥ 0, got {self.fold}"),
             (is_device_name(self.device), f"--device '{self.device}': choose one of {', '.join(DEVICES)} or cuda:N"),
             (self.workers >= 0, f"--workers must be ≥ 0, got {self.workers}"),

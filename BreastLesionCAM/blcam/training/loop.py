@@ -32,6 +32,7 @@ from ..io.locks import LOCK_NAME, folder_lock
 from ..metrics.classification import binary_summary
 from ..model import MODEL_FILE, build_model, make_metadata, save_model, total_stride
 from ..patches.dataset import PatchDataset, load_dataset
+from .augment import random_zooms, zoomed
 from .checkpoint import LAST, BackgroundWriter, load_checkpoint, restore_rng, rng_state, save_checkpoint, snapshot
 from .config import TrainConfig
 from .data import (
@@ -234,12 +235,14 @@ class _Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         slices = batch_slices(len(order), self.batch, merge_single=True)
         bar = tqdm(total=len(slices), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress)
-        targets = self._point_targets(order, offsets, flips) if self.pointed else None
+        where = lesion_in_crop(self.ds.patch_size, c.crop, offsets, flips)
+        targets = self._point_targets(order, where) if self.pointed else None
+        zooms = random_zooms(c.seed, epoch, order, c.zoom, repeats) if c.zoom > 0 else None
         batches = self.train_src.batches(order, offsets, flips, self.batch, merge_single=True)
         # Batches come in draw order; zip asks the batch generator first, so it runs to its end.
         for (x, y, _), drawn in zip(batches, slices):
             with autocast_for(self.device, self.cfg.precision):
-                out = self.model(to_network(x, self.channels_last))
+                out = self.model(to_network(zoomed(x, where, zooms, drawn), self.channels_last))
             if targets is not None:                       # point supervision
                 local = out.float()
                 logits = local.mean(dim=(1, 2, 3))
@@ -258,9 +261,9 @@ class _Trainer:
                                                     self.device)
         return total_loss / n, total_correct / n, int(n)
 
-    def _point_targets(self, order: np.ndarray, offsets: np.ndarray, flips: np.ndarray) -> torch.Tensor:
-        """Point targets of this epoch's draws, in draw order (batches come in that order)."""
-        where = lesion_in_crop(self.ds.patch_size, self.cfg.crop, offsets, flips)
+    def _point_targets(self, order: np.ndarray, where: np.ndarray) -> torch.Tensor:
+        """Point targets of this epoch's draws (``where``: the lesion centre in each crop), in
+        draw order (batches come in that order)."""
         labels = np.array([self.train_recs[r]["label"] for r in order])
         return point_targets(where, labels, self.cfg.crop, self.stride,
                              point_sigma(self.stride, self.cfg.point_sigma)).to(self.device)

@@ -17,9 +17,13 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
+from blcam.cli import build_parser
+from blcam.cli.cmd_train import config_from_args
+from blcam.errors import BlcamError
 from blcam.io.volume import Geometry, write_volume
 from blcam.patches.export import ExportSettings, export_dataset
 from blcam.training import TrainConfig
+from blcam.training.config import PRE_FIELD_VALUES
 
 SHAPE = (20, 80, 80)                 # k, j, i
 PATCH = (12, 48, 48)
@@ -38,6 +42,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def check_training_option(field: str, good: float, bad: tuple[float, ...]) -> None:
+    """A ``blcam train`` option: parsed from its flag, refused out of range by a message that
+    names the flag, and read as its off value from runs recorded before it existed."""
+    flag = "--" + field.replace("_", "-")
+    args = build_parser("train").parse_args(["train", "patches", "--out", "run", flag, str(good)])
+    assert getattr(config_from_args(args), field) == good
+    for value in bad:
+        with pytest.raises(BlcamError, match=flag):
+            TrainConfig(**{field: value})
+    old = {k: v for k, v in TrainConfig(**{field: good}).to_dict().items() if k != field}
+    assert getattr(TrainConfig.from_dict(old), field) == PRE_FIELD_VALUES[field]
 
 
 def tiny_config(**overrides) -> TrainConfig:

@@ -4,13 +4,9 @@ change, and the option is validated, recorded and reaches the training loop."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import blcam.training.loop as loop
-from _training_fixtures import blob_dataset, one_thread, tiny_config  # noqa: F401 (one_thread: autouse)
-from blcam.cli import build_parser
-from blcam.cli.cmd_train import config_from_args
-from blcam.errors import BlcamError
+from _training_fixtures import blob_dataset, check_training_option, one_thread, tiny_config  # noqa: F401 (one_thread: autouse)
 from blcam.evaluation import evaluate_model
 from blcam.model import read_metadata
 from blcam.patches.dataset import load_dataset
@@ -19,13 +15,8 @@ from blcam.training.point_supervision import lesion_in_crop
 
 
 def test_lesion_margin_is_a_validated_recorded_option():
-    args = build_parser("train").parse_args(["train", "patches", "--out", "run", "--lesion-margin", "0.25"])
-    assert config_from_args(args).lesion_margin == 0.25
-    for bad in (-0.1, 0.5):
-        with pytest.raises(BlcamError, match="--lesion-margin"):
-            TrainConfig(lesion_margin=bad)
-    old = {k: v for k, v in TrainConfig(lesion_margin=0.25).to_dict().items() if k != "lesion_margin"}
-    assert TrainConfig.from_dict(old).lesion_margin == 0.0     # runs from before the option
+    check_training_option("lesion_margin", 0.25, (-0.1, 0.5))
+    assert TrainConfig().lesion_margin == 0.0
 
 
 def test_training_draws_lesion_crops_with_their_centre_inside(tmp_path_factory, tmp_path, monkeypatch):

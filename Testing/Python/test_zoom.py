@@ -9,10 +9,7 @@ import pytest
 import torch
 
 import blcam.training.loop as loop
-from _training_fixtures import blob_dataset, one_thread, tiny_config  # noqa: F401 (one_thread: autouse)
-from blcam.cli import build_parser
-from blcam.cli.cmd_train import config_from_args
-from blcam.errors import BlcamError
+from _training_fixtures import blob_dataset, check_training_option, one_thread, tiny_config  # noqa: F401 (one_thread: autouse)
 from blcam.evaluation import evaluate_model
 from blcam.model import read_metadata
 from blcam.training import TrainConfig, train_model
@@ -55,14 +52,8 @@ def test_zoom_factors_are_reproducible_in_range_and_vary():
 
 
 def test_zoom_is_a_validated_recorded_option_off_by_default():
-    args = build_parser("train").parse_args(["train", "patches", "--out", "run", "--zoom", "0.2"])
-    assert config_from_args(args).zoom == 0.2
+    check_training_option("zoom", 0.2, (-0.1, 1.5))
     assert TrainConfig().zoom == 0.0
-    for bad in (-0.1, 1.5):
-        with pytest.raises(BlcamError, match="--zoom"):
-            TrainConfig(zoom=bad)
-    old = {k: v for k, v in TrainConfig(zoom=0.2).to_dict().items() if k != "zoom"}
-    assert TrainConfig.from_dict(old).zoom == 0.0                # runs from before the option
 
 
 def test_training_zooms_every_batch_and_still_learns(tmp_path_factory, tmp_path, monkeypatch):

@@ -15,8 +15,8 @@ took its place sits on:
 
     python bench/missed_lesions.py DET_DIR COHORT_CSV [--mimics mimics.csv] [--json out.json]
 
-Lesion kinds and sizes come from ``lesions.csv`` beside the cohort (as for
-``evaluate-detection``); masks from ``masks/`` beside it. Prints one table per kind and, with
+Lesion kinds and sizes come from ``lesions.csv`` beside the cohort and masks from ``masks/``
+beside it (as for ``evaluate-detection``), or from ``--lesions`` and ``--masks``. Prints one table per kind and, with
 ``--list``, one line per missed lesion.
 """
 
@@ -69,12 +69,13 @@ def _blame(det, hits: np.ndarray, lesion: int, n: int, centre: np.ndarray, diame
                 top_score=float(det.scores[m]), look_alike=near[0].kind if near else None)
 
 
-def diagnose(det_dir: Path, cohort_csv: Path, mimics_csv: Path | None, hit_mm: float = 10.0) -> list[dict]:
+def diagnose(det_dir: Path, cohort_csv: Path, mimics_csv: Path | None, hit_mm: float = 10.0,
+             lesions_csv: Path | None = None, masks: Path | None = None) -> list[dict]:
     """One row per annotated lesion: kind, size, hit, its best candidate's rank, and for a
     miss the cause (:data:`CAUSES`) and the look-alike's kind where there is one."""
     dets = load_detections(det_dir)
-    truths = load_truths(cohort_csv, cohort_csv.parent / "masks", hit_mm, only=set(dets))
-    table_path = find_lesion_table(cohort_csv)
+    truths = load_truths(cohort_csv, masks or cohort_csv.parent / "masks", hit_mm, only=set(dets))
+    table_path = lesions_csv or find_lesion_table(cohort_csv)
     table = read_lesion_table(table_path)[0] if table_path else []
     mimics = read_lesion_table(mimics_csv)[0] if mimics_csv else []
     matches = match_lesions([t for _, t in truths], table)
@@ -117,6 +118,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("cohort_csv", type=Path)
     p.add_argument("--mimics", type=Path, default=None,
                    help="table of known look-alikes (default: mimics.csv beside the cohort, if any)")
+    p.add_argument("--lesions", type=Path, default=None,
+                   help="lesion table with kind and diameter_mm (default: lesions.csv beside the cohort)")
+    p.add_argument("--masks", type=Path, default=None,
+                   help="folder of label maps named like the volumes (default: masks/ beside the cohort)")
     p.add_argument("--hit-mm", type=float, default=10.0, help="hit radius where a volume has no mask")
     p.add_argument("--list", action="store_true", help="also print one line per missed lesion")
     p.add_argument("--json", type=Path, default=None)
@@ -124,7 +129,7 @@ def main(argv=None) -> list[dict]:
     mimics = args.mimics
     if mimics is None and (args.cohort_csv.parent / "mimics.csv").is_file():
         mimics = args.cohort_csv.parent / "mimics.csv"
-    rows = diagnose(args.det_dir, args.cohort_csv, mimics, args.hit_mm)
+    rows = diagnose(args.det_dir, args.cohort_csv, mimics, args.hit_mm, args.lesions, args.masks)
     print(summary_table(rows))
     if args.list:
         for r in rows:

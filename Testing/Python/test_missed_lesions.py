@@ -1,6 +1,7 @@
 """``bench/missed_lesions.py``: what outranked each lesion that Detect's pointing game missed.
 
-Three lesion volumes on disk, with masks, a lesion table and a look-alike table:
+Three lesion volumes on disk, with masks and a lesion table in another folder (as for a
+held-out cohort CSV), and a look-alike table beside the cohort:
 * v1: an oval mass whose volume's best candidate sits on a known fat lobule, its own
   candidate second → missed, cause "look-alike", rank 2;
 * v2: an irregular mass with the best candidate just outside its mask → "beside the lesion";
@@ -32,14 +33,14 @@ def _write(tmp_path: Path) -> None:
     for name, items in lesions.items():
         write_volume(tmp_path / f"{name}.nrrd", blob_volume(GEOM.shape, [c for c, _, _ in items], 3), GEOM)
         mask = sum(_ball_mask(c, r, n + 1) for n, (c, _, r) in enumerate(items))   # r: voxels, ~mm
-        write_volume(tmp_path / "masks" / f"{name}.nrrd", mask.astype(np.uint8), GEOM)
+        write_volume(tmp_path / "truth" / "masks" / f"{name}.nrrd", mask.astype(np.uint8), GEOM)
         write_markups(tmp_path / f"{name}.mrk.json", [_lps(c) for c, _, _ in items])
         cohort.append(f"p{name},{name}.nrrd,lesion,{name}.mrk.json")
         for n, (c, kind, r) in enumerate(items):
             x, y, z = _lps(c)
             table.append(f"{name},{n + 1},{kind},{x},{y},{z},{2 * r}")
     (tmp_path / "cohort.csv").write_text("\n".join(cohort) + "\n", encoding="utf-8")
-    (tmp_path / "lesions.csv").write_text("\n".join(table) + "\n", encoding="utf-8")
+    (tmp_path / "truth" / "lesions.csv").write_text("\n".join(table) + "\n", encoding="utf-8")
     mx, my, mz = _lps((5, 32, 32))
     (tmp_path / "mimics.csv").write_text(f"volume,kind,x,y,z,diameter_mm\nv1,fat_lobule,{mx},{my},{mz},8\n",
                                          encoding="utf-8")
@@ -52,7 +53,9 @@ def _write(tmp_path: Path) -> None:
 def test_each_miss_is_blamed_on_what_took_its_place(tmp_path, capsys):
     _write(tmp_path)
     out = tmp_path / "missed.json"
-    missed_lesions.main([str(tmp_path / "det"), str(tmp_path / "cohort.csv"), "--list", "--json", str(out)])
+    truth = tmp_path / "truth"                 # not beside the cohort: found through the options
+    missed_lesions.main([str(tmp_path / "det"), str(tmp_path / "cohort.csv"), "--list", "--json", str(out),
+                         "--lesions", str(truth / "lesions.csv"), "--masks", str(truth / "masks")])
     rows = {(r["volume"], r["kind"]): r for r in json.loads(out.read_text(encoding="utf-8"))}
     assert rows[("v3.nrrd", "cyst")]["hit"] and rows[("v3.nrrd", "cyst")]["rank"] == 1
     oval1 = rows[("v1.nrrd", "oval")]

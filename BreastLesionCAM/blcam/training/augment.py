@@ -25,18 +25,16 @@ import torch
 import torch.nn.functional as F
 
 from ..axes import Ints
-
-STREAM_ZOOM = 11     # its own random stream (data.py and sampling.py use 0, 1, 7): crops and flips do not change
+from .data import STREAM_ZOOM, draw_rngs
 
 
 def random_zooms(seed: int, epoch: int, indices: Ints, zoom: float, repeats: Ints | None = None) -> np.ndarray:
     """Per draw a factor in ``[1, 1 + zoom]``, log-uniform (as likely to grow a lesion by 10 %
-    at the bottom of the range as at the top), reproducible per (seed, epoch, patch, repeat)."""
+    at the bottom of the range as at the top), reproducible per (seed, epoch, patch, repeat)
+    on a stream of its own (:func:`.data.draw_rngs`), so the crops and flips do not change."""
     out = np.ones(len(indices), np.float64)
     top = np.log1p(zoom)
-    for row, idx in enumerate(indices):
-        again = 0 if repeats is None else int(repeats[row])
-        rng = np.random.default_rng([seed, STREAM_ZOOM, epoch, int(idx)] + ([again] if again else []))
+    for row, _, rng in draw_rngs(seed, STREAM_ZOOM, epoch, indices, repeats):
         out[row] = np.exp(rng.uniform(0.0, top))
     return out
 

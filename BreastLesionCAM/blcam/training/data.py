@@ -39,6 +39,7 @@ from ..intensity import network_input
 from ..patches.dataset import PatchDataset
 
 STREAM_TRAIN, STREAM_EVAL = 0, 1      # independent random streams for training and evaluation crops
+STREAM_ZOOM = 11                      # training zoom factors (augment.py); sampling.py uses 7
 RESIDENT_SHARE = 0.25                 # hold patches in memory if they take at most this share of it
 # One batch: uint8 crops (B, k, j, i), labels (B,), patch rows (B,).
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -113,20 +114,28 @@ def keep_lesion_inside(ranges: np.ndarray, labels: Sequence[int], patch: Ints, c
     return out
 
 
+def draw_rngs(seed: int, stream: int, epoch: int, indices: Ints,
+              repeats: Ints | None = None) -> Iterator[tuple[int, int, np.random.Generator]]:
+    """``(row, patch index, generator)`` per draw: a generator of its own for each (seed,
+    stream, epoch, patch, repeat), so a draw never depends on the order or on other streams.
+    ``repeats[n]``: how often ``indices[n]`` was drawn before in this epoch (:mod:`.sampling`);
+    a first draw keeps the key it always had."""
+    for row, idx in enumerate(indices):
+        again = 0 if repeats is None else int(repeats[row])
+        yield row, int(idx), np.random.default_rng([seed, stream, epoch, int(idx)] + ([again] if again else []))
+
+
 def random_params(seed: int, stream: int, epoch: int, indices: Ints, patch: Ints, crop: Ints,
                   flip_p: float, ranges: np.ndarray | None = None,
                   repeats: Ints | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-draw ``(offsets (n, 3), flips (n, 2) over k and i)``: crop starts uniform within
-    ``ranges[idx]`` (:func:`crop_ranges`), or anywhere in the patch without ``ranges``.
-    ``repeats[n]``: how often ``indices[n]`` was drawn before in this epoch
-    (:mod:`.sampling`); each repeat gets its own crop, the first one the crop it always had."""
+    ``ranges[idx]`` (:func:`crop_ranges`), or anywhere in the patch without ``ranges``; each
+    repeat gets its own crop (:func:`draw_rngs`)."""
     top = max_offsets(patch, crop)
     offsets = np.zeros((len(indices), 3), np.int64)
     flips = np.zeros((len(indices), 2), bool)
-    for row, idx in enumerate(indices):
-        again = 0 if repeats is None else int(repeats[row])
-        rng = np.random.default_rng([seed, stream, epoch, int(idx)] + ([again] if again else []))
-        lo, hi = (ranges[int(idx)] if ranges is not None else (np.zeros(3, np.int64), top))
+    for row, idx, rng in draw_rngs(seed, stream, epoch, indices, repeats):
+        lo, hi = (ranges[idx] if ranges is not None else (np.zeros(3, np.int64), top))
         offsets[row] = rng.integers(lo, hi + 1)
         flips[row] = rng.random(2) < flip_p
     return offsets, flips

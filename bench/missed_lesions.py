@@ -41,13 +41,19 @@ CAUSES = ("another lesion", "look-alike", "beside the lesion", "elsewhere", "no 
 MIMIC_MARGIN_MM, BESIDE_MARGIN_MM = 2.0, 5.0
 
 
-def cause_of(point: np.ndarray, hits_row: np.ndarray, centre: np.ndarray, radius: float, mimics: list) -> str:
-    """What the candidate at ``point`` (which does not hit ``lesion``) sits on."""
+def look_alike_at(point: np.ndarray, mimics: list):
+    """The first known look-alike within its radius + ``MIMIC_MARGIN_MM`` of ``point``, or None."""
+    return next((m for m in mimics
+                 if np.linalg.norm(point - m.centre_lps) <= (m.diameter_mm or 0.0) / 2 + MIMIC_MARGIN_MM), None)
+
+
+def cause_of(point: np.ndarray, hits_row: np.ndarray, centre: np.ndarray, radius: float, look_alike) -> str:
+    """What the candidate at ``point`` sits on: ``hits_row`` are its hits on the volume's other
+    lesions, ``look_alike`` the known look-alike under it (:func:`look_alike_at`) or None."""
     if hits_row.any():
         return "another lesion"
-    for m in mimics:
-        if np.linalg.norm(point - m.centre_lps) <= (m.diameter_mm or 0.0) / 2 + MIMIC_MARGIN_MM:
-            return "look-alike"
+    if look_alike is not None:
+        return "look-alike"
     if np.linalg.norm(point - centre) <= radius + BESIDE_MARGIN_MM:
         return "beside the lesion"
     return "elsewhere"
@@ -64,9 +70,9 @@ def _blame(det, hits: np.ndarray, lesion: int, n: int, centre: np.ndarray, diame
     free = [m for m in top if not hits[m].any()]
     m = (free or top)[0]
     point = det.points_lps[m]
-    near = [a for a in mimics if np.linalg.norm(point - a.centre_lps) <= (a.diameter_mm or 0.0) / 2 + MIMIC_MARGIN_MM]
-    return dict(cause=cause_of(point, np.delete(hits[m], lesion), centre, (diameter or 10.0) / 2, mimics),
-                top_score=float(det.scores[m]), look_alike=near[0].kind if near else None)
+    near = look_alike_at(point, mimics)
+    return dict(cause=cause_of(point, np.delete(hits[m], lesion), centre, (diameter or 10.0) / 2, near),
+                top_score=float(det.scores[m]), look_alike=near.kind if near is not None else None)
 
 
 def diagnose(det_dir: Path, cohort_csv: Path, mimics_csv: Path | None, hit_mm: float = 10.0,

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from blcam.intensity import network_input, normalise_volume
+from blcam.patches.extract import extract_box
 from blcam.phantom.volume import simulate_volume
 
 SHAPE, SPACING = (48, 96, 160), (0.5, 0.5, 0.5)      # the demo's and the validation cohorts' volumes
@@ -74,15 +75,8 @@ def object_features(image: np.ndarray, ell) -> dict:
 
 def crop_at(image: np.ndarray, centre) -> np.ndarray:
     """A training-sized crop centred on ``centre`` (zero-padded at the volume's faces)."""
-    out = np.zeros(CROP, image.dtype)
-    src, dst = [], []
-    for ax in range(3):
-        lo = int(round(centre[ax])) - CROP[ax] // 2
-        a, b = max(lo, 0), min(lo + CROP[ax], image.shape[ax])
-        src.append(slice(a, b))
-        dst.append(slice(a - lo, b - lo))
-    out[tuple(dst)] = image[tuple(src)]
-    return out
+    start = np.round(np.asarray(centre, float)).astype(int) - np.asarray(CROP) // 2
+    return extract_box(image, start, CROP)[0]
 
 
 def gland_place(rng, vol, objects) -> tuple | None:

@@ -106,7 +106,10 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=DemoConfig.epochs)
     p.add_argument("--test-fraction", type=float, default=DemoConfig.test_fraction,
                    help="share of patients held out (default: the demo's)")
-    p.add_argument("--patch", type=int, nargs=3, default=list(DemoConfig.patch), metavar=("K", "J", "I"))
+    p.add_argument("--patch", type=int, nargs=3, default=list(DemoConfig.patch), metavar=("K", "J", "I"),
+                   help="patch size in the demo's 0.5 mm voxels (converted to the export's spacing)")
+    p.add_argument("--crop", type=int, nargs=3, default=list(DemoConfig.crop), metavar=("K", "J", "I"),
+                   help="training crop in the demo's 0.5 mm voxels (converted like --patch)")
     p.add_argument("--negatives-per-volume", type=int, default=DemoConfig.negatives_per_volume)
     p.add_argument("--recipes", nargs="*", default=["default", "paper"], choices=sorted(RECIPES),
                    help="recipe rows (none: only the --variant rows)")
@@ -122,7 +125,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     c = replace(DemoConfig(), patients=args.patients, seed=args.seed, epochs=args.epochs, patch=tuple(args.patch),
-                negatives_per_volume=args.negatives_per_volume, test_fraction=args.test_fraction)
+                crop=tuple(args.crop), negatives_per_volume=args.negatives_per_volume, test_fraction=args.test_fraction)
     # Patch and crop hold the demo's tissue (its voxel sizes at its 0.5 mm) at whatever spacing
     # the patches are cut: the export's, or the phantom's own.
     demo_kji = np.asarray(c.spacing, float)

@@ -90,6 +90,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="magnify each training crop by a random factor in [1, 1 + Z] about the clicked centre "
                    "(a random place in healthy crops): more lesion sizes from the same clicks; 0 is the paper's "
                    f"flips only (default: {_D.zoom:g})")
+    p.add_argument("--appearance", type=float, default=None, metavar="P",
+                   help="change each training crop's look, as another scanner or voxel size would: a blur, a "
+                   "coarser resolution, a contrast and a gamma change, each with probability P (nnU-Net's "
+                   f"ranges); 0 is the paper's flips only (default: {_D.appearance:g})")
     p.add_argument("--device", type=device_name, default=_D.device,
                    help="where to train: auto, cpu, cuda, cuda:N or mps; auto picks cuda, then mps, then cpu "
                    "(default: auto)")
@@ -114,7 +118,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 # None unless given: the recipe decides.
 RECIPE_OPTIONS = ("padded_crops", "point_loss", "point_sigma", "hard_negatives", "output_stride", "positive_fraction",
-                  "lr_schedule", "focal_gamma", "lesion_margin", "zoom")
+                  "lr_schedule", "focal_gamma", "lesion_margin", "zoom",
+                  "appearance")
 AS_EXPORTED = "as-exported"
 
 

@@ -27,7 +27,7 @@ RESUMABLE_CHANGES = ("epochs", "device", "workers", "resident", "progress_every_
 
 # How runs recorded before a field existed trained (every patch once, a constant rate).
 PRE_FIELD_VALUES = {"positive_fraction": None, "lr_schedule": "constant", "focal_gamma": 0.0, "lesion_margin": 0.0,
-                    "zoom": 0.0}
+                    "zoom": 0.0, "appearance": 0.0}
 
 
 @dataclass
@@ -54,6 +54,7 @@ class TrainConfig:
     positive_fraction: float | None = None  # share of lesion patches per epoch; None: as exported (sampling.py)
     lesion_margin: float = 0.0    # share of a positive crop's size its lesion centre keeps from each face (data.py)
     zoom: float = 0.0             # > 0: crops magnified by a random factor in [1, 1 + zoom] (augment.py)
+    appearance: float = 0.0       # > 0: blur, low resolution, contrast, gamma, each with this probability
     fold: int | None = None       # None: train on all training folds, validate on the test split
     device: str = "auto"
     seed: int = 0
@@ -96,6 +97,7 @@ class TrainConfig:
              f"--positive-fraction must be in (0, 1) or 'as-exported', got {self.positive_fraction}"),
             (0.0 <= self.lesion_margin < 0.5, f"--lesion-margin must be in [0, 0.5), got {self.lesion_margin}"),
             (0.0 <= self.zoom <= 1.0, f"--zoom must be in [0, 1], got {self.zoom}"),
+            (0.0 <= self.appearance <= 1.0, f"--appearance must be in [0, 1], got {self.appearance}"),
             (self.fold is None or self.fold >= 0, f"--fold must be ≥ 0, got {self.fold}"),
             (is_device_name(self.device), f"--device '{self.device}': choose one of {', '.join(DEVICES)} or cuda:N"),
             (self.workers >= 0, f"--workers must be ≥ 0, got {self.workers}"),

@@ -40,6 +40,7 @@ from ..patches.dataset import PatchDataset
 
 STREAM_TRAIN, STREAM_EVAL = 0, 1      # independent random streams for training and evaluation crops
 STREAM_ZOOM = 11                      # training zoom factors (augment.py); sampling.py uses 7
+STREAM_APPEARANCE = 13                # blur, low resolution, contrast, gamma (appearance.py)
 RESIDENT_SHARE = 0.25                 # hold patches in memory if they take at most this share of it
 # One batch: uint8 crops (B, k, j, i), labels (B,), patch rows (B,).
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]

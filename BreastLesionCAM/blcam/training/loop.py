@@ -32,6 +32,7 @@ from ..io.locks import LOCK_NAME, folder_lock
 from ..metrics.classification import binary_summary
 from ..model import MODEL_FILE, build_model, make_metadata, save_model, total_stride
 from ..patches.dataset import PatchDataset, load_dataset
+from .appearance import random_appearance, with_appearance
 from .augment import random_zooms, zoomed
 from .checkpoint import LAST, BackgroundWriter, load_checkpoint, restore_rng, rng_state, save_checkpoint, snapshot
 from .config import TrainConfig
@@ -238,11 +239,13 @@ class _Trainer:
         where = lesion_in_crop(self.ds.patch_size, c.crop, offsets, flips)
         targets = self._point_targets(order, where) if self.pointed else None
         zooms = random_zooms(c.seed, epoch, order, c.zoom, repeats) if c.zoom > 0 else None
+        looks = random_appearance(c.seed, epoch, order, c.appearance, repeats) if c.appearance > 0 else None
         batches = self.train_src.batches(order, offsets, flips, self.batch, merge_single=True)
         # Batches come in draw order; zip asks the batch generator first, so it runs to its end.
         for (x, y, _), drawn in zip(batches, slices):
             with autocast_for(self.device, self.cfg.precision):
-                out = self.model(to_network(zoomed(x, where, zooms, drawn), self.channels_last))
+                x = with_appearance(zoomed(x, where, zooms, drawn), looks, drawn)
+                out = self.model(to_network(x, self.channels_last))
             if targets is not None:                       # point supervision
                 local = out.float()
                 logits = local.mean(dim=(1, 2, 3))

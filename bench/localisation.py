@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     if not (paths["patches"] / "manifest.csv").is_file():
         export_dataset(paths["cohort"], paths["patches"],
-                       ExportSettings(tuple(c.patch), c.negatives_per_volume, c.test_fraction, 5, c.seed,
+                       ExportSettings(tuple(c.patch), c.negatives_per_volume, c.test_fraction, None, c.seed,
                                       spacing=spacing),
                        jobs=c.jobs, progress=False)
     seconds["export"] = time.perf_counter() - t

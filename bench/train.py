@@ -78,7 +78,7 @@ def make_dataset(work: Path, n_train: int, patch, seed: int = 0) -> Path:
         rows.append([name, f"{name}.nrrd", "lesion" if lesion else "healthy", ann])
     with (cohort_dir / "cohort.csv").open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([["patient", "volume", "label", "annotation"], *rows])
-    settings = ExportSettings(tuple(patch), LESIONS_PER_VOLUME, TEST_FRACTION, 5, seed)
+    settings = ExportSettings(tuple(patch), LESIONS_PER_VOLUME, TEST_FRACTION, None, seed)   # 5 folds, fewer if small
     export_dataset(cohort_dir / "cohort.csv", out, settings, jobs=max(1, (os.cpu_count() or 2) // 2),
                    progress=False)
     shutil.rmtree(cohort_dir)

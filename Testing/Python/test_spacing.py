@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from _cam_fixtures import dark_blob_model
 from blcam.detect import DetectSettings, detect
 from blcam.errors import BlcamError
-from blcam.io.resample import grid_at_spacing, mm_to_voxels, resample
+from blcam.io.resample import coarser_axes, grid_at_spacing, mm_to_voxels, resample
 from blcam.io.volume import Geometry, write_volume
 from blcam.model import make_metadata, model_spacing, save_model
 
@@ -234,3 +234,22 @@ def test_mining_cuts_its_negatives_at_the_datasets_spacing(tmp_path):
     assert mined and {(r["volume_k"], r["volume_j"], r["volume_i"]) for r in mined} == {(25, 80, 80)}
     ds = load_dataset(tmp_path / "p")
     assert all(ds.load(r).shape == (12, 48, 48) for r in mined)
+
+
+def test_detect_warns_when_a_volume_is_coarser_than_the_model_and_records_it(tmp_path, capsys):
+    assert coarser_axes((0.4, 0.3, 0.8), MODEL_SPACING) == ["k 0.8 mm > 0.5 mm"]
+    assert coarser_axes((0.6, 0.073, 0.476), MODEL_SPACING) == []          # within 1.25×, or finer
+    model_path = tmp_path / "model.safetensors"
+    save_model(model_path, dark_blob_model(spread=True),
+               make_metadata("resnet10", "paper", 0.25, (16, 48, 48), (24, 72, 72), spacing=list(MODEL_SPACING)))
+    inputs = {"fine": _centred((96, 96, 48), (0.5, 0.5, 0.5), (1, 0, 0, 0, 1, 0, 0, 0, 1)),
+              "coarse": _centred((96, 96, 30), (0.5, 0.5, 0.8), (1, 0, 0, 0, 1, 0, 0, 0, 1))}
+    for n, (name, geometry) in enumerate(inputs.items()):
+        write_volume(tmp_path / f"{name}.nrrd", _scene(geometry, n), geometry)
+    detect(model_path, [tmp_path / f"{n}.nrrd" for n in inputs], tmp_path / "out",
+           DetectSettings(overlays=0, refine=0), progress=False)
+    warned = [line for line in capsys.readouterr().err.splitlines() if "coarser than the model" in line]
+    assert len(warned) == 1 and "coarse.nrrd" in warned[0] and "k 0.8 mm > 0.5 mm" in warned[0], warned
+    for name, expected in (("fine", []), ("coarse", ["k 0.8 mm > 0.5 mm"])):
+        doc = json.loads((tmp_path / "out" / f"{name}_candidates.json").read_text(encoding="utf-8"))
+        assert doc["coarser_than_model"] == expected

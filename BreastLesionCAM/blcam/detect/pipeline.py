@@ -30,7 +30,7 @@ from ..errors import BlcamError
 from ..intensity import count_non_finite, non_finite_warning, normalise_volume
 from ..io.atomic import check_output_folder, make_folder, safe_name
 from ..io.locks import folder_lock
-from ..io.resample import grid_at_spacing, resample
+from ..io.resample import coarser_axes, grid_at_spacing, resample
 from ..io.volume import Geometry, read_volume
 from ..model import load_model, model_spacing, model_stride, resolve_model_path
 from .candidates import Candidate, find_candidates, half_max_extent
@@ -157,6 +157,11 @@ class Detector:
         # The model's grid (io/resample.py): candidates are found there, in LPS mm, and only
         # the heatmap goes back onto the input's own grid.
         geometry = native if self.spacing is None else grid_at_spacing(native, self.spacing)
+        coarse = [] if self.spacing is None else coarser_axes(native.spacing, self.spacing)
+        if coarse:
+            print(f"blcam detect: {job.path}: voxels coarser than the model was trained on ({', '.join(coarse)}); "
+                  "its candidates stay usable but its volume score is less reliable on such volumes "
+                  "(README, Detect)", file=sys.stderr)
         t = time.perf_counter()
         raw = resample(raw, native, geometry)
         resample_s = time.perf_counter() - t
@@ -175,7 +180,7 @@ class Detector:
         info = {"volume": str(job.path), "name": job.name, "model": str(self.model_path), "method": s.method,
                 "volume_score": round(volume_score, 6), "cam_max": lmap.cam_max, "stride": list(lmap.stride),
                 "crop": list(lmap.crop), "settings": asdict(s), "coordinate_system": "LPS", "non_finite_voxels": bad,
-                "model_spacing": None if self.spacing is None else list(self.spacing)}
+                "model_spacing": None if self.spacing is None else list(self.spacing), "coarser_than_model": coarse}
         report("pictures", 0.0)
         self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
         for cand in candidates if geometry != native else []:   # files index the input's own voxels

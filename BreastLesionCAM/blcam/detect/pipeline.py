@@ -133,6 +133,7 @@ class Detector:
         self.stride = model_stride(self.meta)
         self.spacing = model_spacing(self.meta)
         self.refiner: CandidateRefiner | None = None   # built for the first volume with candidates
+        self.warned: set[tuple[str, ...]] = set()      # spacings already warned about (coarser_axes)
         options = MapOptions(max_memory_gb=settings.max_memory_gb, context=settings.context,
                              slab_step=settings.slab_step, patch=self.meta.get("patch"),
                              batch_size=settings.batch_size)
@@ -158,10 +159,11 @@ class Detector:
         # the heatmap goes back onto the input's own grid.
         geometry = native if self.spacing is None else grid_at_spacing(native, self.spacing)
         coarse = [] if self.spacing is None else coarser_axes(native.spacing, self.spacing)
-        if coarse:
+        if coarse and tuple(coarse) not in self.warned:        # once per spacing, not per volume of a cohort
+            self.warned.add(tuple(coarse))
             print(f"blcam detect: {job.path}: voxels coarser than the model was trained on ({', '.join(coarse)}); "
                   "its candidates stay usable but its volume score is less reliable on such volumes "
-                  "(README, Detect)", file=sys.stderr)
+                  "(README, Detect; each volume's candidates JSON records it)", file=sys.stderr)
         t = time.perf_counter()
         raw = resample(raw, native, geometry)
         resample_s = time.perf_counter() - t

@@ -243,8 +243,10 @@ class _Trainer:
         batches = self.train_src.batches(order, offsets, flips, self.batch, merge_single=True)
         # Batches come in draw order; zip asks the batch generator first, so it runs to its end.
         for (x, y, _), drawn in zip(batches, slices):
+            # Augmentations on grey levels in fp32, outside bf16 autocast (a bf16 blur would round
+            # its output to about one grey level); only the network runs under autocast.
+            x = with_appearance(zoomed(x, where, zooms, drawn), looks, drawn)
             with autocast_for(self.device, self.cfg.precision):
-                x = with_appearance(zoomed(x, where, zooms, drawn), looks, drawn)
                 out = self.model(to_network(x, self.channels_last))
             if targets is not None:                       # point supervision
                 local = out.float()

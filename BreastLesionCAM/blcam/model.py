@@ -23,6 +23,7 @@ from .axes import Float3, Int3, Ints, PathLike, float3, int3
 from .errors import BlcamError
 from .intensity import NORMALISATION
 from .io.atomic import atomic_path
+from .score_calibration import check_block
 
 
 class HasStateDict(Protocol):
@@ -121,6 +122,17 @@ def save_model(path: PathLike, model: HasStateDict, metadata: dict) -> None:
         save_file(state, str(tmp), metadata={"blcam": json.dumps(metadata)})
 
 
+def replace_metadata(path: PathLike, metadata: dict, out: PathLike | None = None) -> Path:
+    """Write ``path``'s weights, unchanged and in their own dtypes, with a new metadata record to
+    ``out`` (default: ``path`` itself), atomically; returns where. ``blcam calibrate`` uses it."""
+    check_metadata(path, metadata)
+    state = load_file(str(path), device="cpu")
+    target = Path(out) if out is not None else Path(path)
+    with atomic_path(target) as tmp:
+        save_file(state, str(tmp), metadata={"blcam": json.dumps(metadata)})
+    return target
+
+
 def read_metadata(path: PathLike) -> dict:
     """The metadata record of a model file, without loading weights."""
     from safetensors import safe_open
@@ -169,6 +181,8 @@ def check_metadata(path: PathLike, meta: object) -> None:
     if meta.get("output_stride", 16) not in OUTPUT_STRIDES:
         raise BlcamError(f"{path}: model metadata 'output_stride' is {meta.get('output_stride')!r}; "
                          f"expected one of {', '.join(map(str, OUTPUT_STRIDES))}")
+    if meta.get("calibration") is not None:
+        check_block(meta["calibration"], str(path))
 
 
 def model_spacing(meta: dict) -> Float3 | None:

@@ -9,9 +9,11 @@
   voxels are handled) of a kept one is dropped. Ordering by local evidence, not by the
   smooth crop-level score, keeps the peak *on* the lesion rather than a weaker neighbour
   whose crop happens to hold more positive context.
-* **How likely**: the calibrated crop-level probability at the peak
-  (:meth:`LesionMap.crop_probability`): what the network would say for a training-sized crop
-  centred there. Candidates are ranked by it; the volume score is the highest of them.
+* **How likely**: the crop-level logit at the peak (:meth:`LesionMap.crop_logit`): what the
+  network would say for a training-sized crop centred there. Candidates are ranked by it. The
+  score is its sigmoid, or, for a model calibrated by ``blcam calibrate``, the probability that
+  the candidate hits a lesion (:mod:`blcam.score_calibration`); the volume score comes from the
+  highest logit, through the volume map when there is one.
 * **How large**: the extent, along each voxel axis in mm, of the connected region of the
   heatmap above half the peak's own heatmap value (full width at half maximum), searched
   within two crop sizes around the peak.
@@ -25,8 +27,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..axes import Floats, Ints, float3, int3
-from ..cam.maps import LesionMap, sigmoid
+from ..cam.maps import LesionMap
 from ..io.volume import Geometry
+from ..score_calibration import ScoreCalibration
 
 
 @dataclass
@@ -84,11 +87,12 @@ def half_max_extent(heatmap: np.ndarray, index_kji: Floats, window: Ints, spacin
     return float3(extent[::-1])
 
 
-def find_candidates(lmap: LesionMap, geometry: Geometry, top_k: int = 10, min_score: float = 0.0,
-                    nms_mm: float = 10.0) -> tuple[list[Candidate], float]:
-    """Candidates (best first) and the volume score (highest candidate score before filtering)."""
+def ranked_candidates(lmap: LesionMap, geometry: Geometry, nms_mm: float = 10.0,
+                      calibration: ScoreCalibration | None = None) -> list[Candidate]:
+    """Every peak that survives NMS, best (highest crop logit) first, without sizes."""
+    cal = ScoreCalibration() if calibration is None else calibration
     crop_logit = lmap.crop_logit()
-    prob = sigmoid(crop_logit)
+    prob = cal.candidate(crop_logit)
     kept_lps: list[np.ndarray] = []
     kept: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
     for cell in peak_cells(lmap.logit):
@@ -98,12 +102,31 @@ def find_candidates(lmap: LesionMap, geometry: Geometry, top_k: int = 10, min_sc
             continue
         kept_lps.append(lps)
         kept.append((tuple(cell), pos, lps))
-    spacing_kji = tuple(reversed(geometry.spacing))
     candidates = [Candidate(float(prob[c]), float(crop_logit[c]), float(lmap.logit[c]), float3(pos), float3(lps),
                             (0.0, 0.0, 0.0)) for c, pos, lps in kept]
-    candidates.sort(key=lambda cand: -cand.score)
-    volume_score = candidates[0].score if candidates else 0.0
-    candidates = [c for c in candidates if c.score >= min_score][:top_k]
+    # By the logit: a calibrated score is an increasing function of it, but may round to 1.0.
+    candidates.sort(key=lambda cand: -cand.crop_logit)
+    return candidates
+
+
+def select_candidates(ranked: list[Candidate], lmap: LesionMap, geometry: Geometry, top_k: int = 10,
+                      min_score: float = 0.0, calibration: ScoreCalibration | None = None
+                      ) -> tuple[list[Candidate], float]:
+    """The best ``top_k`` of :func:`ranked_candidates` scoring at least ``min_score`` (the scores as
+    written: calibrated ones when calibrated), with their sizes, and the volume score: the top
+    logit through the volume map, whatever ``min_score`` keeps."""
+    cal = ScoreCalibration() if calibration is None else calibration
+    volume_score = float(cal.volume(ranked[0].crop_logit)) if ranked else 0.0
+    candidates = [c for c in ranked if c.score >= min_score][:top_k]
+    spacing_kji = tuple(reversed(geometry.spacing))
     for c in candidates:
         c.size_mm_ijk = half_max_extent(lmap.heatmap, c.index_kji, lmap.crop, spacing_kji)
     return candidates, volume_score
+
+
+def find_candidates(lmap: LesionMap, geometry: Geometry, top_k: int = 10, min_score: float = 0.0,
+                    nms_mm: float = 10.0, calibration: ScoreCalibration | None = None) -> tuple[list[Candidate], float]:
+    """Candidates (best first) and the volume score: :func:`select_candidates` of
+    :func:`ranked_candidates`."""
+    ranked = ranked_candidates(lmap, geometry, nms_mm, calibration)
+    return select_candidates(ranked, lmap, geometry, top_k, min_score, calibration)

@@ -33,7 +33,8 @@ from ..io.locks import folder_lock
 from ..io.resample import coarser_axes, grid_at_spacing, resample
 from ..io.volume import Geometry, read_volume
 from ..model import load_model, model_spacing, model_stride, resolve_model_path
-from .candidates import Candidate, find_candidates, half_max_extent
+from ..score_calibration import ScoreCalibration
+from .candidates import Candidate, half_max_extent, ranked_candidates, select_candidates
 from .outputs import VolumeOutputs, write_candidates, write_heatmap, write_summary
 from .overlays import candidate_figure, contact_sheet
 from .refine import MODES as REFINE_MODES
@@ -132,6 +133,7 @@ class Detector:
         self.crop = int3(self.meta["crop"])
         self.stride = model_stride(self.meta)
         self.spacing = model_spacing(self.meta)
+        self.calibration = ScoreCalibration.from_metadata(self.meta, str(self.model_path))
         self.refiner: CandidateRefiner | None = None   # built for the first volume with candidates
         self.warned: set[tuple[str, ...]] = set()      # spacings already warned about (coarser_axes)
         options = MapOptions(max_memory_gb=settings.max_memory_gb, context=settings.context,
@@ -170,7 +172,9 @@ class Detector:
         stored = normalise_volume(raw, job.path)
         del raw
         lmap = self.mapper.map_with_fraction(stored, progress, lambda f: report("map", f))
-        candidates, volume_score = find_candidates(lmap, geometry, s.top_k, s.min_score, s.nms_mm)
+        ranked = ranked_candidates(lmap, geometry, s.nms_mm, self.calibration)
+        candidates, volume_score = select_candidates(ranked, lmap, geometry, s.top_k, s.min_score, self.calibration)
+        volume_logit = round(ranked[0].crop_logit, 6) if ranked else None     # what blcam calibrate fits
         map_s = time.perf_counter() - start        # read, resample and map, as before spacings
         refine_s = self._refine(stored, lmap, geometry, candidates, lambda f: report("refine", f))
         heat_path = VolumeOutputs(out_dir, job.name).heatmap
@@ -182,7 +186,9 @@ class Detector:
         info = {"volume": str(job.path), "name": job.name, "model": str(self.model_path), "method": s.method,
                 "volume_score": round(volume_score, 6), "cam_max": lmap.cam_max, "stride": list(lmap.stride),
                 "crop": list(lmap.crop), "settings": asdict(s), "coordinate_system": "LPS", "non_finite_voxels": bad,
-                "model_spacing": None if self.spacing is None else list(self.spacing), "coarser_than_model": coarse}
+                "model_spacing": None if self.spacing is None else list(self.spacing), "coarser_than_model": coarse,
+                "volume_logit": volume_logit,
+                "calibration": self.calibration.record}
         report("pictures", 0.0)
         self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
         for cand in candidates if geometry != native else []:   # files index the input's own voxels

@@ -38,6 +38,7 @@ from ..metrics.breakdown import (
 )
 from ..metrics.calibration import bins_table, calibration, calibration_table, plot_calibration
 from ..metrics.localisation import FROC_RATES, VolumeDetections, VolumeTruth, evaluate_localisation, plot_froc
+from ..score_calibration import logit
 
 
 def load_detections(det_dir: PathLike) -> dict[str, VolumeDetections]:
@@ -69,7 +70,13 @@ def _row_detections(det_dir: Path, row: dict) -> VolumeDetections:
     cands = doc["candidates"]
     points = np.array([[c["x"], c["y"], c["z"]] for c in cands], float).reshape(-1, 3)
     scores = np.array([c["score"] for c in cands], float)
-    return VolumeDetections(row["name"], points, scores, float(row["volume_score"]))
+    logits = np.array([c["crop_logit"] for c in cands], float) if all("crop_logit" in c for c in cands) else None
+    calibrated = doc.get("calibration") is not None
+    vlogit = doc.get("volume_logit")
+    if vlogit is None and not calibrated:     # Detect before volume_logit: the score is its plain sigmoid
+        vlogit = float(logit(float(row["volume_score"])))
+    return VolumeDetections(row["name"], points, scores, float(row["volume_score"]), logits,
+                            None if vlogit is None else float(vlogit), calibrated)
 
 
 def _short(row: dict, limit: int = 80) -> str:

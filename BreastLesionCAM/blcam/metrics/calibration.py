@@ -13,9 +13,11 @@ likewise for the volume score (the best candidate) against the volume's label:
   ``|mean score − hit fraction|`` over the bins;
 * **Brier score**: the mean of ``(score − outcome)²``, calibration and sharpness together.
 
-The patch-level classifier is trained with balanced lesion-centred patches, so its scores
-are expected to be over-confident on whole volumes, where most locations hold no lesion:
-this is what the diagram shows, and what a recalibration would have to fix.
+The network is trained on crops, about one lesion crop in eight, so the raw sigmoid of its
+crop logit is not the probability that a *candidate* hits a lesion; ``blcam calibrate``
+fits that map (:mod:`blcam.score_calibration`). For detections of a calibrated model the
+report also scores the network's raw sigmoid of the same candidates (``raw``), so the
+gain is seen on volumes the map was not fitted on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 from ..axes import Floats, PathLike
 from ..errors import BlcamError
+from ..score_calibration import Platt
 from .breakdown import fmt
 from .localisation import VolumeDetections, VolumeTruth, hit_matrix
 
@@ -59,18 +62,32 @@ def calibration(truths: list[VolumeTruth], dets: list[VolumeDetections], hit_mm:
                              f"writes them), found {s.min():g}…{s.max():g}")
         scores.append(s)
         outcomes.append(hit_matrix(d.points_lps, t, hit_mm).any(axis=1))
-    result = reliability(np.concatenate(scores) if scores else [], np.concatenate(outcomes) if outcomes else [])
+    hit = np.concatenate(outcomes) if outcomes else np.zeros(0)
+    result = reliability(np.concatenate(scores) if scores else [], hit)
     vol_scores = np.clip([d.volume_score for d in dets], 0.0, 1.0)
     result["volume"] = reliability(vol_scores, [t.lesion for t in truths])
+    if dets and all(d.calibrated and d.logits is not None and d.volume_logit is not None for d in dets):
+        logits = np.concatenate([np.asarray(d.logits, float) for d in dets])
+        result["raw"] = {"candidate": reliability(Platt()(logits), hit),
+                         "volume": reliability(Platt()([float(d.volume_logit or 0.0) for d in dets]),
+                                               [t.lesion for t in truths])}
     return result
 
 
 def calibration_table(cal: dict) -> list[list[str]]:
     """Header + rows (candidates, volumes) of ECE and Brier for the reports."""
-    return [["scores", "n", "ECE", "Brier score"],
+    rows = [["scores", "n", "ECE", "Brier score"],
             ["candidate score vs hits a lesion", str(cal["n"]), fmt(cal["ece"]), fmt(cal["brier"])],
             ["volume score vs lesion volume", str(cal["volume"]["n"]), fmt(cal["volume"]["ece"]),
              fmt(cal["volume"]["brier"])]]
+    raw = cal.get("raw")
+    if raw:
+        rows[1][0] += " (calibrated)"
+        rows[2][0] += " (calibrated)"
+        rows += [[f"{what}, the network's raw sigmoid", str(raw[key]["n"]), fmt(raw[key]["ece"]),
+                  fmt(raw[key]["brier"])] for key, what in (("candidate", "candidate score"),
+                                                            ("volume", "volume score"))]
+    return rows
 
 
 def bins_table(cal: dict) -> list[list[str]]:
@@ -90,10 +107,16 @@ def plot_calibration(path: PathLike, cal: dict) -> None:
     from .localisation import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.3))
-    for ax, part, title, what in ((axes[0], cal, "candidates", "hit a lesion"),
-                                  (axes[1], cal["volume"], "volumes (best candidate)", "lesion volume")):
+    raw = cal.get("raw") or {}
+    for ax, part, title, what, before in (
+            (axes[0], cal, "candidates", "hit a lesion", raw.get("candidate")),
+            (axes[1], cal["volume"], "volumes (best candidate)", "lesion volume", raw.get("volume"))):
         used = [b for b in part["bins"] if b["count"]]
         ax.plot([0, 1], [0, 1], ":", color="grey", label="calibrated")
+        if before:                    # the same candidates' raw sigmoid, before the model's score map
+            shown = [b for b in before["bins"] if b["count"]]
+            ax.plot([b["mean_score"] for b in shown], [b["hit_fraction"] for b in shown], "s--", color="tab:grey",
+                    alpha=0.7, label=f"raw sigmoid: ECE {before['ece']:.3f}, Brier {before['brier']:.3f}")
         ax.bar([(b["low"] + b["high"]) / 2 for b in used], [b["hit_fraction"] for b in used],
                width=1 / len(part["bins"]), alpha=0.25, color="tab:blue", edgecolor="tab:blue")
         ax.plot([b["mean_score"] for b in used], [b["hit_fraction"] for b in used], "o-", color="tab:blue",

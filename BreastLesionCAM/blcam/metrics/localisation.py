@@ -75,12 +75,17 @@ class VolumeTruth:
 
 @dataclass
 class VolumeDetections:
-    """A volume's candidates (LPS mm, scores; best first) and its volume score."""
+    """A volume's candidates (LPS mm, scores; best first) and its volume score; with the
+    network's raw crop logits behind them where Detect wrote them (``calibrated``: the scores
+    went through a model's score maps, :mod:`blcam.score_calibration`)."""
 
     name: str
     points_lps: np.ndarray
     scores: np.ndarray
     volume_score: float
+    logits: np.ndarray | None = None
+    volume_logit: float | None = None
+    calibrated: bool = False
 
 
 def _label_at(mask: np.ndarray, index_kji: Floats) -> int:

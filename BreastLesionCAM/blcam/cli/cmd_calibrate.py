@@ -1,0 +1,45 @@
+"""``blcam calibrate MODEL DETECTIONS COHORT.csv``: make a model's scores probabilities, fitted on
+validation volumes (:mod:`blcam.evaluation.recalibration`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..evaluation.recalibration import calibrate_model
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="fit a model's score calibration on detections of validation volumes",
+                       description="Turn a model's candidate and volume scores into probabilities: fit Platt "
+                       "scaling of the network's logits to the outcomes of 'blcam detect' on volumes of patients "
+                       "the model never trained on (a validation fold, or patients set aside), and store the maps "
+                       "in the model file. Rankings do not change (FROC, volume AUC and the pointing game are the "
+                       "same); a candidate's score then estimates the chance that it hits a lesion, and the volume "
+                       "score the chance that the volume holds one. Volumes of the model's training patients are "
+                       "refused.")
+    p.add_argument("model", help="run folder or .safetensors model file that made the detections")
+    p.add_argument("detections", help="output folder of 'blcam detect' on the validation volumes")
+    p.add_argument("cohort", help="cohort CSV of those volumes, with their lesion annotations (optional 'mask' "
+                   "column)")
+    p.add_argument("--out", default=None, metavar="MODEL.safetensors",
+                   help="write the calibrated model here (default: rewrite the model file in place; its weights "
+                   "are unchanged)")
+    p.add_argument("--masks", default=None, metavar="DIR",
+                   help="folder of lesion label maps named like the volumes (default: the cohort's 'mask' "
+                   "column, else centres only)")
+    p.add_argument("--hit-mm", type=float, default=10.0,
+                   help="without a mask, a candidate within this distance of a centre hits the lesion (default: 10)")
+    p.add_argument("--report", default=None, metavar="calibration.json",
+                   help="fit report to write; .md and _calibration.png go beside it "
+                   "(default: DETECTIONS/calibration.json)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    fit = calibrate_model(args.model, args.detections, args.cohort, args.out, args.masks, args.hit_mm, args.report)
+    rec, rel = fit["calibration"], fit["reliability"]
+    print(f"calibrated {fit['model']} on {rec['volumes']} volumes ({rec['candidates']} candidates, "
+          f"{rec['hits']} hits)")
+    print(f"candidates: ECE {rel['raw']['candidate']['ece']:.3f} → {rel['ece']:.3f}; volumes: ECE "
+          f"{rel['raw']['volume']['ece']:.3f} → {rel['volume']['ece']:.3f} (on these volumes)")
+    return 0

@@ -9,17 +9,18 @@ import pytest
 
 import blcam.demo.pipeline as demo_pipeline
 from blcam.demo import DemoConfig, run_demo
+from blcam.model import read_metadata
 
 TINY = DemoConfig(patients=8, seed=3, shape=(24, 64, 64), spacing=(1.0, 0.6, 0.6), lesion_fraction=0.5,
                   patch=(20, 48, 48), negatives_per_volume=1, widen=0.25, crop=(16, 32, 32), epochs=1,
-                  batch_size=4, device="cpu", jobs=1, overlays=1)
+                  batch_size=4, device="cpu", jobs=1, overlays=1, calibration_patients=6)
 
 
 def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
     index = run_demo(out, TINY, progress=False)
     printed = capsys.readouterr().out
-    assert [int(n) for n in re.findall(r"^\[(\d)/7\]", printed, re.M)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [int(n) for n in re.findall(r"^\[(\d)/8\]", printed, re.M)] == [1, 2, 3, 4, 5, 6, 7, 8]
 
     page = index.read_text(encoding="utf-8")
     for piece in ("Table 2", "pointing game", "FROC", "curves.png", "table2_roc.png", "localisation_froc.png",
@@ -40,16 +41,24 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     for piece in ("Localisation per lesion kind", "Calibration of the scores", "localisation_calibration.png",
                   "localisation_froc_by_kind.png", "Hits and misses"):
         assert piece in page, piece
+    # Score maps fitted on patients set aside (blcam calibrate), or the reason the scores stay raw.
+    fit = json.loads((out / "calibration" / "calibration.json").read_text(encoding="utf-8"))
+    meta = read_metadata(out / "run" / "model.safetensors")
+    if "skipped" in fit:             # one epoch on 8 patients may give no hit to fit on
+        assert "calibration was skipped" in md and "calibration" not in meta
+    else:
+        assert meta["calibration"] == fit["calibration"] and "raw" in loc["calibration"]
+        assert "calibrated ('blcam calibrate')" in md
     timings = json.loads((out / "timings.json").read_text(encoding="utf-8"))
-    assert set(timings) == {"phantom", "export", "train", "evaluate", "detect", "metrics", "report"}
+    assert set(timings) == {"phantom", "export", "train", "evaluate", "calibrate", "detect", "metrics", "report"}
 
     # A rerun keeps every finished step; a changed setting redoes its step and all later ones.
     run_demo(out, TINY, progress=False)
-    assert capsys.readouterr().out.count("done earlier, kept") == 7
+    assert capsys.readouterr().out.count("done earlier, kept") == 8
     changed = DemoConfig(**{**TINY.__dict__, "top_k": 3})
     run_demo(out, changed, progress=False)
     kept = capsys.readouterr().out
-    assert kept.count("done earlier, kept") == 4 and "[5/7] Detect" in kept
+    assert kept.count("done earlier, kept") == 4 and "[6/8] Detect" in kept
     assert max(len(json.loads(p.read_text(encoding="utf-8"))["candidates"])
                for p in (out / "detections").glob("*_candidates.json")) <= 3
 

@@ -1,9 +1,10 @@
 """``blcam demo``: the whole main job on the embedded phantom, end to end, on a laptop CPU.
 
 phantom cohort → patch export → training (the default recipe, scaled down) → Table 2 on the
-held-out patches → Detect on the held-out *volumes* → localisation metrics (with the phantom's
-``lesions.csv``: per lesion kind and size; calibration of the scores) → report (``index.html`` and
-``report.md``). The default configuration is sized to finish in under 15 minutes on a 2-core
+held-out patches → score calibration (Detect on phantom patients set aside for it, never
+trained or tested on, then ``blcam calibrate``) → Detect on the held-out *volumes* →
+localisation metrics (with the phantom's ``lesions.csv``: per lesion kind and size;
+calibration of the scores) → report (``index.html`` and ``report.md``). The default configuration is sized to finish in under 15 minutes on a 2-core
 CPU: volumes at 0.5 mm isotropic spacing (the phantom's default is ABUS-like 1.0 × 0.15 ×
 0.2 mm), a half-width ResNet-10 with the paper's stem (finest map) and 16×32×48 crops in
 28×64×96 patches. The patches have the paper's proportions (28/16 slices; in-plane the crop
@@ -37,7 +38,9 @@ from ..device import resolve_device
 from ..errors import BlcamError
 from ..evaluation import evaluate_model
 from ..evaluation.detection import evaluate_detection
+from ..evaluation.recalibration import calibrate_model
 from ..io.atomic import write_csv_atomic, write_json_atomic
+from ..model import MODEL_FILE, read_metadata, replace_metadata
 from ..patches.export import ExportSettings, export_dataset
 from ..phantom import make_cohort
 from ..recipes import recipe_config
@@ -73,6 +76,7 @@ class DemoConfig:
     nms_mm: float = 10.0
     overlays: int = 1
     refine: int = 3
+    calibration_patients: int = 16   # set aside for the score maps (another seed); 0: raw scores
 
     def part(self, step: str) -> dict:
         """The settings a step depends on (a change redoes that step and the ones after it)."""
@@ -81,7 +85,10 @@ class DemoConfig:
                 "export": ["patch", "negatives_per_volume", "test_fraction", "seed"],
                 "train": ["arch", "stem", "widen", "crop", "epochs", "batch_size", "lr", "seed", "recipe",
                           "hard_negatives"],
-                "evaluate": [], "detect": ["top_k", "nms_mm", "overlays", "refine"], "metrics": [], "report": []}[step]
+                "evaluate": [],
+                "calibrate": ["calibration_patients", "seed", "shape", "spacing", "lesion_fraction", "top_k", "nms_mm",
+                              "refine"],
+                "detect": ["top_k", "nms_mm", "overlays", "refine"], "metrics": [], "report": []}[step]
         part = {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keys}
         if step in STEP_VERSIONS:
             part["version"] = STEP_VERSIONS[step]
@@ -91,7 +98,8 @@ class DemoConfig:
 # A step whose output changed (metrics 2: breakdown per kind and size, calibration) reruns
 # in an existing demo folder, and so does every step after it.
 STEP_VERSIONS = {"metrics": 2}
-STEPS = ("phantom", "export", "train", "evaluate", "detect", "metrics", "report")
+STEPS = ("phantom", "export", "train", "evaluate", "calibrate", "detect", "metrics", "report")
+CALIBRATION_SEED = 1000          # the calibration patients' phantom seed: the demo's seed + this
 
 
 class _State:
@@ -148,7 +156,8 @@ def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = T
     device = str(resolve_device(c.device))
     paths = {"cohort": out / "phantom" / "cohort.csv", "patches": out / "patches", "run": out / "run",
              "evaluation": out / "evaluation" / "table2.json", "test_cohort": out / "held_out_cohort.csv",
-             "detections": out / "detections", "localisation": out / "detections" / "localisation.json"}
+             "detections": out / "detections", "localisation": out / "detections" / "localisation.json",
+             "calibration": out / "calibration"}
     timings = json.loads((out / "timings.json").read_text(encoding="utf-8")) if (out / "timings.json").is_file() else {}
 
     def step(n: int, name: str, text: str, fn: Callable[[], object]) -> None:
@@ -197,12 +206,16 @@ def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = T
          lambda: evaluate_model(paths["run"], paths["patches"], "test", paths["evaluation"], device,
                                 progress=progress))
 
+    step(5, "calibrate", f"score calibration on {c.calibration_patients} patients set aside (seed "
+         f"{c.seed + CALIBRATION_SEED})", lambda: calibrate_scores(paths["run"], paths["calibration"], c, device,
+                                                                   progress))
+
     def run_detect():
         held_out_cohort(paths["cohort"], paths["patches"] / "manifest.csv", paths["test_cohort"])
         detect(paths["run"], [paths["test_cohort"]], paths["detections"],
                DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, overlays=c.overlays, refine=c.refine), device,
                progress=progress)
-    step(5, "detect", "Detect on the held-out volumes (heatmaps, candidates, overlays)", run_detect)
+    step(6, "detect", "Detect on the held-out volumes (heatmaps, candidates, overlays)", run_detect)
 
     def metrics():
         # The phantom's lesions.csv gives each lesion's kind and diameter: metrics per kind and size.
@@ -210,10 +223,40 @@ def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = T
                                out / "phantom" / "masks", lesions=out / "phantom" / "lesions.csv")
         print(f"      pointing game {r['pointing_game']:.3f}, median distance {r['distance_mm_median']:.2f} mm, "
               f"FROC {r['froc']['mean_sensitivity']:.3f}, volume AUC {r['volume_auc']:.3f}", flush=True)
-    step(6, "metrics", "localisation metrics (pointing game, distance, FROC, volume AUC, per kind and size, "
+    step(7, "metrics", "localisation metrics (pointing game, distance, FROC, volume AUC, per kind and size, "
          "calibration)", metrics)
 
     index = out / "index.html"
-    step(7, "report", "report", lambda: write_report(out, paths, config, timings))
+    step(8, "report", "report", lambda: write_report(out, paths, config, timings))
     print(f"report: {index}  (and {out / 'report.md'})", flush=True)
     return index
+
+
+def calibrate_scores(run: Path, folder: Path, c: DemoConfig, device: str, progress: bool) -> None:
+    """The demo's score maps: Detect on ``c.calibration_patients`` new phantom patients (a seed no
+    other step uses), then :func:`calibrate_model` into the run's model file. A fit the data
+    cannot support (e.g. no hit at all from a barely trained model) leaves the scores raw and
+    says why in ``calibration.json``; the report shows it."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    report = folder / "calibration.json"
+    model = run / MODEL_FILE
+    meta = read_metadata(model)
+    if meta.pop("calibration", None) is not None:          # an earlier demo's maps: refit from raw
+        replace_metadata(model, meta)
+    if c.calibration_patients <= 0:
+        write_json_atomic(report, {"skipped": "calibration_patients is 0"})
+        return
+    cohort = make_cohort(folder / "phantom", c.calibration_patients, c.seed + CALIBRATION_SEED, c.jobs, c.shape,
+                         c.spacing, c.lesion_fraction, progress=progress)
+    detect(run, [cohort], folder / "detections",
+           DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, overlays=0, refine=c.refine), device, progress=progress)
+    try:
+        fit = calibrate_model(run, folder / "detections", cohort, masks_dir=folder / "phantom" / "masks",
+                              report=report)
+    except BlcamError as exc:
+        print(f"      scores left uncalibrated: {exc}", flush=True)
+        write_json_atomic(report, {"skipped": str(exc)})
+        return
+    rel = fit["reliability"]
+    print(f"      candidate ECE on these volumes {rel['raw']['candidate']['ece']:.3f} → {rel['ece']:.3f}", flush=True)

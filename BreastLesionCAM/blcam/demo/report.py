@@ -106,6 +106,20 @@ def _tables(evaluation: dict, loc: dict) -> dict[str, list[list[str]]]:
     return tables
 
 
+def _calibration_note(folder: Path | None) -> str:
+    """Where the demo's score maps came from (``blcam calibrate``), or why the scores are raw."""
+    path = None if folder is None else Path(folder) / "calibration.json"
+    if path is None or not path.is_file():
+        return "The scores are the network's raw sigmoid (not calibrated)."
+    fit = json.loads(path.read_text(encoding="utf-8"))
+    if "skipped" in fit:
+        return f"The scores are the network's raw sigmoid: calibration was skipped ({fit['skipped']})."
+    rec = fit["calibration"]
+    return (f"The scores were calibrated ('blcam calibrate') on {rec['volumes']} volumes of phantom patients set "
+            f"aside for it, never trained or tested on ({rec['candidates']} candidates, {rec['hits']} hits); the "
+            "raw rows score the network's own sigmoid of the same held-out candidates.")
+
+
 def _html_table(rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
@@ -150,7 +164,8 @@ def write_report(out: Path, paths: dict, config: DemoConfig, timings: dict) -> P
                 ("Localisation per lesion size (diameter)", "size", _BREAKDOWN_TEXT),
                 ("Calibration of the scores", "calibration",
                  "Are the scores probabilities? ECE: count-weighted mean |mean score − observed fraction| "
-                 "over 10 score bins; Brier: mean squared error of the score as a probability.")]
+                 "over 10 score bins; Brier: mean squared error of the score as a probability. "
+                 + _calibration_note(paths.get("calibration")))]
     sections = [s for s in sections if s[1] in tables]
 
     md = ["# BreastLesionCAM demo", "", setup, "", f"Time per step: {took}.", ""]

@@ -5,15 +5,16 @@ held-out patches → score calibration (Detect on phantom patients set aside for
 trained or tested on, then ``blcam calibrate``) → Detect on the held-out *volumes* →
 localisation metrics (with the phantom's ``lesions.csv``: per lesion kind and size;
 calibration of the scores) → report (``index.html`` and ``report.md``). The default
-configuration is sized to finish in under 15 minutes on a 2-core CPU: volumes at 0.5 mm isotropic spacing (the phantom's default is ABUS-like 1.0 × 0.15 ×
-0.2 mm), a half-width ResNet-10 with the paper's stem (finest map) and 16×32×48 crops in
-28×64×96 patches. The patches have the paper's proportions (28/16 slices; in-plane the crop
-is half the patch, as 160 of 280), so a lesion lands anywhere within ±6 slices and ±16/±24
-voxels of a crop's centre: point supervision (:mod:`blcam.training.point_supervision`) then
-has something to teach, and slabs every 12 slices keep Detect fast. Crops stay inside the
-volume's part of each patch (:func:`blcam.training.data.crop_ranges`), so padding beside
-border lesions cannot teach "padding means lesion". 80 epochs: on the validation cohort
-(seed 11) 40 epochs never hit an oval mass and 80 did; training in channels_last_3d on the CPU
+configuration is sized to finish in under 15 minutes on a 2-core CPU: volumes at 0.5 mm
+isotropic spacing (the phantom's default is ABUS-like 1.0 × 0.15 × 0.2 mm), a half-width
+ResNet-10 with the paper's stem (finest map) and 16×32×48 crops in 28×64×96 patches. The
+patches have the paper's proportions (28/16 slices; in-plane the crop is half the patch, as
+160 of 280), so a lesion lands anywhere within ±6 slices and ±16/±24 voxels of a crop's
+centre: point supervision (:mod:`blcam.training.point_supervision`) then has something to
+teach, and slabs every 12 slices keep Detect fast. Crops stay inside the volume's part of
+each patch (:func:`blcam.training.data.crop_ranges`), so padding beside border lesions
+cannot teach "padding means lesion". 80 epochs: on the validation cohort (seed 11) 40 epochs
+never hit an oval mass and 80 did; training in channels_last_3d on the CPU
 (:func:`blcam.training.data.prefers_channels_last`) made them affordable. ``recipe="paper"``
 trains the paper's method exactly instead.
 

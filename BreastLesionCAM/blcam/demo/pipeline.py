@@ -150,6 +150,8 @@ def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = T
     """Run (or resume) the demo under ``out`` (``config``: the defaults when ``None``);
     returns the path of ``index.html``."""
     config = DemoConfig() if config is None else config
+    if config.calibration_patients < 0:
+        raise BlcamError(f"--calibration-patients must be 0 or more, got {config.calibration_patients}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = _State(out, config)

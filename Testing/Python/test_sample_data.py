@@ -135,10 +135,13 @@ def test_detect_runs_on_the_sample_with_the_bundled_demo_model_and_points_at_its
     (make demo's, 0.5 mm, float16 weights) becomes the current model only when none is chosen,
     and a real Detect on the sample's ABUS-like grid puts its best candidate in the lesion."""
     from blcam.model import load_model, model_spacing
+    from blcam.score_calibration import ScoreCalibration
     from BreastLesionCAMLib.Jobs import JobState
     from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
     model, meta = load_model(SamplePhantom.DEMO_MODEL, "cpu")      # safetensors: nothing unpickled
     assert model_spacing(meta) == (0.5, 0.5, 0.5) and "not for patients" in meta["sample_model"]
+    # Its scores are probabilities, fitted on validation phantoms it never trained on (blcam calibrate).
+    assert ScoreCalibration.from_metadata(meta).fitted and "scores calibrated" in meta["sample_model"]
     loaded = SamplePhantom.loadSample(headless.scene, "lesion", tmp_path)
     logic = BreastLesionCAMLogic()
     assert logic.useDemoModel(loaded.volume)

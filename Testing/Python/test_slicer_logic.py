@@ -332,3 +332,9 @@ def test_panel_says_the_models_spacing_and_the_expected_detect_time(headless, tm
                make_metadata("resnet10", "paper", 0.25, (16, 48, 48), (28, 64, 96)))
     assert "each volume's own voxels" in logic.describeDetect(case.volume, str(tmp_path / "native.safetensors"))
     assert logic.describeDetect(case.volume, "") == ""
+    # Whether the scores it will show are probabilities (a model calibrated by blcam calibrate).
+    assert "raw sigmoid, not calibrated" in text
+    calibrated = {**meta, "calibration": {"format": "platt-v1", "candidate": [3.0, -2.0], "volume": [4.0, -1.0]}}
+    save_model(tmp_path / "calibrated.safetensors", random_model(), calibrated)
+    assert "scores are calibrated probabilities" in logic.describeDetect(case.volume,
+                                                                         str(tmp_path / "calibrated.safetensors"))

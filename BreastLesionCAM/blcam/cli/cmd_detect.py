@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=positive_int, default=d.top_k,
                    help=f"most candidates kept per volume (default: {d.top_k})")
     p.add_argument("--min-score", type=float, default=d.min_score,
-                   help=f"drop candidates with a lesion probability below this (default: {d.min_score})")
+                   help="drop candidates scoring below this: the chance of a hit for a model calibrated by "
+                   f"'blcam calibrate', else the network's sigmoid (default: {d.min_score})")
     p.add_argument("--nms-mm", type=float, default=d.nms_mm,
                    help=f"candidates closer than this (mm) to a stronger one are suppressed (default: {d.nms_mm})")
     p.add_argument("--max-memory-gb", type=float, default=d.max_memory_gb,

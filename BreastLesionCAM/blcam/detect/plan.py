@@ -36,6 +36,7 @@ class DetectPlan:
     model_spacing: tuple[float, float, float] | None
     reads_per_voxel: float
     reference_s_per_mvox: float
+    calibrated: bool = False     # the model carries score maps (blcam calibrate)
 
     @property
     def mvox_read(self) -> float:
@@ -62,7 +63,9 @@ class DetectPlan:
             where = (f"model spacing {fmt(self.model_spacing)} mm: this volume ({fmt(self.input_geometry.spacing)} "
                      f"mm) is resampled to {shape} voxels")
         basis = "at this computer's last measured speed" if s_per_mvox else "on a 2-core laptop CPU"
-        return f"{where}; Detect ≈ {self.expected_seconds(s_per_mvox):.0f} s {basis}"
+        scores = ("scores are calibrated probabilities" if self.calibrated else
+                  "scores are the network's raw sigmoid, not calibrated (blcam calibrate)")
+        return f"{where}; {scores}; Detect ≈ {self.expected_seconds(s_per_mvox):.0f} s {basis}"
 
     def measured_rate(self, map_seconds: float) -> float:
         """Seconds per million voxel reads that a finished Detect achieved (its
@@ -79,4 +82,5 @@ def plan_detect(meta: dict, geometry: Geometry) -> DetectPlan:
     slabs = len(slab_starts(depth, crop[0], default_slab_step(crop, meta.get("patch"))))
     reads = slabs * min(crop[0], depth) / depth
     reference = REFERENCE_S_PER_MVOX.get(meta.get("arch", "resnet18"), REFERENCE_S_PER_MVOX["resnet18"])
-    return DetectPlan(geometry, model_geometry, spacing, reads, reference * float(meta.get("widen", 1.0)))
+    return DetectPlan(geometry, model_geometry, spacing, reads, reference * float(meta.get("widen", 1.0)),
+                      meta.get("calibration") is not None)

@@ -85,6 +85,15 @@ def one_line(text: str) -> str:
     return " | ".join(ln.strip() for ln in text.splitlines() if ln.strip())
 
 
+def add_hit_options(p: argparse.ArgumentParser) -> None:
+    """``--masks`` and ``--hit-mm``: what makes a candidate hit a lesion (evaluate-detection, calibrate)."""
+    p.add_argument("--masks", default=None, metavar="DIR",
+                   help="folder of lesion label maps named like the volumes, e.g. a phantom's masks/ "
+                   "(default: the cohort's 'mask' column, else centres only)")
+    p.add_argument("--hit-mm", type=float, default=10.0,
+                   help="without a mask, a candidate within this distance of a centre hits the lesion (default: 10)")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1, with a message naming the value."""
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..evaluation.recalibration import calibrate_model
+from . import add_hit_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,11 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="MODEL.safetensors",
                    help="write the calibrated model here (default: rewrite the model file in place; its weights "
                    "are unchanged)")
-    p.add_argument("--masks", default=None, metavar="DIR",
-                   help="folder of lesion label maps named like the volumes (default: the cohort's 'mask' "
-                   "column, else centres only)")
-    p.add_argument("--hit-mm", type=float, default=10.0,
-                   help="without a mask, a candidate within this distance of a centre hits the lesion (default: 10)")
+    add_hit_options(p)
     p.add_argument("--report", default=None, metavar="calibration.json",
                    help="fit report to write; .md and _calibration.png go beside it "
                    "(default: DETECTIONS/calibration.json)")

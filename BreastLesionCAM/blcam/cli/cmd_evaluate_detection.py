@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..evaluation.detection import evaluate_detection, figure_paths
+from . import add_hit_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,11 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "scored.")
     p.add_argument("detections", help="output folder of 'blcam detect' (holds detections.csv)")
     p.add_argument("cohort", help="cohort CSV with the lesion annotations (optional 'mask' column)")
-    p.add_argument("--masks", default=None, metavar="DIR",
-                   help="folder of lesion label maps named like the volumes, e.g. a phantom's masks/ "
-                   "(default: the cohort's 'mask' column, else centres only)")
-    p.add_argument("--hit-mm", type=float, default=10.0,
-                   help="without a mask, a candidate within this distance of a centre hits the lesion (default: 10)")
+    add_hit_options(p)
     p.add_argument("--lesions", default=None, metavar="CSV",
                    help="lesion table for the per-kind and per-size breakdown: columns volume (the volume file's "
                    "stem), x,y,z (LPS mm), optional kind and diameter_mm (default: lesions.csv beside the "

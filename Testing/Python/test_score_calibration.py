@@ -15,10 +15,11 @@ from safetensors.torch import load_file, save_file
 from _cam_fixtures import write_detect_folder
 from _training_fixtures import blob_dataset, trained_run
 from blcam.cli import main
+from blcam.detect.pipeline import DetectSettings, detect
 from blcam.errors import BlcamError
 from blcam.evaluation.recalibration import calibrate_model
 from blcam.io.points import write_markups
-from blcam.io.volume import Geometry, write_volume
+from blcam.io.volume import Geometry, read_volume, write_volume
 from blcam.model import read_metadata
 from blcam.score_calibration import Platt, ScoreCalibration, fit_platt
 
@@ -167,6 +168,23 @@ def test_detect_applies_the_fitted_maps_and_training_patients_are_refused(tmp_pa
         assert doc["volume_logit"] == before["volume_logit"]
         assert doc["volume_score"] == pytest.approx(float(cal.volume(doc["volume_logit"])), abs=1e-6)
         assert doc["calibration"] == read_metadata(out)["calibration"] and before["calibration"] is None
+    # The heatmap of a calibrated model is the paper's relative map (maximum 1, or 0 where nothing
+    # activates) times the volume's probability, in 256 display levels; '--heatmap relative' keeps
+    # the paper's; an uncalibrated model has no probability to scale by, so asking is refused.
+    assert main(["detect", str(out), str(test), "--out", str(tmp_path / "relative"), "--overlays", "0",
+                 "--heatmap", "relative"]) == 0
+    peaks = []
+    for name, doc in new.items():
+        heat_name = name.replace("_candidates.json", "_heatmap.nrrd")
+        scaled, relative = (read_volume(tmp_path / d / heat_name)[0].max() for d in ("test-cal", "relative"))
+        assert doc["heatmap_scale"] == pytest.approx(doc["volume_score"], abs=1e-6)
+        assert raw[name]["heatmap_scale"] == 1.0 and relative in (0.0, pytest.approx(1.0))
+        assert scaled == pytest.approx(relative * doc["volume_score"], abs=0.5 / 255 + 1e-6)
+        peaks.append(relative)
+    assert max(peaks) == pytest.approx(1.0)
+    with pytest.raises(BlcamError, match="is not calibrated") as err:
+        detect(run, [test], tmp_path / "refused", DetectSettings(heatmap="probability"), progress=False)
+    assert "model.safetensors" in str(err.value)
     weights, original = load_file(str(out)), load_file(str(run / "model.safetensors"))
     assert weights.keys() == original.keys() and all(weights[k].equal(original[k]) for k in original)
     report = tmp_path / "loc.json"

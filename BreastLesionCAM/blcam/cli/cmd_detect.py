@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..cam.dense import CONTEXTS
-from ..detect.pipeline import METHODS, DetectSettings, detect
+from ..detect.pipeline import HEATMAP_MODES, METHODS, DetectSettings, detect
 from ..detect.refine import MODES as REFINE_MODES
 from ..device import device_name, resolve_device
 from . import positive_int
@@ -58,6 +58,12 @@ def register(sub) -> None:
     p.add_argument("--refine-mode", choices=REFINE_MODES, default=None,
                    help="what refinement maximises: 'local' = the point-supervised local logit, 'crop' = the "
                    "classifier's crop logit (default: local for point-supervised models, else crop)")
+    p.add_argument("--heatmap", choices=HEATMAP_MODES, default=d.heatmap,
+                   help="the heatmap's scale: 'relative' = divided by its own maximum, so every volume shows a hot "
+                   "spot (the paper's display); 'probability' = that map times the volume's calibrated lesion "
+                   "probability, so colours compare across volumes and a healthy breast stays dark (needs a model "
+                   "calibrated by 'blcam calibrate'); 'auto' = probability when the model is calibrated "
+                   f"(default: {d.heatmap})")
     p.add_argument("--force", action="store_true",
                    help="recompute every volume, even those an earlier run into --out finished from the same "
                    "model, volume and settings (default: skip them)")
@@ -71,7 +77,7 @@ def run(args) -> int:
     settings = DetectSettings(method=args.method, context=args.context, slab_step=args.slab_step, top_k=args.top_k,
                               min_score=args.min_score, nms_mm=args.nms_mm, max_memory_gb=args.max_memory_gb,
                               overlays=args.overlays, batch_size=args.batch_size, refine=args.refine,
-                              refine_mode=args.refine_mode)
+                              refine_mode=args.refine_mode, heatmap=args.heatmap)
     emitter = ProgressEmitter(args.progress_json)
     on_progress = (lambda r: emitter.progress(**r)) if args.progress_json else None
     summary = detect(args.model, args.inputs, args.out, settings, str(resolve_device(args.device)),

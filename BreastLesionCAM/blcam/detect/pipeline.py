@@ -42,6 +42,11 @@ from .refine import CandidateRefiner, default_mode, trained_inside
 from .resume import FinishedVolumes
 
 METHODS = MAPPERS   # the registry itself, so that every registered map is a valid --method
+# The heatmap's scale. 'relative': divided by its own maximum, so every volume, healthy or not,
+# shows a hot spot at 1 (the paper's display). 'probability': that map times the volume's
+# calibrated probability of holding a lesion, so the colours mean the same in every volume and
+# a healthy breast the model is sure of stays dark. 'auto': probability for a calibrated model.
+HEATMAP_MODES = ("auto", "probability", "relative")
 # Each stage's (start, share) of one volume's work; the map's own steps are the map's business.
 VOLUME_STAGES = {"map": (0.0, 0.85), "refine": (0.85, 0.05), "pictures": (0.9, 0.1)}
 StageCallback = Callable[[str, float], None]       # (stage, fraction of this volume done)
@@ -61,6 +66,7 @@ class DetectSettings:
     batch_size: int = 1         # sliding method: windows per Grad-CAM batch
     refine: int = 3             # best candidates moved to where the network answers best (refine.py); 0: off
     refine_mode: str | None = None  # 'local' / 'crop' (None: local for point-supervised models, else crop)
+    heatmap: str = "auto"       # HEATMAP_MODES: 'probability' peaks at the volume's probability; 'relative' at 1
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -77,6 +83,8 @@ class DetectSettings:
             raise BlcamError(f"--max-memory-gb must be positive, got {self.max_memory_gb}")
         if self.refine < 0:
             raise BlcamError(f"--refine must be ≥ 0, got {self.refine}")
+        if self.heatmap not in HEATMAP_MODES:
+            raise BlcamError(f"--heatmap '{self.heatmap}': choose one of {', '.join(HEATMAP_MODES)}")
         if self.refine_mode not in (None, *REFINE_MODES):
             raise BlcamError(f"--refine-mode '{self.refine_mode}': choose one of {', '.join(REFINE_MODES)}")
 
@@ -134,6 +142,11 @@ class Detector:
         self.stride = model_stride(self.meta)
         self.spacing = model_spacing(self.meta)
         self.calibration = ScoreCalibration.from_metadata(self.meta, str(self.model_path))
+        if settings.heatmap == "probability" and not self.calibration.fitted:
+            raise BlcamError(f"--heatmap probability: {self.model_path} is not calibrated, so its volume score is "
+                             "not a probability; run 'blcam calibrate' first, or use --heatmap relative")
+        self.scaled_heatmap = settings.heatmap == "probability" or (settings.heatmap == "auto"
+                                                                     and self.calibration.fitted)
         self.refiner: CandidateRefiner | None = None   # built for the first volume with candidates
         self.warned: set[tuple[str, ...]] = set()      # spacings already warned about (coarser_axes)
         options = MapOptions(max_memory_gb=settings.max_memory_gb, context=settings.context,
@@ -177,6 +190,9 @@ class Detector:
         volume_logit = round(ranked[0].crop_logit, 6) if ranked else None     # what blcam calibrate fits
         map_s = time.perf_counter() - start        # read, resample and map, as before spacings
         refine_s = self._refine(stored, lmap, geometry, candidates, lambda f: report("refine", f))
+        heat_scale = volume_score if self.scaled_heatmap else 1.0     # sizes above used the relative map
+        if heat_scale != 1.0:
+            lmap.heatmap *= np.float32(heat_scale)
         heat_path = VolumeOutputs(out_dir, job.name).heatmap
         t = time.perf_counter()
         heat = resample(lmap.heatmap, geometry, native, fill=0.0)
@@ -187,7 +203,7 @@ class Detector:
                 "volume_score": round(volume_score, 6), "cam_max": lmap.cam_max, "stride": list(lmap.stride),
                 "crop": list(lmap.crop), "settings": asdict(s), "coordinate_system": "LPS", "non_finite_voxels": bad,
                 "model_spacing": None if self.spacing is None else list(self.spacing), "coarser_than_model": coarse,
-                "volume_logit": volume_logit,
+                "volume_logit": volume_logit, "heatmap_scale": round(heat_scale, 6),
                 "calibration": self.calibration.record}
         report("pictures", 0.0)
         self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)

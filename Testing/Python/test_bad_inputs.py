@@ -182,6 +182,18 @@ def _evaluate_detection(tmp, world, faults, row=None, masks=None) -> Spec:
                 keep=[det / "detections.csv"], absent=[det / "localisation.json"])
 
 
+def _calibrate(tmp, world, faults, extra=(), candidates=None) -> Spec:
+    """``blcam calibrate`` on the one-volume folder of :func:`_evaluate_detection`."""
+    spec = _evaluate_detection(tmp, world, faults)
+    det, csv = Path(spec.argv[1]), Path(spec.argv[2])
+    if candidates is not None:
+        (det / "v_candidates.json").write_text(json.dumps({"candidates": candidates}), encoding="utf-8")
+    model = tmp / "model.safetensors"
+    shutil.copy(world.model, model)
+    return Spec(["calibrate", str(model), str(det), str(csv), *extra], keep=[model],
+                absent=[det / "calibration.json"])
+
+
 def _extra_row(tmp: Path, world: World, label: str, lesions=(), array=None) -> Path:
     """The base cohort plus one new volume (``array`` or noise, with ``lesions``) as ``label``."""
     vol, ann, _ = write_case(tmp, "new", (8, 20, 20), lesions)
@@ -241,6 +253,13 @@ CASES = [
      ["detections.csv", "row 3"]),
     ("evaluate-detection-missing-masks", lambda t, w, f: _evaluate_detection(t, w, f, masks=t / "nomasks"),
      ["--masks", "nomasks"]),
+    # A failed calibration names what is missing and leaves the model file as it was.
+    ("calibrate-no-hits", lambda t, w, f: _calibrate(t, w, f), ["candidate scores", "all 0 are misses"]),
+    ("calibrate-report-not-json", lambda t, w, f: _calibrate(t, w, f, ["--report", str(t / "fit.txt")]),
+     ["--report", "fit.txt", ".json"]),
+    ("calibrate-no-logits", lambda t, w, f: _calibrate(t, w, f, candidates=[{"label": "lesion-1", "score": 0.5,
+                                                                             "x": 0, "y": 0, "z": 0}]),
+     ["det", "raw logits", "Detect again"]),
     ("healthy-with-annotation", _export_of(lambda t, w: _extra_row(t, w, "healthy", [(4, 10, 10)])),
      ["row 11", "new.nrrd", "healthy volume", "annotation", "label it lesion"]),
     ("healthy-volume-smaller-than-patch", _export_of(None, ["--patch", "4", "8", "32"]),

@@ -53,13 +53,13 @@ def training_volumes(meta: dict) -> tuple[set[str], set[str], Path] | None:
     return ({str((cohort.parent / r["volume"]).resolve()) for r in train}, {r["patient"] for r in train}, cohort)
 
 
-def check_not_trained_on(meta: dict, model_file: Path, cohort_csv: Path, rows: list[tuple[str, str]]) -> None:
-    """Refuse calibration volumes ``(resolved path, patient)`` the model trained on (module doc)."""
+def check_not_trained_on(meta: dict, model_file: Path, cohort_csv: Path, rows: list[tuple[str, str]]) -> str:
+    """Refuse calibration volumes ``(resolved path, patient)`` the model trained on (module doc);
+    returns a warning when that cannot be checked (said after a successful fit)."""
     seen = training_volumes(meta)
     if seen is None:
-        print(f"blcam calibrate: {model_file}: its patch dataset is not here, so it cannot be checked that "
-              "these volumes were not used in training; calibrate only on patients it never saw", file=sys.stderr)
-        return
+        return (f"{model_file}: its patch dataset is not here, so it cannot be checked that these volumes were "
+                "not used in training; calibrate only on patients it never saw")
     volumes, patients, cohort = seen
     same_cohort = Path(cohort_csv).resolve() == cohort
     leaked = sorted({f"{patient} ({Path(path).name})" for path, patient in rows
@@ -69,6 +69,7 @@ def check_not_trained_on(meta: dict, model_file: Path, cohort_csv: Path, rows: l
         raise BlcamError(f"{cohort_csv}: {len(leaked)} patient(s) of these detections trained {model_file}: "
                          f"{shown}. Calibrating on them would make its scores over-confident; detect on a "
                          "validation fold or on patients set aside, and calibrate on those")
+    return ""
 
 
 def calibrate_model(model: PathLike, det_dir: PathLike, cohort_csv: PathLike, out: PathLike | None = None,
@@ -87,9 +88,9 @@ def calibrate_model(model: PathLike, det_dir: PathLike, cohort_csv: PathLike, ou
     truths = load_truths(cohort_csv, masks_dir, hit_mm, only=set(dets))
     if not truths:
         raise BlcamError(f"{det_dir}: none of its volumes is in {cohort_csv}")
-    _check_same_model(det_dir, model_file)
     patient_of = {str(r.volume.resolve()): r.patient for r in _cohort_rows(cohort_csv)}
-    check_not_trained_on(meta, model_file, Path(cohort_csv), [(k, patient_of[k]) for k, _ in truths])
+    warnings = [check_not_trained_on(meta, model_file, Path(cohort_csv), [(k, patient_of[k]) for k, _ in truths]),
+                _other_model(det_dir, model_file)]
     logits, hits, vol_logits, lesion = [], [], [], []
     for key, truth in truths:
         d = dets[key]
@@ -113,9 +114,10 @@ def calibrate_model(model: PathLike, det_dir: PathLike, cohort_csv: PathLike, ou
     fit = _fit_report(record, x, y, np.asarray(vol_logits), np.asarray(lesion, float), target)
     _write_report(report_path, fit)
     if min(n_hits, n_lesion_volumes) < FEW_HITS:
-        print(f"blcam calibrate: fitted on {n_hits} hits in {n_lesion_volumes} lesion volumes; "
-              f"with fewer than {FEW_HITS} of either the maps are uncertain: calibrate on more volumes",
-              file=sys.stderr)
+        warnings.append(f"fitted on {n_hits} hits in {n_lesion_volumes} lesion volumes; with fewer than {FEW_HITS} "
+                        "of either the maps are uncertain: calibrate on more volumes")
+    for text in filter(None, warnings):
+        print(f"blcam calibrate: {text}", file=sys.stderr)
     return fit
 
 
@@ -124,13 +126,14 @@ def _cohort_rows(cohort_csv: PathLike) -> list:
     return read_cohort(cohort_csv, check_volumes=False).rows
 
 
-def _check_same_model(det_dir: PathLike, model_file: Path) -> None:
-    """Warn when the detections name another model file (a copy is fine: same weights)."""
+def _other_model(det_dir: PathLike, model_file: Path) -> str:
+    """A warning when the detections name another model file (a copy is fine: same weights)."""
     for path in sorted(Path(det_dir).glob("*_candidates.json"))[:1]:
         made_by = json.loads(path.read_text(encoding="utf-8")).get("model")
         if made_by and Path(made_by).resolve() != model_file.resolve():
-            print(f"blcam calibrate: {det_dir} was made by {made_by}, not {model_file}; the maps are fitted to "
-                  "that model's logits, so make sure it has the same weights", file=sys.stderr)
+            return (f"{det_dir} was made by {made_by}, not {model_file}; the maps are fitted to that model's "
+                    "logits, so make sure it has the same weights")
+    return ""
 
 
 def _fit_report(record: dict, x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, target: Path) -> dict:

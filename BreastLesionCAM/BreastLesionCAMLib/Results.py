@@ -44,10 +44,17 @@ class DetectionResult:
     candidates: object       # vtkMRMLMarkupsFiducialNode
     table: object            # vtkMRMLTableNode
     folder: Path | None      # blcam detect's output folder; None once a temporary one is removed
+    volumeScore: float | None = None   # from the candidates JSON; None for outputs without one
+    calibrated: bool = False           # the model's scores are probabilities (blcam calibrate)
 
     def summary(self) -> str:
         count = self.candidates.GetNumberOfControlPoints()
-        return f"{count} candidate(s)" + (f", files in {self.folder}" if self.folder is not None else "")
+        text = f"{count} candidate(s)"
+        if self.volumeScore is not None:
+            what = ("calibrated probability of a lesion" if self.calibrated
+                    else "the network's score, not calibrated")
+            text += f"; volume score {self.volumeScore:.2f} ({what})"
+        return text + (f", files in {self.folder}" if self.folder is not None else "")
 
 
 def findOutputs(folder, name: str | None = None) -> VolumeOutputs:
@@ -75,7 +82,19 @@ def loadResults(volumeNode, folder, sentGeometry: Geometry, opacity: float = 0.3
     candidates = loadCandidates(volumeNode, files.markups)
     table = candidateTable(volumeNode, candidates, files.csv if files.csv.is_file() else None)
     showHeatmap(volumeNode, heatmap, opacity, threshold)
-    return DetectionResult(heatmap, candidates, table, Path(folder))
+    score, calibrated = _volumeScore(files.json)
+    return DetectionResult(heatmap, candidates, table, Path(folder), score, calibrated)
+
+
+def _volumeScore(path: Path) -> tuple[float | None, bool]:
+    """The volume score and whether it is calibrated, from the candidates JSON (when readable:
+    the heatmap and markups are what the display needs, this is the summary line's)."""
+    import json
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return float(doc["volume_score"]), doc.get("calibration") is not None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, False
 
 
 def _resultNode(volumeNode, kind: str, className: str, name: str):

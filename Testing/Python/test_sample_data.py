@@ -152,6 +152,7 @@ def test_detect_runs_on_the_sample_with_the_bundled_demo_model_and_points_at_its
     job = logic.detect(loaded.volume, p.modelPath, device="cpu")
     assert job.wait(120) is JobState.SUCCEEDED, job.message
     assert time.monotonic() - started < 60
+    assert job.result.calibrated and "calibrated probability of a lesion" in job.result.summary()
     row = SamplePhantom.generateSample(tmp_path, "lesion")
     mask = readVolumeFile(row.volume.parent.parent / "masks" / row.volume.name, headless.scene, "mask")
     (i, j, k), = np.round(worldRASToIJK(loaded.volume, controlPointsWorldRAS(job.result.candidates)[:1])).astype(int)

@@ -80,6 +80,30 @@ def read_cohort(path: str | os.PathLike, check_volumes: bool = True) -> Cohort:
     return cohort
 
 
+def write_cohort_subset(cohort_csv: str | os.PathLike, patients: set[str], out_csv: str | os.PathLike,
+                        what: str = "the selected patients") -> Path:
+    """The rows of ``cohort_csv`` whose patient is in ``patients``, as a new cohort CSV with
+    absolute paths (so it works from any folder); every column is kept. Used for the volumes of
+    a held-out split or a validation fold, which Detect and calibration then read."""
+    import csv
+
+    from .io.atomic import write_csv_atomic
+    cohort_csv = Path(cohort_csv)
+    with cohort_csv.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        rows = [r for r in reader if r["patient"] in patients]
+        columns = reader.fieldnames
+    if not rows:
+        raise BlcamError(f"{cohort_csv}: no rows of {what}")
+    for r in rows:
+        for col in ("volume", "annotation", "mask", "negatives"):
+            if r.get(col):
+                r[col] = str((cohort_csv.parent.resolve() / r[col]).resolve())
+    assert columns is not None                     # rows were read, so a header
+    write_csv_atomic(out_csv, rows, list(columns))
+    return Path(out_csv)
+
+
 def require_both_classes(cohort: Cohort) -> None:
     """Training data need healthy and lesion patients; detection and its evaluation do not
     (a screening batch may well be all healthy), so only ``export`` calls this."""

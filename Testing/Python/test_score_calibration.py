@@ -198,3 +198,23 @@ def test_detect_applies_the_fitted_maps_and_training_patients_are_refused(tmp_pa
     assert main(["calibrate", str(copy), str(tmp_path / "val"), str(val)]) == 0      # in place by default
     assert read_metadata(copy / "model.safetensors")["calibration"]["candidate"] == \
         read_metadata(out)["calibration"]["candidate"]
+
+
+TINY_FLAGS = ["--arch", "resnet10", "--stem", "paper", "--widen", "0.25", "--epochs", "4", "--batch-size", "8",
+              "--lr", "1e-3", "--crop", "8", "32", "32", "--device", "cpu", "--seed", "0", "--workers", "0"]
+
+
+def test_train_calibrate_fits_on_the_validation_fold_only(tmp_path, tmp_path_factory):
+    """``blcam train --fold 0 --calibrate``: the maps come from Detect on fold 0's patients, which
+    the run never trained on; without a fold there is no one to calibrate on, refused up front."""
+    data = blob_dataset(tmp_path_factory)
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "--fold", "0", "--calibrate", *TINY_FLAGS]) == 0
+    record = read_metadata(run / "model.safetensors")["calibration"]
+    _, fold0 = _cohort_of(tmp_path, data, "fold0.csv", lambda r: r["split"] == "train" and r["fold"] == "0")
+    with (run / "calibration" / "cohort.csv").open(newline="", encoding="utf-8") as fh:
+        assert sorted({r["patient"] for r in csv.DictReader(fh)}) == fold0
+    assert record["cohort"] == str((run / "calibration" / "cohort.csv").resolve()) and record["hits"] >= 1
+    assert (run / "calibration" / "calibration_calibration.png").is_file()
+    assert main(["train", str(data), "--out", str(tmp_path / "nofold"), "--calibrate", *TINY_FLAGS]) == 2
+    assert not (tmp_path / "nofold").exists()

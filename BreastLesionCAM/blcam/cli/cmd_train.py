@@ -166,6 +166,10 @@ def register(sub) -> None:
                    help="train on the training folds except K and validate on fold K (default: train on all "
                    "training folds, validate on the test split)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--calibrate", action="store_true",
+                   help="with --fold K: after training, run Detect on fold K's volumes (patients the model never "
+                   "trained on) and calibrate its scores on them, as 'blcam calibrate' does; outputs in "
+                   "RUN/calibration (default: off)")
     p.add_argument("--progress-json", action="store_true",
                    help="print progress as JSON lines on stdout, one per epoch (blcam.cli.progress; for the "
                    "Slicer module)")
@@ -176,6 +180,9 @@ def register(sub) -> None:
 def run(args) -> int:
     config = config_from_args(args, fold=args.fold)
     config.resolved_monitor()          # refuse selection on the test split before any work
+    if args.calibrate and args.fold is None:
+        raise BlcamError("--calibrate needs --fold K: it calibrates on fold K's patients, which the model does not "
+                         "train on (without a fold every non-test patient is a training patient)")
     emitter = ProgressEmitter(args.progress_json)
 
     def on_epoch(record: dict) -> None:
@@ -183,6 +190,14 @@ def run(args) -> int:
 
     model = train_model(args.patches, args.out, config, progress=not args.progress_json,
                         on_epoch=on_epoch if args.progress_json else None, resume=args.resume)
+    if args.calibrate and os.environ.get("RANK", "0") == "0":
+        from ..device import resolve_device
+        from ..evaluation.recalibration import calibrate_on_fold
+        fit = calibrate_on_fold(args.out, str(resolve_device(config.device)), progress=not args.progress_json)
+        if not args.progress_json:
+            rel = fit["reliability"]
+            print(f"calibrated on fold {args.fold}: candidate ECE {rel['raw']['candidate']['ece']:.3f} → "
+                  f"{rel['ece']:.3f} on its volumes")
     if args.progress_json:
         emitter.done(model=str(model))
     elif os.environ.get("RANK", "0") == "0":

@@ -34,13 +34,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..axes import PathLike
+from ..cohort import write_cohort_subset
 from ..detect.pipeline import DetectSettings, detect
 from ..device import resolve_device
 from ..errors import BlcamError
 from ..evaluation import evaluate_model
 from ..evaluation.detection import evaluate_detection
 from ..evaluation.recalibration import calibrate_model
-from ..io.atomic import write_csv_atomic, write_json_atomic
+from ..io.atomic import write_json_atomic
 from ..model import MODEL_FILE, read_metadata, replace_metadata
 from ..patches.export import ExportSettings, export_dataset
 from ..phantom import make_cohort
@@ -130,20 +131,9 @@ def held_out_cohort(cohort_csv: Path, manifest_csv: Path, out_csv: Path) -> Path
     """The cohort rows of the test-split patients: the volumes Detect is evaluated on."""
     with manifest_csv.open(newline="", encoding="utf-8") as fh:
         test = {r["patient"] for r in csv.DictReader(fh) if r["split"] == "test"}
-    with cohort_csv.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        rows = [r for r in reader if r["patient"] in test]
-        columns = reader.fieldnames
-    if not rows:
+    if not test:
         raise BlcamError(f"{manifest_csv}: no test patients; raise --patients")
-    cohort_dir = cohort_csv.parent.resolve()
-    for r in rows:  # paths relative to the new CSV's folder
-        for col in ("volume", "annotation"):
-            if r[col]:
-                r[col] = str((cohort_dir / r[col]).resolve())
-    assert columns is not None                     # the manifest has rows, so a header
-    write_csv_atomic(out_csv, rows, columns)
-    return out_csv
+    return write_cohort_subset(cohort_csv, test, out_csv, "the test patients")
 
 
 def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = True) -> Path:

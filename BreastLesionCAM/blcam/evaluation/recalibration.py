@@ -121,6 +121,30 @@ def calibrate_model(model: PathLike, det_dir: PathLike, cohort_csv: PathLike, ou
     return fit
 
 
+def calibrate_on_fold(run: PathLike, device: str = "cpu", progress: bool = True) -> dict:
+    """``blcam train --fold K --calibrate``: Detect on the volumes of fold K's patients, which
+    the run validated on and never trained on, then :func:`calibrate_model` the run's model in
+    place. Outputs go to ``RUN/calibration/`` (the fold's cohort CSV, detections, report)."""
+    from ..cohort import write_cohort_subset
+    from ..detect.pipeline import DetectSettings, detect
+    from ..patches.dataset import load_dataset
+    from ..training.loop import split_records
+
+    model_file = resolve_model_path(run)
+    training = read_metadata(model_file).get("training") or {}
+    fold = training.get("fold")
+    if fold is None:
+        raise BlcamError(f"{model_file}: was not trained with --fold K, so no patients are left to calibrate on; "
+                         "train with --fold K, or run 'blcam calibrate' on patients set aside")
+    ds = load_dataset(training["dataset"])
+    _, held, _ = split_records(ds, fold)
+    folder = Path(run) / "calibration"
+    cohort = write_cohort_subset(ds.info["cohort"], {r["patient"] for r in held}, folder / "cohort.csv",
+                                 f"fold {fold}'s patients")
+    detect(run, [cohort], folder / "detections", DetectSettings(overlays=0), device, progress=progress)
+    return calibrate_model(run, folder / "detections", cohort, report=folder / "calibration.json")
+
+
 def _cohort_rows(cohort_csv: PathLike) -> list:
     from ..cohort import read_cohort
     return read_cohort(cohort_csv, check_volumes=False).rows

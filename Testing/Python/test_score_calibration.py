@@ -13,7 +13,11 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from _cam_fixtures import write_detect_folder
-from _training_fixtures import blob_dataset, trained_run
+from _training_fixtures import (
+    blob_dataset,
+    one_thread,  # noqa: F401 (autouse: the shared run is trained as every other module trains it)
+    trained_run,
+)
 from blcam.cli import main
 from blcam.detect.pipeline import DetectSettings, detect
 from blcam.errors import BlcamError

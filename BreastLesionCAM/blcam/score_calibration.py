@@ -32,6 +32,14 @@ from .errors import BlcamError
 FORMAT = "platt-v1"
 
 
+def sigmoid(logits: Floats | float) -> np.ndarray:
+    """Probabilities from logits in float64, without overflow for large magnitudes (and exact
+    small probabilities far below 0.5, so very negative logits keep their order)."""
+    x = np.asarray(logits, np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 @dataclass(frozen=True)
 class Platt:
     """``sigmoid(a · logit + b)``; the identity map is ``a = 1, b = 0``."""
@@ -40,8 +48,7 @@ class Platt:
     b: float = 0.0
 
     def __call__(self, logit: Floats | float) -> np.ndarray:
-        z = self.a * np.asarray(logit, float) + self.b
-        return 0.5 * (1.0 + np.tanh(0.5 * z))          # the sigmoid, without overflow for large |z|
+        return sigmoid(self.a * np.asarray(logit, float) + self.b)
 
 
 @dataclass(frozen=True)

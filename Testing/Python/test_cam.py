@@ -18,6 +18,7 @@ from blcam.cam.tiling import plan_tiles, stage_geometry
 from blcam.errors import BlcamError
 from blcam.intensity import network_input, normalise_volume
 from blcam.model import build_model
+from blcam.score_calibration import sigmoid
 
 STRIDE = (16, 16, 16)
 
@@ -228,7 +229,7 @@ def test_fast_path_and_sliding_baseline_agree_on_a_lesion():
         hottest = np.unravel_index(np.argmax(lm.heatmap), lm.heatmap.shape)
         assert np.linalg.norm(np.subtract(hottest, lesion)) <= 16, name        # within one stride
     fast = maps["slab"]
-    assert fast.crop_probability()[1, 3, 3] > 0.5 > fast.crop_probability()[0, 0, 0]
+    assert sigmoid(fast.crop_logit()[1, 3, 3]) > 0.5 > sigmoid(fast.crop_logit()[0, 0, 0])
 
 
 def test_slab_rows_are_passes_over_crop_deep_slabs():

@@ -10,12 +10,13 @@ import pytest
 import SimpleITK as sitk
 
 from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
-from blcam.cam.maps import LesionMap, sigmoid, upsample_features
+from blcam.cam.maps import LesionMap, upsample_features
 from blcam.cli import main
 from blcam.detect.candidates import find_candidates
 from blcam.detect.pipeline import DetectSettings, detect
 from blcam.io.points import read_points
 from blcam.io.volume import Geometry, write_volume
+from blcam.score_calibration import sigmoid
 
 STRIDE = (16, 16, 16)
 # Rotated about the beam axis and left-handed (determinant −1): nothing may assume identity.

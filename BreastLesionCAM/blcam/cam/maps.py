@@ -129,10 +129,6 @@ def crop_mean(grid: np.ndarray, crop: Ints, stride: Ints, offset: Floats | None 
     return (total / np.maximum(count, 1e-12)).astype(np.float32)
 
 
-def sigmoid(x: ArrayLike) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))).astype(np.float32)
-
-
 @dataclass
 class LesionMap:
     """A volume's lesion evidence on the last block's feature grid, plus its display heatmap.
@@ -160,10 +156,6 @@ class LesionMap:
     def crop_logit(self) -> np.ndarray:
         """The network's logit for a training-sized crop centred on each feature voxel."""
         return crop_mean(self.logit, self.crop, self.stride, self.offset, self.window)
-
-    def crop_probability(self) -> np.ndarray:
-        """Calibrated lesion probability of a crop centred on each feature voxel."""
-        return sigmoid(self.crop_logit())
 
     def feature_to_index(self, f_kji: ArrayLike) -> np.ndarray:
         """Continuous feature coordinates ``(k, j, i)`` to continuous voxel ``(k, j, i)``."""

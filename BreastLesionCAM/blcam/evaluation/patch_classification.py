@@ -23,8 +23,9 @@ from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..metrics.classification import binary_summary
 from ..model import load_model, resolve_model_path
 from ..patches.dataset import PatchDataset, load_dataset
+from ..score_calibration import sigmoid
 from ..training.data import STREAM_EVAL, PatchSource, centre_offset, crop_ranges, prefers_channels_last, random_params
-from ..training.predict import predict_logits, sigmoid
+from ..training.predict import predict_logits
 from .report import markdown_table, plot_roc
 
 MODES = ("patch", "centre", "random")

@@ -1,8 +1,9 @@
 """Are the candidate scores probabilities? Reliability diagrams, ECE and Brier score.
 
 ``blcam detect`` reports each candidate's score as the sigmoid of the crop-level logit at
-that place (:mod:`blcam.detect.candidates`): a claim that a crop centred there holds a lesion
-with that probability. Whether the claim holds is measured here, against the hit test of
+that place, or through the model's score map when it is calibrated
+(:mod:`blcam.detect.candidates`): a claim that the candidate holds a lesion with that
+probability. Whether the claim holds is measured here, against the hit test of
 :func:`.localisation.hit_matrix` (a candidate is a positive when it hits any lesion), and
 likewise for the volume score (the best candidate) against the volume's label:
 

@@ -32,6 +32,7 @@ from ..io.locks import LOCK_NAME, folder_lock
 from ..metrics.classification import binary_summary
 from ..model import MODEL_FILE, build_model, make_metadata, save_model, total_stride
 from ..patches.dataset import PatchDataset, load_dataset
+from ..score_calibration import sigmoid
 from .appearance import random_appearance, with_appearance
 from .augment import random_zooms, zoomed
 from .checkpoint import LAST, BackgroundWriter, load_checkpoint, restore_rng, rng_state, save_checkpoint, snapshot
@@ -55,7 +56,7 @@ from .hard_negatives import load_mined, mine, mined_manifest, mining_epochs
 from .history import plot_curves, write_history
 from .losses import binary_loss
 from .point_supervision import lesion_in_crop, point_sigma, point_targets
-from .predict import autocast_for, bce_from_logits, predict_logits, sigmoid
+from .predict import autocast_for, bce_from_logits, predict_logits
 from .resume_guard import check_same_dataset, dataset_identity, recipe_mismatch, warn_schedule_change
 from .sampling import epoch_order
 

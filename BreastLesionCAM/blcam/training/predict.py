@@ -45,13 +45,6 @@ def predict_logits(model: torch.nn.Module, source: PatchSource, rows: Ints, offs
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Probabilities from logits, without overflow warnings for large magnitudes."""
-    logits = np.asarray(logits, np.float64)
-    return np.where(logits >= 0, 1.0 / (1.0 + np.exp(-np.abs(logits))),
-                    np.exp(-np.abs(logits)) / (1.0 + np.exp(-np.abs(logits))))
-
-
 def bce_from_logits(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean binary cross-entropy, computed stably from logits (matches the training loss)."""
     logits, labels = np.asarray(logits, np.float64), np.asarray(labels, np.float64)

@@ -19,6 +19,7 @@ re-running does not pile up copies.
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,6 @@ def loadResults(volumeNode, folder, sentGeometry: Geometry, opacity: float = 0.3
 def _volumeScore(path: Path) -> tuple[float | None, bool]:
     """The volume score and whether it is calibrated, from the candidates JSON (when readable:
     the heatmap and markups are what the display needs, this is the summary line's)."""
-    import json
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         return float(doc["volume_score"]), doc.get("calibration") is not None

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BlcamError
+from .io.atomic import write_csv_atomic
 from .io.points import read_points
 from .io.volume import Geometry, read_geometry
 
@@ -85,9 +86,6 @@ def write_cohort_subset(cohort_csv: str | os.PathLike, patients: set[str], out_c
     """The rows of ``cohort_csv`` whose patient is in ``patients``, as a new cohort CSV with
     absolute paths (so it works from any folder); every column is kept. Used for the volumes of
     a held-out split or a validation fold, which Detect and calibration then read."""
-    import csv
-
-    from .io.atomic import write_csv_atomic
     cohort_csv = Path(cohort_csv)
     with cohort_csv.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)

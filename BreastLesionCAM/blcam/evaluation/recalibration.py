@@ -28,7 +28,7 @@ from ..axes import PathLike
 from ..errors import BlcamError
 from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..metrics.breakdown import md_table
-from ..metrics.calibration import calibration_table, plot_calibration, reliability
+from ..metrics.calibration import calibration_table, plot_calibration, scores_reliability
 from ..metrics.localisation import hit_matrix
 from ..model import read_metadata, replace_metadata, resolve_model_path
 from ..score_calibration import FORMAT, Platt, ScoreCalibration, fit_platt
@@ -37,9 +37,11 @@ from .detection import load_detections, load_truths
 FEW_HITS = 10          # below this many hits (or lesion volumes) the fit is reported as uncertain
 
 
-def training_volumes(meta: dict) -> tuple[set[str], set[str], Path] | None:
-    """(resolved volume paths, patient ids, cohort CSV) the model trained on; None when its
-    patch dataset is not here to say (a model file copied to another machine)."""
+def training_split(meta: dict) -> tuple[Path, list[dict], list[dict]] | None:
+    """(cohort CSV, training records, held-out records) of the run a model file records: the
+    training split without fold K under ``--fold K`` (then fold K is held out), else the
+    test split held out; None when its patch dataset is not here to say (a model file copied
+    to another machine)."""
     from ..patches.dataset import load_dataset
     from ..training.loop import split_records
 
@@ -48,8 +50,17 @@ def training_volumes(meta: dict) -> tuple[set[str], set[str], Path] | None:
     if not root or not (Path(root) / "manifest.csv").is_file():
         return None
     ds = load_dataset(root)
-    train, _, _ = split_records(ds, training.get("fold"))
-    cohort = Path(ds.info["cohort"]).resolve()
+    train, held, _ = split_records(ds, training.get("fold"))
+    return Path(ds.info["cohort"]).resolve(), train, held
+
+
+def training_volumes(meta: dict) -> tuple[set[str], set[str], Path] | None:
+    """(resolved volume paths, patient ids, cohort CSV) the model trained on; None as for
+    :func:`training_split`."""
+    split = training_split(meta)
+    if split is None:
+        return None
+    cohort, train, _ = split
     return ({str((cohort.parent / r["volume"]).resolve()) for r in train}, {r["patient"] for r in train}, cohort)
 
 
@@ -127,19 +138,21 @@ def calibrate_on_fold(run: PathLike, device: str = "cpu", progress: bool = True)
     place. Outputs go to ``RUN/calibration/`` (the fold's cohort CSV, detections, report)."""
     from ..cohort import write_cohort_subset
     from ..detect.pipeline import DetectSettings, detect
-    from ..patches.dataset import load_dataset
-    from ..training.loop import split_records
 
     model_file = resolve_model_path(run)
-    training = read_metadata(model_file).get("training") or {}
+    meta = read_metadata(model_file)
+    training = meta.get("training") or {}
     fold = training.get("fold")
     if fold is None:
         raise BlcamError(f"{model_file}: was not trained with --fold K, so no patients are left to calibrate on; "
                          "train with --fold K, or run 'blcam calibrate' on patients set aside")
-    ds = load_dataset(training["dataset"])
-    _, held, _ = split_records(ds, fold)
+    split = training_split(meta)
+    if split is None:
+        raise BlcamError(f"{model_file}: its patch dataset {training.get('dataset')} is gone, so fold {fold}'s "
+                         "patients are unknown; run 'blcam calibrate' on their detections instead")
+    cohort_csv, _, held = split
     folder = Path(run) / "calibration"
-    cohort = write_cohort_subset(ds.info["cohort"], {r["patient"] for r in held}, folder / "cohort.csv",
+    cohort = write_cohort_subset(cohort_csv, {r["patient"] for r in held}, folder / "cohort.csv",
                                  f"fold {fold}'s patients")
     detect(run, [cohort], folder / "detections", DetectSettings(overlays=0), device, progress=progress)
     return calibrate_model(run, folder / "detections", cohort, report=folder / "calibration.json")
@@ -163,9 +176,7 @@ def _other_model(det_dir: PathLike, model_file: Path) -> str:
 def _fit_report(record: dict, x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, target: Path) -> dict:
     """Reliability before (raw sigmoid) and after (the fitted maps) on the fitting volumes."""
     cal = ScoreCalibration(Platt(*record["candidate"]), Platt(*record["volume"]), record)
-    after = reliability(cal.candidate(x), y)
-    after["volume"] = reliability(cal.volume(vx), vy)
-    after["raw"] = {"candidate": reliability(Platt()(x), y), "volume": reliability(Platt()(vx), vy)}
+    after = scores_reliability(cal.candidate(x), y, cal.volume(vx), vy, raw=(x, vx))
     return {"model": str(target), "calibration": record, "reliability": after}
 
 

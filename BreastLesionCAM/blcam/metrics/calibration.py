@@ -27,7 +27,7 @@ import numpy as np
 
 from ..axes import Floats, PathLike
 from ..errors import BlcamError
-from ..score_calibration import Platt
+from ..score_calibration import sigmoid
 from .breakdown import fmt
 from .localisation import VolumeDetections, VolumeTruth, hit_matrix
 
@@ -64,14 +64,26 @@ def calibration(truths: list[VolumeTruth], dets: list[VolumeDetections], hit_mm:
         scores.append(s)
         outcomes.append(hit_matrix(d.points_lps, t, hit_mm).any(axis=1))
     hit = np.concatenate(outcomes) if outcomes else np.zeros(0)
-    result = reliability(np.concatenate(scores) if scores else [], hit)
-    vol_scores = np.clip([d.volume_score for d in dets], 0.0, 1.0)
-    result["volume"] = reliability(vol_scores, [t.lesion for t in truths])
+    lesion = [t.lesion for t in truths]
+    raw = None
     if dets and all(d.calibrated and d.logits is not None and d.volume_logit is not None for d in dets):
-        logits = np.concatenate([np.asarray(d.logits, float) for d in dets])
-        result["raw"] = {"candidate": reliability(Platt()(logits), hit),
-                         "volume": reliability(Platt()([float(d.volume_logit or 0.0) for d in dets]),
-                                               [t.lesion for t in truths])}
+        raw = (np.concatenate([np.asarray(d.logits, float) for d in dets]),
+               [float(d.volume_logit or 0.0) for d in dets])
+    return scores_reliability(np.concatenate(scores) if scores else [], hit,
+                              np.clip([d.volume_score for d in dets], 0.0, 1.0), lesion, raw)
+
+
+def scores_reliability(scores: Floats, hits: Floats, volume_scores: Floats, lesion: Floats,
+                       raw: tuple[Floats, Floats] | None = None) -> dict:
+    """The reliability record of :func:`calibration` and of a ``blcam calibrate`` fit: candidate
+    scores against hits, ``volume`` scores against lesion volumes and, given the raw
+    ``(candidate logits, volume logits)`` behind calibrated scores, ``raw``: the same for the
+    network's plain sigmoid of them."""
+    result = reliability(scores, hits)
+    result["volume"] = reliability(volume_scores, lesion)
+    if raw is not None:
+        result["raw"] = {"candidate": reliability(sigmoid(raw[0]), hits),
+                         "volume": reliability(sigmoid(raw[1]), lesion)}
     return result
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol, TypedDict, Union
 
 import torch
 from monai.networks.nets import ResNet
@@ -54,6 +55,7 @@ OUTPUT_STRIDES = (16, 8)
 FORMAT = "blcam-model-v1"
 MODEL_FILE = "model.safetensors"    # the model file in a run folder
 MAX_WIDEN = 8.0     # widen 8 is already ~64× the paper's weights; more is a tampered file, not a model
+MAX_MEMBERS = 16    # networks in one ensemble file (blcam.ensemble); more is a tampered file
 
 
 def build_model(arch: str = "resnet10", stem: str = "paper", widen: float = 1.0,
@@ -91,6 +93,33 @@ def _undo_last_stride(layer: torch.nn.Sequential) -> None:
         conv.dilation, conv.padding = (2, 2, 2), (2, 2, 2)
 
 
+class Ensemble(torch.nn.Module):
+    """Networks trained alike (one architecture, crop and spacing) answering as one: the mean
+    of their logits (:mod:`blcam.ensemble` says why and how a file of them is made).
+
+    The mean of *logits*, not of probabilities: a network's logit is the mean of its local
+    logits (global average pooling, then one linear unit), so the ensemble's crop logit is
+    exactly the crop mean of the members' mean local-logit map, which is what Detect maps
+    (:class:`blcam.cam.mean_map.MeanMapper`) and what refinement asks.
+    """
+
+    def __init__(self, members: Sequence[ResNet]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
+Network = Union[ResNet, Ensemble]      # what a model file holds (load_model)
+
+
+def ensemble_size(meta: dict) -> int:
+    """Networks in a model file: its ``ensemble`` block's ``members``, 1 without one."""
+    block = meta.get("ensemble")
+    return 1 if block is None else int(block["members"])
+
+
 def total_stride(stem: str, output_stride: int = 16) -> tuple[int, int, int]:
     """Input voxels per feature-map voxel of the last block (k, j, i)."""
     s = STEMS[stem]["conv1_t_stride"]
@@ -117,7 +146,12 @@ def make_metadata(arch: str, stem: str, widen: float, crop: Ints, patch: Ints, t
 
 def save_model(path: PathLike, model: HasStateDict, metadata: dict) -> None:
     """Write weights + metadata as one safetensors file, atomically."""
-    state = {k: v.detach().to("cpu").contiguous() for k, v in _unwrap(model).state_dict().items()}
+    save_state(path, {k: v.detach().to("cpu").contiguous() for k, v in _unwrap(model).state_dict().items()},
+               metadata)
+
+
+def save_state(path: PathLike, state: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Write CPU tensors + the metadata record as one safetensors file, atomically."""
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"blcam": json.dumps(metadata)})
 
@@ -128,8 +162,7 @@ def replace_metadata(path: PathLike, metadata: dict, out: PathLike | None = None
     check_metadata(path, metadata)
     state = load_file(str(path), device="cpu")
     target = Path(out) if out is not None else Path(path)
-    with atomic_path(target) as tmp:
-        save_file(state, str(tmp), metadata={"blcam": json.dumps(metadata)})
+    save_state(target, state, metadata)
     return target
 
 
@@ -183,6 +216,12 @@ def check_metadata(path: PathLike, meta: object) -> None:
                          f"expected one of {', '.join(map(str, OUTPUT_STRIDES))}")
     if meta.get("calibration") is not None:
         check_block(meta["calibration"], str(path))
+    block = meta.get("ensemble")
+    if block is not None:
+        members = block.get("members") if isinstance(block, dict) else None
+        if isinstance(members, bool) or not isinstance(members, int) or not 2 <= members <= MAX_MEMBERS:
+            raise BlcamError(f"{path}: model metadata 'ensemble' has members {members!r}; expected an integer "
+                             f"from 2 to {MAX_MEMBERS}")
 
 
 def model_spacing(meta: dict) -> Float3 | None:
@@ -192,14 +231,21 @@ def model_spacing(meta: dict) -> Float3 | None:
     return None if spacing is None else float3(spacing)
 
 
-def load_model(path: PathLike, device: str | torch.device = "cpu") -> tuple[ResNet, dict]:
-    """Rebuild the network from a model file; returns ``(model in eval mode, metadata)``."""
+def load_model(path: PathLike, device: str | torch.device = "cpu") -> tuple[Network, dict]:
+    """Rebuild the network from a model file; returns ``(model in eval mode, metadata)``.
+
+    An ensemble file (metadata ``ensemble``) gives an :class:`Ensemble` of its members."""
     meta = read_metadata(path)
-    model = build_model(meta["arch"], meta["stem"], meta["widen"], int(meta.get("output_stride", 16)))
+
+    def one() -> ResNet:
+        return build_model(meta["arch"], meta["stem"], meta["widen"], int(meta.get("output_stride", 16)))
+    n = ensemble_size(meta)
+    model: Network = one() if n == 1 else Ensemble([one() for _ in range(n)])
+    what = f"{meta['arch']}/{meta['stem']}" + ("" if n == 1 else f" × {n}")
     try:
         model.load_state_dict(load_file(str(path), device="cpu"))
     except (RuntimeError, SafetensorError) as exc:
-        raise BlcamError(f"{path}: weights do not match {meta['arch']}/{meta['stem']} ({exc})") from None
+        raise BlcamError(f"{path}: weights do not match {what} ({exc})") from None
     return model.to(device).eval(), meta
 
 

@@ -49,7 +49,7 @@ from ..axes import Int3, Ints, float3, int3
 from ..errors import BlcamError
 from ..intensity import network_input
 from .base import LesionMapper, MapOptions, StepCallback
-from .maps import LesionMap, crop_window, feature_offset, normalise_heatmap, upsample_features
+from .maps import LesionMap, crop_window, feature_offset, lesion_map
 from .tiling import StageGeometry, run_tiled, stage_geometry
 
 if TYPE_CHECKING:
@@ -307,6 +307,4 @@ class DenseLesionMapper(LesionMapper):
             window = [(0, 0)] + crop_window(self.crop, self.stride)[1:]
         else:
             logit = self.logit_grid(stored_uint8, progress, on_step)
-        cam = np.maximum(logit - np.float32(self.bias), 0)
-        heat, top = normalise_heatmap(upsample_features(cam, stored_uint8.shape, stride, offset))
-        return LesionMap(logit, self.bias, stride, self.crop, heat, top, float3(offset), window)
+        return lesion_map(logit, self.bias, stride, self.crop, stored_uint8.shape, float3(offset), window)

@@ -10,6 +10,7 @@ and Detect's refinement (:mod:`blcam.detect.refine`) both use them, so they live
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from monai.networks.nets import ResNet
 from torch import nn
 
 from ..axes import Ints
+from ..model import Ensemble, Network
 
 
 class LocalLogitNet(nn.Module):
@@ -37,6 +39,23 @@ class LocalLogitNet(nn.Module):
         fc = n.fc
         assert fc is not None, "a classifier network (build_model) has its linear layer"
         return torch.einsum("bc...,c->b...", a, fc.weight[0]) + fc.bias[0]
+
+
+class MeanLocalLogitNet(nn.Module):
+    """The mean of an :class:`~blcam.model.Ensemble`'s members' local-logit maps (their mean
+    is the ensemble's map, as :mod:`blcam.cam.mean_map` builds it for a whole volume)."""
+
+    def __init__(self, ensemble: Ensemble):
+        super().__init__()
+        self.nets = nn.ModuleList(LocalLogitNet(cast(ResNet, m)) for m in ensemble.members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([n(x) for n in self.nets]).mean(dim=0)
+
+
+def local_logit_net(model: Network) -> nn.Module:
+    """The local-logit map of a network or an ensemble."""
+    return MeanLocalLogitNet(model) if isinstance(model, Ensemble) else LocalLogitNet(model)
 
 
 def feature_positions(crop: Ints, stride: Ints) -> list[np.ndarray]:

@@ -37,7 +37,7 @@ import torch
 from numpy.typing import ArrayLike
 from scipy.ndimage import uniform_filter1d
 
-from ..axes import Floats, Ints, float3
+from ..axes import Float3, Floats, Int3, Ints, float3
 
 
 def feature_offset(stride: Ints) -> tuple[float, ...]:
@@ -160,6 +160,15 @@ class LesionMap:
     def feature_to_index(self, f_kji: ArrayLike) -> np.ndarray:
         """Continuous feature coordinates ``(k, j, i)`` to continuous voxel ``(k, j, i)``."""
         return np.asarray(f_kji, float) * np.asarray(self.stride, float) + np.asarray(self.offset)
+
+
+def lesion_map(logit: np.ndarray, bias: float, stride: Int3, crop: Int3, shape: Ints, offset: Float3,
+               window: list[tuple[int, int]] | None = None) -> LesionMap:
+    """The :class:`LesionMap` of a local-logit grid: its display heatmap is the class activation
+    ``ReLU(logit - bias)`` (= ``ReLU(w · a)``, CAM), upsampled to ``shape`` and normalised."""
+    cam = np.maximum(logit - np.float32(bias), 0)
+    heat, top = normalise_heatmap(upsample_features(cam, shape, stride, offset))
+    return LesionMap(logit, bias, stride, crop, heat, top, offset, window)
 
 
 def normalise_heatmap(cam_volume: np.ndarray) -> tuple[np.ndarray, float]:

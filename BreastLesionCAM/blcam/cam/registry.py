@@ -11,8 +11,10 @@ import torch
 
 from ..axes import Ints
 from ..errors import BlcamError
+from ..model import Ensemble
 from .base import LesionMapper, MapOptions
 from .dense import DenseLesionMapper
+from .mean_map import MeanMapper
 from .sliding import SlidingGradCAMMapper
 
 MAPPERS: dict[str, type[LesionMapper]] = {
@@ -23,9 +25,15 @@ MAPPERS: dict[str, type[LesionMapper]] = {
 
 def make_mapper(method: str, model: torch.nn.Module, crop: Ints, stride: Ints, device: str | torch.device = "cpu",
                 options: MapOptions = MapOptions()) -> LesionMapper:
-    """The mapper registered as ``method``, built for ``model`` (see :meth:`LesionMapper.build`)."""
+    """The mapper registered as ``method``, built for ``model`` (see :meth:`LesionMapper.build`);
+    for an :class:`~blcam.model.Ensemble`, the mean of its members' fast maps (:mod:`.mean_map`)."""
     try:
         cls = MAPPERS[method]
     except KeyError:
         raise BlcamError(f"--method '{method}': choose one of {', '.join(MAPPERS)}") from None
+    if isinstance(model, Ensemble):
+        if cls is not DenseLesionMapper:
+            raise BlcamError(f"--method {method}: an ensemble model maps with --method fast only (its map is the "
+                             "mean of its members' local-logit maps)")
+        return MeanMapper.build(model, crop, stride, device, options)
     return cls.build(model, crop, stride, device, options)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..cam.dense import default_slab_step, slab_starts
 from ..io.resample import grid_at_spacing
 from ..io.volume import Geometry
-from ..model import model_spacing
+from ..model import ensemble_size, model_spacing
 
 # Seconds per million voxel reads of the CPU fast path, per architecture at width 1.0 on the
 # 2-core reference CPU (bench/detect.py --preset abus, bench/RESULTS.md: ResNet-18 mapped
@@ -37,6 +37,7 @@ class DetectPlan:
     reads_per_voxel: float
     reference_s_per_mvox: float
     calibrated: bool = False     # the model carries score maps (blcam calibrate)
+    members: int = 1             # networks in the model file (blcam ensemble): each reads every voxel
 
     @property
     def mvox_read(self) -> float:
@@ -65,7 +66,8 @@ class DetectPlan:
         basis = "at this computer's last measured speed" if s_per_mvox else "on a 2-core laptop CPU"
         scores = ("scores are calibrated probabilities" if self.calibrated else
                   "scores are the network's raw sigmoid, not calibrated (blcam calibrate)")
-        return f"{where}; {scores}; Detect ≈ {self.expected_seconds(s_per_mvox):.0f} s {basis}"
+        networks = f"; an ensemble of {self.members} networks" if self.members > 1 else ""
+        return f"{where}{networks}; {scores}; Detect ≈ {self.expected_seconds(s_per_mvox):.0f} s {basis}"
 
     def measured_rate(self, map_seconds: float) -> float:
         """Seconds per million voxel reads that a finished Detect achieved (its
@@ -80,7 +82,8 @@ def plan_detect(meta: dict, geometry: Geometry) -> DetectPlan:
     crop = meta["crop"]
     depth = model_geometry.shape[0]
     slabs = len(slab_starts(depth, crop[0], default_slab_step(crop, meta.get("patch"))))
-    reads = slabs * min(crop[0], depth) / depth
+    members = ensemble_size(meta)
+    reads = slabs * min(crop[0], depth) / depth * members
     reference = REFERENCE_S_PER_MVOX.get(meta.get("arch", "resnet18"), REFERENCE_S_PER_MVOX["resnet18"])
     return DetectPlan(geometry, model_geometry, spacing, reads, reference * float(meta.get("widen", 1.0)),
-                      meta.get("calibration") is not None)
+                      meta.get("calibration") is not None, members)

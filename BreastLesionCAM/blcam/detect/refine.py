@@ -33,10 +33,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.networks.nets import ResNet
 
-from ..cam.local_logits import LocalLogitNet, feature_positions
+from ..cam.local_logits import feature_positions, local_logit_net
 from ..intensity import network_input
+from ..model import Network
 from ..patches.extract import extract_box
 
 MODES = ("local", "crop")
@@ -55,11 +55,11 @@ def trained_inside(meta: dict) -> bool:
 class CandidateRefiner:
     """Moves candidate positions ``(k, j, i)`` (voxels) to where the network answers best."""
 
-    def __init__(self, model: ResNet, crop: Sequence[int], stride: Sequence[int], device: str | torch.device,
+    def __init__(self, model: Network, crop: Sequence[int], stride: Sequence[int], device: str | torch.device,
                  mode: str = "local", steps: int = 2, inside: bool = False):
         self.crop = np.asarray(crop, int)
         self.mode, self.steps, self.device, self.inside = mode, steps, torch.device(device), inside
-        self.net = (LocalLogitNet(model) if mode == "local" else model).eval()
+        self.net = (local_logit_net(model) if mode == "local" else model).eval()
         positions = feature_positions(crop, stride)
         # The feature voxel nearest the crop centre (local mode); ``anchor`` is where in the crop
         # the queried position goes: that feature voxel, or the crop's centre (crop mode).

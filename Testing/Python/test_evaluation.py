@@ -15,6 +15,8 @@ from blcam.cli import main
 from blcam.errors import BlcamError
 from blcam.evaluation import cross_validate, evaluate_model
 from blcam.evaluation.patch_classification import METRICS, MODES
+from blcam.model import read_metadata
+from blcam.score_calibration import logit, sigmoid
 
 
 def test_evaluate_cli_writes_json_markdown_and_roc(tmp_path_factory, tmp_path, capsys):
@@ -70,6 +72,19 @@ def test_cross_validation_reports_mean_sd_and_test_row(tmp_path_factory, tmp_pat
     assert report["test"]["centre"]["auc"] == full["modes"]["centre"]["auc"]
     md = (tmp_path / "cv" / "cv.md").read_text(encoding="utf-8")
     assert "| 3-fold CV |" in md and "| Test set |" in md and " ± " in md
+    # The fold models as one ensemble, scored on the test split: its probabilities are the
+    # sigmoid of the mean of the fold models' logits on every test patch.
+    assert "| Test set, ensemble of the 3 fold models |" in md
+    ens = json.loads((tmp_path / "cv" / "evaluation_ensemble_test.json").read_text(encoding="utf-8"))
+    assert read_metadata(report["ensemble"])["ensemble"]["members"] == 3
+    assert report["test_ensemble"]["centre"]["auc"] == ens["modes"]["centre"]["auc"]
+    folds = [evaluate_model(tmp_path / "cv" / f"fold{k}", data, "test", progress=False) for k in range(3)]
+    for mode in MODES:
+        probs = np.array([[p[mode] for p in f["patches"]] for f in folds])
+        exact = np.all((probs > 1e-6) & (probs < 1 - 1e-6), axis=0)     # logit() clips beyond these
+        assert exact.mean() > 0.9
+        expected = sigmoid(np.mean(logit(probs), axis=0))
+        np.testing.assert_allclose(np.array([p[mode] for p in ens["patches"]])[exact], expected[exact], atol=1e-5)
     # A rerun reuses finished folds instead of training again.
     stamp = (tmp_path / "cv" / "fold0" / "model.safetensors").stat().st_mtime_ns
     cross_validate(data, tmp_path / "cv", cfg, progress=False)

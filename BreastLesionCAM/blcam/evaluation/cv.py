@@ -4,7 +4,10 @@ Folds are the ones the export assigned (by patient, stratified by class), so no 
 patches are ever on both sides. For each fold K a model trains on the other folds and is
 scored on fold K in the three input modes; then one model trains on all training folds
 and is scored on the test split. The report gives mean ± sd (sample sd, ddof = 1) over
-folds and the test row, in the paper's layout.
+folds and the test row, in the paper's layout. The fold models are also written as one
+ensemble (``ensemble.safetensors``, :mod:`blcam.ensemble`: the mean of their logits, as
+nnU-Net ensembles its fold models), scored on the test split as a row of its own; Detect
+takes it like any model.
 
 Restartable: a fold whose evaluation file exists is not redone, and a fold whose training
 was interrupted resumes from its ``last.pt``.
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..axes import PathLike
+from ..ensemble import write_ensemble
 from ..errors import BlcamError
 from ..io.atomic import json_safe, write_json_atomic, write_text_atomic
 from ..io.locks import folder_lock
@@ -28,6 +32,8 @@ from ..training import TrainConfig, train_model
 from ..training.checkpoint import LAST
 from .patch_classification import METRICS, MODES, evaluate_model
 from .report import markdown_table
+
+ENSEMBLE = "ensemble.safetensors"     # the fold models as one model file
 
 
 def _mean_sd(values: list[float]) -> dict:
@@ -78,16 +84,25 @@ def _cross_validate_locked(dataset_root: PathLike, out_dir: PathLike, config: Tr
         cb = (lambda rec, _n=name: on_epoch(_n, rec)) if on_epoch is not None else None
         results[name] = _run_and_score(dataset_root, out_dir / name, dataclasses.replace(config, fold=fold),
                                        split, progress, cb)
+    ensemble = write_ensemble([out_dir / f"fold{k}" for k in range(n_folds)], out_dir / ENSEMBLE, replace=True)
+    ens_file = out_dir / "evaluation_ensemble_test.json"
+    if not ens_file.is_file():
+        evaluate_model(ensemble, dataset_root, split="test", out=ens_file, device=config.device,
+                       batch_size=config.batch_size, seed=config.seed, resident=config.resident,
+                       workers=config.workers, progress=progress)
+    ens = json.loads(ens_file.read_text(encoding="utf-8"))
     summary = {m: {metric: _mean_sd([results[f"fold{k}"]["modes"][m][metric] for k in range(n_folds)])
                    for metric in METRICS} for m in MODES}
     test = {m: {metric: results["full"]["modes"][m][metric] for metric in METRICS} for m in MODES}
+    test_ensemble = {m: {metric: ens["modes"][m][metric] for metric in METRICS} for m in MODES}
     report = {"dataset": str(ds.root), "folds": n_folds, "config": config.to_dict(),
               "crop": results["full"]["crop"], "patch": results["full"]["patch"],
-              "cv": summary, "test": test,
+              "cv": summary, "test": test, "test_ensemble": test_ensemble, "ensemble": str(ensemble),
               "per_fold": {f"fold{k}": {m: {metric: results[f'fold{k}']['modes'][m][metric] for metric in METRICS}
                                         for m in MODES} for k in range(n_folds)}}
     write_json_atomic(out_dir / "cv.json", json_safe(report))
-    table = markdown_table({f"{n_folds}-fold CV": summary, "Test set": test}, report,
+    table = markdown_table({f"{n_folds}-fold CV": summary, "Test set": test,
+                            f"Test set, ensemble of the {n_folds} fold models": test_ensemble}, report,
                            f"Accuracy and AUC ({n_folds}-fold CV by patient, and test set)")
     write_text_atomic(out_dir / "cv.md", table)
     return report

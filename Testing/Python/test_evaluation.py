@@ -53,7 +53,7 @@ def test_evaluating_training_patches_is_refused(tmp_path_factory):
 def test_cross_validation_reports_mean_sd_and_test_row(tmp_path_factory, tmp_path):
     data = blob_dataset(tmp_path_factory)
     cfg = tiny_config(epochs=1)
-    report = cross_validate(data, tmp_path / "cv", cfg, progress=False)
+    report = cross_validate(data, tmp_path / "cv", cfg, progress=False, ensemble=True)
     assert report["folds"] == 3
     for mode in MODES:
         for metric in METRICS:

@@ -4,10 +4,12 @@ Folds are the ones the export assigned (by patient, stratified by class), so no 
 patches are ever on both sides. For each fold K a model trains on the other folds and is
 scored on fold K in the three input modes; then one model trains on all training folds
 and is scored on the test split. The report gives mean ± sd (sample sd, ddof = 1) over
-folds and the test row, in the paper's layout. The fold models are also written as one
-ensemble (``ensemble.safetensors``, :mod:`blcam.ensemble`: the mean of their logits, as
-nnU-Net ensembles its fold models), scored on the test split as a row of its own; Detect
-takes it like any model.
+folds and the test row, in the paper's layout. With ``ensemble=True`` the fold models are
+also written as one ensemble (``ensemble.safetensors``, :mod:`blcam.ensemble`: the mean of
+their logits, as nnU-Net ensembles its fold models) and scored on the test split as a row
+of its own; Detect takes it like any model. It is opt-in: it holds every fold's weights
+(~0.7 GB for five full-width ResNet-18s), and on the phantom two models trained alike made
+the same mistakes (``bench/RESULTS.md``, "Ensembles").
 
 Restartable: a fold whose evaluation file exists is not redone, and a fold whose training
 was interrupted resumes from its ``last.pt``.
@@ -33,7 +35,8 @@ from ..training.checkpoint import LAST
 from .patch_classification import METRICS, MODES, evaluate_model
 from .report import markdown_table
 
-ENSEMBLE = "ensemble.safetensors"     # the fold models as one model file
+ENSEMBLE = "ensemble.safetensors"     # the fold models as one model file (ensemble=True)
+ENSEMBLE_EVALUATION = "evaluation_ensemble_test.json"
 
 
 def _mean_sd(values: list[float]) -> dict:
@@ -57,7 +60,8 @@ def _run_and_score(dataset_root: PathLike, run_dir: Path, config: TrainConfig, s
 
 
 def cross_validate(dataset_root: PathLike, out_dir: PathLike, config: TrainConfig, folds: int | None = None,
-                   progress: bool = True, on_epoch: Callable[[str, dict], bool | None] | None = None) -> dict:
+                   progress: bool = True, on_epoch: Callable[[str, dict], bool | None] | None = None,
+                   ensemble: bool = False) -> dict:
     """Train and score every fold and the test model; writes ``cv.json`` and ``cv.md``.
 
     ``folds`` must match the export (it is a check, not a choice: folds are fixed when the
@@ -65,11 +69,12 @@ def cross_validate(dataset_root: PathLike, out_dir: PathLike, config: TrainConfi
     Holds ``out_dir``'s folder lock (each fold's run folder is locked by its training too).
     """
     with folder_lock(out_dir, purpose="cross-validating there"):
-        return _cross_validate_locked(dataset_root, out_dir, config, folds, progress, on_epoch)
+        return _cross_validate_locked(dataset_root, out_dir, config, folds, progress, on_epoch, ensemble)
 
 
 def _cross_validate_locked(dataset_root: PathLike, out_dir: PathLike, config: TrainConfig, folds: int | None,
-                           progress: bool, on_epoch: Callable[[str, dict], bool | None] | None) -> dict:
+                           progress: bool, on_epoch: Callable[[str, dict], bool | None] | None,
+                           ensemble: bool) -> dict:
     out_dir = Path(out_dir)
     ds = load_dataset(dataset_root)
     n_folds = int(ds.info["settings"]["folds"])
@@ -84,25 +89,32 @@ def _cross_validate_locked(dataset_root: PathLike, out_dir: PathLike, config: Tr
         cb = (lambda rec, _n=name: on_epoch(_n, rec)) if on_epoch is not None else None
         results[name] = _run_and_score(dataset_root, out_dir / name, dataclasses.replace(config, fold=fold),
                                        split, progress, cb)
-    ensemble = write_ensemble([out_dir / f"fold{k}" for k in range(n_folds)], out_dir / ENSEMBLE, replace=True)
-    ens_file = out_dir / "evaluation_ensemble_test.json"
-    if not ens_file.is_file():
-        evaluate_model(ensemble, dataset_root, split="test", out=ens_file, device=config.device,
-                       batch_size=config.batch_size, seed=config.seed, resident=config.resident,
-                       workers=config.workers, progress=progress)
-    ens = json.loads(ens_file.read_text(encoding="utf-8"))
     summary = {m: {metric: _mean_sd([results[f"fold{k}"]["modes"][m][metric] for k in range(n_folds)])
                    for metric in METRICS} for m in MODES}
     test = {m: {metric: results["full"]["modes"][m][metric] for metric in METRICS} for m in MODES}
-    test_ensemble = {m: {metric: ens["modes"][m][metric] for metric in METRICS} for m in MODES}
     report = {"dataset": str(ds.root), "folds": n_folds, "config": config.to_dict(),
               "crop": results["full"]["crop"], "patch": results["full"]["patch"],
-              "cv": summary, "test": test, "test_ensemble": test_ensemble, "ensemble": str(ensemble),
+              "cv": summary, "test": test,
               "per_fold": {f"fold{k}": {m: {metric: results[f'fold{k}']['modes'][m][metric] for metric in METRICS}
                                         for m in MODES} for k in range(n_folds)}}
+    rows = {f"{n_folds}-fold CV": summary, "Test set": test}
+    if ensemble:
+        report["ensemble"] = str(_fold_ensemble(dataset_root, out_dir, config, n_folds, progress))
+        ens = json.loads((out_dir / ENSEMBLE_EVALUATION).read_text(encoding="utf-8"))
+        report["test_ensemble"] = rows[f"Test set, ensemble of the {n_folds} fold models"] = \
+            {m: {metric: ens["modes"][m][metric] for metric in METRICS} for m in MODES}
     write_json_atomic(out_dir / "cv.json", json_safe(report))
-    table = markdown_table({f"{n_folds}-fold CV": summary, "Test set": test,
-                            f"Test set, ensemble of the {n_folds} fold models": test_ensemble}, report,
+    table = markdown_table(rows, report,
                            f"Accuracy and AUC ({n_folds}-fold CV by patient, and test set)")
     write_text_atomic(out_dir / "cv.md", table)
     return report
+
+
+def _fold_ensemble(dataset_root: PathLike, out_dir: Path, config: TrainConfig, n_folds: int, progress: bool) -> Path:
+    """Write the fold models as one ensemble and score it on the test split (once)."""
+    model = write_ensemble([out_dir / f"fold{k}" for k in range(n_folds)], out_dir / ENSEMBLE, replace=True)
+    if not (out_dir / ENSEMBLE_EVALUATION).is_file():
+        evaluate_model(model, dataset_root, split="test", out=out_dir / ENSEMBLE_EVALUATION, device=config.device,
+                       batch_size=config.batch_size, seed=config.seed, resident=config.resident,
+                       workers=config.workers, progress=progress)
+    return model

@@ -87,7 +87,11 @@ def test_cross_validation_reports_mean_sd_and_test_row(tmp_path_factory, tmp_pat
         np.testing.assert_allclose(np.array([p[mode] for p in ens["patches"]])[exact], expected[exact], atol=1e-5)
     # A rerun reuses finished folds instead of training again.
     stamp = (tmp_path / "cv" / "fold0" / "model.safetensors").stat().st_mtime_ns
+    ens_stamp = (tmp_path / "cv" / "ensemble.safetensors").stat().st_mtime_ns
     cross_validate(data, tmp_path / "cv", cfg, progress=False)
     assert (tmp_path / "cv" / "fold0" / "model.safetensors").stat().st_mtime_ns == stamp
+    again = cross_validate(data, tmp_path / "cv", cfg, progress=False, ensemble=True)
+    assert (tmp_path / "cv" / "ensemble.safetensors").stat().st_mtime_ns == ens_stamp    # scored: not rewritten
+    assert again["test_ensemble"] == report["test_ensemble"]
     with pytest.raises(BlcamError, match="exported with 3 folds"):
         cross_validate(data, tmp_path / "cv", cfg, folds=5, progress=False)

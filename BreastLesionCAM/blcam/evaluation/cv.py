@@ -111,9 +111,13 @@ def _cross_validate_locked(dataset_root: PathLike, out_dir: PathLike, config: Tr
 
 
 def _fold_ensemble(dataset_root: PathLike, out_dir: Path, config: TrainConfig, n_folds: int, progress: bool) -> Path:
-    """Write the fold models as one ensemble and score it on the test split (once)."""
-    model = write_ensemble([out_dir / f"fold{k}" for k in range(n_folds)], out_dir / ENSEMBLE, replace=True)
-    if not (out_dir / ENSEMBLE_EVALUATION).is_file():
+    """Write the fold models as one ensemble and score it on the test split, once: like a fold
+    whose evaluation exists, a scored ensemble is not redone (nor its file, every fold's weights,
+    written again) by a rerun."""
+    model, scored = out_dir / ENSEMBLE, (out_dir / ENSEMBLE_EVALUATION).is_file()
+    if not (scored and model.is_file()):
+        write_ensemble([out_dir / f"fold{k}" for k in range(n_folds)], model, replace=True)
+    if not scored:
         evaluate_model(model, dataset_root, split="test", out=out_dir / ENSEMBLE_EVALUATION, device=config.device,
                        batch_size=config.batch_size, seed=config.seed, resident=config.resident,
                        workers=config.workers, progress=progress)

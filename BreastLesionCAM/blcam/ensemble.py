@@ -1,11 +1,12 @@
 """``blcam ensemble``: several model files trained alike, written as one model file.
 
-Why: what a model points at depends on its training trajectory as much as on its recipe.
-The demo's recipe, trained on the same data on two CPUs (whose convolution kernels round
-differently), pointed at 0.708 and 0.542 of the same 24 lesions. Averaging networks trained
-with different seeds, or on different folds (``blcam cv``'s fold models, as nnU-Net does),
-keeps what they agree on (the lesions) and averages away what is particular to one of them
-(the tissue each happens to like); ``bench/RESULTS.md`` measures it.
+Why: the demo's recipe, trained on the same data on two CPUs (whose convolution kernels
+round differently), pointed at 0.708 and 0.542 of the same 24 lesions, so what a model points
+at could depend on its training run. Averaging networks trained with different seeds, or on
+different folds (``blcam cv``'s fold models, as nnU-Net does), keeps what they agree on and
+averages away what is particular to one of them. On the phantom it did not help: two seeds
+missed the same lesions (volume logits correlated at 0.97) and their ensemble pointed like
+the weaker one (``bench/RESULTS.md``, "Ensembles"), so it is an option, not the default.
 
 The members must be interchangeable for Detect: the same architecture, stem, width, output
 stride, crop, patch, voxel size and grey-level normalisation, and the same refinement

@@ -13,8 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Write several models trained alike (the same architecture, crop, patch and "
                        "voxel size: different seeds, or the fold models of 'blcam cv') as one model file. "
                        "Detect, evaluate, calibrate and the Slicer module use it like any model: its lesion map "
-                       "and scores are the mean of its members' local logits, so what one network happens to "
-                       "like in healthy tissue is averaged away. Detect takes the members' time added up. "
+                       "and scores are the mean of its members' local logits. Detect takes the members' time "
+                       "added up. On the phantom, two seeds missed the same lesions and their ensemble pointed "
+                       "like the weaker one (bench/RESULTS.md). "
                        "The members' score calibration is dropped: calibrate the ensemble itself.")
     p.add_argument("models", nargs="+", help="run folders or .safetensors model files (2 to 16)")
     p.add_argument("--out", required=True, metavar="ENSEMBLE.safetensors", help="model file to write")

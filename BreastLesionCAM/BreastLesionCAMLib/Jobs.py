@@ -58,6 +58,7 @@ class ExportResult:
 class TrainingResult:
     model: Path
     runFolder: Path
+    calibration: dict | None = None     # what ``--calibrate`` fitted (``blcam train``'s done record)
 
     @property
     def curves(self) -> Path | None:
@@ -66,11 +67,20 @@ class TrainingResult:
         return path if path.is_file() else None
 
     def summary(self) -> str:
-        return f"model {self.model}"
+        c = self.calibration
+        if not c:
+            return f"model {self.model}"
+        return (f"model {self.model}; its scores are calibrated on the {c['volumes']} volumes of validation fold "
+                f"{c['fold']}, which it never trained on (candidate calibration error "
+                f"{c['candidate_ece_raw']:.2f} → {c['candidate_ece']:.2f}; report: {c['report']})")
 
 
 def describeEpoch(event: dict) -> str:
-    """One line for a training epoch event: epoch, losses, held-out accuracy, time left."""
+    """One line for a training event: the epoch, its losses, held-out accuracy and time left;
+    or, with "Calibrate scores", which validation volume Detect is on."""
+    if event.get("stage") == "calibrate":
+        return (f"Calibrating scores on validation fold {event.get('fold')}: Detect on volume "
+                f"{event.get('volume')} of {event.get('volumes')}")
     parts = [f"Epoch {event.get('epoch')}/{event.get('epochs')}"]
     for key, name in (("train_loss", "loss"), ("val_loss", "held-out loss"), ("val_acc", "held-out accuracy")):
         if isinstance(event.get(key), (int, float)):

@@ -138,27 +138,34 @@ class BreastLesionCAMLogic:
     # -- training --------------------------------------------------------------------
     def startTraining(self, patchesFolder, runFolder=None, arch: str = "resnet18", epochs: int = 250,
                       batchSize: int = 14, learningRate: float = 1e-3, device: str = "auto",
-                      extraArgs=(), onEvent=None, onLog=None, onFinished=None) -> Job:
+                      calibrate: bool = False, extraArgs=(), onEvent=None, onLog=None, onFinished=None) -> Job:
         """Run ``blcam train`` with JSON progress; when it succeeds, its model becomes the
-        current one (``job.result``: :class:`.TrainingResult`)."""
+        current one (``job.result``: :class:`.TrainingResult`).
+
+        ``calibrate``: train on every training fold but the first and fit the score calibration
+        on that fold's patients (``--fold 0 --calibrate``), so Detect's scores are probabilities.
+        The model then trains on a fold fewer; the fit needs lesion and healthy volumes, and hits,
+        in that fold, and the job fails naming what was missing."""
         patches = Path(patchesFolder or "")
         if not (patches / "manifest.csv").is_file():
             raise BlcamError(f"{patches}: no exported patches (manifest.csv); export patches first")
         concrete = self.concreteDevice(device)
         self.jobs.checkFree("train", concrete)
         run = Path(runFolder) if runFolder else patches.parent / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
+        calibration = ("--fold", 0, "--calibrate") if calibrate else ()
         args = blcamCommand("train", patches, "--out", run, "--arch", arch, "--epochs", int(epochs),
                             "--batch-size", int(batchSize), "--lr", repr(float(learningRate)),
-                            "--device", concrete, "--progress-json", *extraArgs)
+                            "--device", concrete, "--progress-json", *calibration, *extraArgs)
 
         def complete(job) -> TrainingResult:
-            model = next((e.get("model") for e in reversed(job.process.events) if e.get("event") == "done"), None)
+            done = next((e for e in reversed(job.process.events) if e.get("event") == "done"), {})
+            model = done.get("model")
             if not model:
                 raise BlcamError("blcam train ended without naming its model file")
             parameters = self.getParameterNode()
             parameters.modelPath = str(model)
             parameters.runFolder = str(run)
-            return TrainingResult(Path(model), run)
+            return TrainingResult(Path(model), run, done.get("calibration"))
 
         return self._start("train", args, concrete, onEvent, onLog, onFinished, complete=complete,
                            describe=describeEpoch)

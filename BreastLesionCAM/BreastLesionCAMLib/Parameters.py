@@ -159,6 +159,7 @@ class BreastLesionCAMParameterNode:
     batchSize: Annotated[int, WithinRange(1, 1024)] = 14
     learningRate: Annotated[float, WithinRange(*LEARNING_RATE_RANGE)] = 1e-3
     device: Annotated[str, DeviceName()] = "auto"          # the device menu is filled by the panel
+    calibrateScores: bool = False                          # --fold 0 --calibrate (see Logic.startTraining)
     runFolder: str = ""
     # Detect
     modelPath: str = ""

@@ -178,7 +178,7 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         self.ui.curvesLabel.clear()
         self._startOrCancel("train", lambda: self.logic.startTraining(
             Path(p.datasetFolder) / "patches", None, p.arch, p.epochs, p.batchSize, p.learningRate, p.device,
-            onLog=self.log, onFinished=self._onJobEnded),
+            calibrate=p.calibrateScores, onLog=self.log, onFinished=self._onJobEnded),
             confirm="Stop training? The run is interrupted; use the command line's --resume to continue it later.")
 
     def onDetect(self) -> None:

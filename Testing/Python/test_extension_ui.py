@@ -103,7 +103,8 @@ def test_parameter_bindings_match_the_parameter_node(loaded):
     for name, widget in bound.items():
         base = typing.get_args(hints[name])[0] if typing.get_origin(hints[name]) is typing.Annotated else hints[name]
         cls = classes[widget.objectName()]
-        expected = {str: {"QLineEdit", "QComboBox"}, int: {"QSpinBox"}, float: {"QDoubleSpinBox", "ctkSliderWidget"}}
+        expected = {str: {"QLineEdit", "QComboBox"}, int: {"QSpinBox"}, float: {"QDoubleSpinBox", "ctkSliderWidget"},
+                    bool: {"QCheckBox"}}
         assert cls in expected.get(base, {"qMRMLNodeComboBox"}), f"{name}: {cls} cannot show {base}"
         if cls == "QComboBox":
             choices = next(a.choices for a in typing.get_args(hints[name])[1:] if hasattr(a, "choices"))

@@ -222,3 +222,28 @@ def test_train_calibrate_fits_on_the_validation_fold_only(tmp_path, tmp_path_fac
     assert (run / "calibration" / "calibration_calibration.png").is_file()
     assert main(["train", str(data), "--out", str(tmp_path / "nofold"), "--calibrate", *TINY_FLAGS]) == 2
     assert not (tmp_path / "nofold").exists()
+
+
+def test_train_calibrate_on_a_fold_without_lesions_keeps_the_model_and_says_why(tmp_path, tmp_path_factory, capsys):
+    """A fold that cannot be fitted (here: no lesion volume in it) fails the command after
+    training, naming both facts: the trained model is there, and what the fit lacked."""
+    data = tmp_path / "patches"
+    shutil.copytree(blob_dataset(tmp_path_factory), data)
+    with (data / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    lesion_patients = {r["patient"] for r in rows if r["label"] == "1"}
+    for r in rows:          # fold 0 keeps only its healthy patients
+        if r["split"] == "train" and r["fold"] == "0" and r["patient"] in lesion_patients:
+            r["fold"] = "1"
+    assert any(r["split"] == "train" and r["fold"] == "0" for r in rows)
+    with (data / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "--fold", "0", "--calibrate", *TINY_FLAGS]) == 2
+    err = capsys.readouterr().err
+    assert f"the model in {run} is trained, but its scores could not be calibrated on fold 0" in err
+    assert "cannot calibrate the candidate scores: all" in err and "are misses" in err
+    assert "calibration" not in read_metadata(run / "model.safetensors")      # left as trained

@@ -282,3 +282,40 @@ def test_cancel_stops_a_long_training_job_and_its_workers_within_seconds(pipelin
     assert_cancel_kills_tree(job, pids)
     assert job.state is JobState.CANCELLED and job.message == "Training cancelled." and job.result is None
     assert pipeline.logic.getParameterNode().modelPath == model_before  # a cancelled run changes nothing
+
+
+def test_calibrate_scores_holds_out_a_fold_and_the_next_detect_reports_probabilities(pipeline):
+    """The panel's "Calibrate scores" box: the run trains without fold 0's patients, Detect on
+    their volumes follows as the job's last stage, and the new model's Detect scores are then
+    the fitted probabilities (the raw network logit through the stored Platt map)."""
+    import json
+
+    from blcam.model import read_metadata
+    from blcam.score_calibration import Platt
+    from BreastLesionCAMLib.Jobs import describeEpoch
+    events, run = [], pipeline.work / "run-calibrated"
+    job = _run(pipeline.logic.startTraining(pipeline.dataset / "patches", run, calibrate=True, onEvent=events.append,
+                                            **Scenario.TRAIN_SETTINGS), "calibrated training")
+    stages = [e["stage"] for e in events if e.get("event") == "progress"]
+    assert stages[:Scenario.TRAIN_SETTINGS["epochs"]] == ["epoch"] * Scenario.TRAIN_SETTINGS["epochs"]
+    assert set(stages[Scenario.TRAIN_SETTINGS["epochs"]:]) == {"calibrate"}
+    last = [e for e in events if e.get("stage") == "calibrate"][-1]
+    assert describeEpoch(last) == f"Calibrating scores on validation fold 0: Detect on volume {last['volumes']} of " \
+        f"{last['volumes']}"
+    meta = read_metadata(job.result.model)
+    record, summary = meta["calibration"], job.result.calibration
+    assert meta["training"]["fold"] == 0 and summary["fold"] == 0 and summary["volumes"] == record["volumes"]
+    manifest = list(csv.DictReader((pipeline.dataset / "patches" / "manifest.csv").open()))
+    fold0 = {r["patient"] for r in manifest if r["split"] == "train" and r["fold"] == "0"}
+    calibrated_on = {r["patient"] for r in csv.DictReader((run / "calibration" / "cohort.csv").open())}
+    assert calibrated_on == fold0 and record["volumes"] == len(fold0) >= 2
+    assert "calibrated on the" in job.message and Path(summary["report"]).is_file()
+    assert pipeline.logic.getParameterNode().modelPath == str(job.result.model)
+
+    detect = _run(pipeline.logic.detect(pipeline.held.volume, str(job.result.model),
+                                        outFolder=pipeline.work / "detect-calibrated",
+                                        extraArgs=Scenario.DETECT_ARGS), "detect")
+    assert detect.result.calibrated and "calibrated probability of a lesion" in detect.result.summary()
+    doc = json.loads(findOutputs(pipeline.work / "detect-calibrated").json.read_text(encoding="utf-8"))
+    expected = Platt(*record["volume"])(doc["volume_logit"])
+    assert np.isclose(detect.result.volumeScore, expected, rtol=0, atol=1e-5)

@@ -2,7 +2,9 @@
 
 Also the worker the Slicer module launches: with ``--progress-json`` every epoch is one
 ``{"event": "progress", "stage": "epoch", "fraction": ..., <the epoch's history row>}``
-line, then ``{"event": "done", "model": PATH}`` (:mod:`blcam.cli.progress`).
+line, then ``{"event": "done", "model": PATH, "calibration": ...}`` (:mod:`blcam.cli.progress`).
+With ``--calibrate``, Detect on the validation fold's volumes follows as ``"stage": "calibrate"``
+records, and ``calibration`` in ``done`` says what the fit did (``null`` without it).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import fields
+from pathlib import Path
 
 from ..device import device_name
 from ..errors import BlcamError
@@ -190,16 +193,38 @@ def run(args) -> int:
 
     model = train_model(args.patches, args.out, config, progress=not args.progress_json,
                         on_epoch=on_epoch if args.progress_json else None, resume=args.resume)
+    calibration = None
     if args.calibrate and os.environ.get("RANK", "0") == "0":
-        from ..device import resolve_device
-        from ..evaluation.recalibration import calibrate_on_fold
-        fit = calibrate_on_fold(args.out, str(resolve_device(config.device)), progress=not args.progress_json)
-        if not args.progress_json:
-            rel = fit["reliability"]
-            print(f"calibrated on fold {args.fold}: candidate ECE {rel['raw']['candidate']['ece']:.3f} → "
-                  f"{rel['ece']:.3f} on its volumes")
+        calibration = _calibrate(args, config, emitter)
     if args.progress_json:
-        emitter.done(model=str(model))
+        emitter.done(model=str(model), calibration=calibration)
     elif os.environ.get("RANK", "0") == "0":
         print(f"wrote {model}")
     return 0
+
+
+def _calibrate(args, config: TrainConfig, emitter: ProgressEmitter) -> dict:
+    """``--calibrate``: fit the score maps on fold K's volumes; returns what the ``done``
+    record says about it (a GUI shows it), and follows Detect on those volumes as the
+    ``calibrate`` stage of the progress records."""
+    from ..device import resolve_device
+    from ..evaluation.recalibration import calibrate_on_fold
+
+    def on_progress(record: dict) -> None:
+        emitter.progress("calibrate", record["fraction"], step=record.get("stage"), volume=record.get("volume"),
+                         volumes=record.get("volumes"), fold=args.fold)
+
+    try:
+        fit = calibrate_on_fold(args.out, str(resolve_device(config.device)), progress=not args.progress_json,
+                                on_progress=on_progress if args.progress_json else None)
+    except BlcamError as err:        # the training is done and kept: say so, then why the fit failed
+        raise BlcamError(f"the model in {args.out} is trained, but its scores could not be calibrated on fold "
+                         f"{args.fold}: {err}") from err
+    rec, rel = fit["calibration"], fit["reliability"]
+    summary = {"fold": args.fold, "volumes": rec["volumes"], "hits": rec["hits"],
+               "candidate_ece_raw": rel["raw"]["candidate"]["ece"], "candidate_ece": rel["ece"],
+               "report": str(Path(args.out) / "calibration" / "calibration.md")}
+    if not args.progress_json:
+        print(f"calibrated on fold {args.fold}: candidate ECE {summary['candidate_ece_raw']:.3f} → "
+              f"{summary['candidate_ece']:.3f} on its volumes")
+    return summary

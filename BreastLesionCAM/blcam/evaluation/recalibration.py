@@ -21,6 +21,7 @@ import datetime
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -132,10 +133,12 @@ def calibrate_model(model: PathLike, det_dir: PathLike, cohort_csv: PathLike, ou
     return fit
 
 
-def calibrate_on_fold(run: PathLike, device: str = "cpu", progress: bool = True) -> dict:
+def calibrate_on_fold(run: PathLike, device: str = "cpu", progress: bool = True,
+                      on_progress: Callable[[dict], None] | None = None) -> dict:
     """``blcam train --fold K --calibrate``: Detect on the volumes of fold K's patients, which
     the run validated on and never trained on, then :func:`calibrate_model` the run's model in
-    place. Outputs go to ``RUN/calibration/`` (the fold's cohort CSV, detections, report)."""
+    place. Outputs go to ``RUN/calibration/`` (the fold's cohort CSV, detections, report).
+    ``on_progress``: Detect's progress records on those volumes (the Slicer panel shows them)."""
     from ..cohort import write_cohort_subset
     from ..detect.pipeline import DetectSettings, detect
 
@@ -154,7 +157,8 @@ def calibrate_on_fold(run: PathLike, device: str = "cpu", progress: bool = True)
     folder = Path(run) / "calibration"
     cohort = write_cohort_subset(cohort_csv, {r["patient"] for r in held}, folder / "cohort.csv",
                                  f"fold {fold}'s patients")
-    detect(run, [cohort], folder / "detections", DetectSettings(overlays=0), device, progress=progress)
+    detect(run, [cohort], folder / "detections", DetectSettings(overlays=0), device, progress=progress,
+           on_progress=on_progress)
     return calibrate_model(run, folder / "detections", cohort, report=folder / "calibration.json")
 
 

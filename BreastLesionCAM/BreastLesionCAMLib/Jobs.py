@@ -1,6 +1,6 @@
 """The panel's background jobs as a state machine that the Qt widget only displays.
 
-A job (patch export, training, Detect, batch Detect) is one background process plus what happens when it
+A job (patch export, training, Detect, batch Detect, calibration) is one background process plus what happens when it
 ends (loading Detect's results into the scene, making a trained model the current one) and
 what is cleaned up afterwards (temporary folders). Its state goes
 
@@ -31,11 +31,14 @@ from blcam.errors import BlcamError
 
 from .ProcessRunner import KILL_GRACE_S, ProcessFactory, progressFraction
 
-KINDS = ("export", "train", "detect", "batch")
-TITLES = {"export": "Export", "train": "Training", "detect": "Detect", "batch": "Batch Detect"}
-IDLE_TEXTS = {"export": "Export patches", "train": "Start training", "detect": "Detect", "batch": "Detect all"}
+KINDS = ("export", "train", "detect", "batch", "calibrate")
+TITLES = {"export": "Export", "train": "Training", "detect": "Detect", "batch": "Batch Detect",
+          "calibrate": "Calibration"}
+IDLE_TEXTS = {"export": "Export patches", "train": "Start training", "detect": "Detect", "batch": "Detect all",
+              "calibrate": "Calibrate the model on this batch"}
 CANCEL_TEXTS = {"export": "Cancel export", "train": "Cancel training", "detect": "Cancel Detect",
-                "batch": "Cancel batch Detect"}
+                "batch": "Cancel batch Detect", "calibrate": "Cancel calibration"}
+NO_DEVICE = ""          # a light job (calibration: a fit on Detect's outputs) that no device job blocks
 CANCELLING_TEXT = "Cancelling ..."
 
 
@@ -73,6 +76,21 @@ class TrainingResult:
         return (f"model {self.model}; its scores are calibrated on the {c['volumes']} volumes of validation fold "
                 f"{c['fold']}, which it never trained on (candidate calibration error "
                 f"{c['candidate_ece_raw']:.2f} → {c['candidate_ece']:.2f}; report: {c['report']})")
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """``blcam calibrate`` on a batch: the calibrated model file and what the fit did."""
+
+    model: Path
+    calibration: dict                   # blcam.evaluation.recalibration.fit_summary
+
+    def summary(self) -> str:
+        c = self.calibration
+        return (f"{self.model} is calibrated on {c['volumes']} volumes ({c['lesion_volumes']} with lesions, "
+                f"{c['hits']} hits among the candidates); calibration error on them: candidates "
+                f"{c['candidate_ece_raw']:.2f} → {c['candidate_ece']:.2f}, volumes {c['volume_ece_raw']:.2f} → "
+                f"{c['volume_ece']:.2f}; report: {c['report']}")
 
 
 def describeEpoch(event: dict) -> str:
@@ -303,7 +321,8 @@ class JobBoard:
     runs at half speed; on the CPU two jobs share the same cores, and a patch export is CPU
     work. So a start on a busy device is refused with a message naming the running job;
     jobs on different devices (training on cuda:0 while Detect runs on the CPU) run side by
-    side. Devices are compared as concrete names ('auto' resolved, see
+    side. A calibration is light (a fit on Detect's outputs, device ``NO_DEVICE``) and only
+    waits for another calibration. Devices are compared as concrete names ('auto' resolved, see
     :func:`blcam.device.concrete_device`).
     """
 
@@ -322,7 +341,7 @@ class JobBoard:
         for job in self.running():
             if job.kind == kind:
                 raise BlcamError(f"{job.title} is already running; wait for it to end or cancel it.")
-            if job.device == device:
+            if device != NO_DEVICE and job.device == device:
                 raise BlcamError(f"{job.title} is running on {device}; wait for it to end or cancel it, "
                                  f"or choose another device for {TITLES[kind]}.")
 

@@ -41,7 +41,7 @@ from blcam.errors import BlcamError
 
 from .Batch import batchInputs, loadBatchTable, openBatchRow
 from .Dataset import COHORT_NAME, CaseRecord, addCase, safeName
-from .Jobs import ExportResult, Job, JobBoard, TrainingResult, describeEpoch
+from .Jobs import NO_DEVICE, CalibrationResult, ExportResult, Job, JobBoard, TrainingResult, describeEpoch
 from .NodeIO import geometryOf, writeVolumeNode
 from .Parameters import BreastLesionCAMParameterNode
 from .ProcessRunner import ProcessFactory, ProcessRunner, blcamCommand
@@ -245,6 +245,41 @@ class BreastLesionCAMLogic:
         p.heatmapVolume, p.candidates, p.candidateTable = result.heatmap, result.candidates, result.table
         self.lastDetection = result
         return result
+
+    def calibrateOnBatch(self, modelPath=None, cohortCsv=None, detectionsFolder=None, outModel=None,
+                         onEvent=None, onLog=None, onFinished=None) -> Job:
+        """Fit the model's score calibration on a batch Detect of an annotated cohort CSV
+        (``blcam calibrate``; defaults: the panel's model, batch input and batch output).
+
+        A model trained elsewhere (say on a GPU server) or on another scanner says little with its
+        raw scores on this site's volumes; a batch of this site's annotated patients that the
+        model never trained on makes them probabilities here. The calibrated copy goes to
+        ``outModel`` (default: ``<batch output>/<model>-calibrated.safetensors``; the model file
+        itself is never rewritten: it may be shared, or the extension's own) and becomes the
+        current model. ``job.result``: :class:`.CalibrationResult`."""
+        p = self.getParameterNode()
+        model = str(modelPath or p.modelPath or "")
+        cohort = Path(str(cohortCsv or p.batchInput or "").strip())
+        detections = Path(str(detectionsFolder or p.batchOutput or "").strip())
+        if not model or not Path(model).is_file():
+            raise BlcamError(f"model file '{model}' not found; choose the model the batch was detected with")
+        if cohort.suffix.lower() != ".csv" or not cohort.is_file():
+            raise BlcamError(f"{cohort}: calibration needs a cohort CSV with the lesion annotations of the batch's "
+                             "volumes as the batch input (a folder of volumes says nothing about where lesions are)")
+        if not (detections / SUMMARY_FILE).is_file():
+            raise BlcamError(f"{detections / SUMMARY_FILE}: missing; run Detect all on the cohort first")
+        out = Path(outModel) if outModel else detections / f"{Path(model).stem}-calibrated.safetensors"
+        self.jobs.checkFree("calibrate", NO_DEVICE)
+        args = blcamCommand("calibrate", model, detections, cohort, "--out", out, "--progress-json")
+
+        def complete(job) -> CalibrationResult:
+            done = next((e for e in reversed(job.process.events) if e.get("event") == "done"), {})
+            if not done.get("calibration"):
+                raise BlcamError("blcam calibrate ended without its fit")
+            self.getParameterNode().modelPath = str(done["model"])
+            return CalibrationResult(Path(done["model"]), done["calibration"])
+
+        return self._start("calibrate", args, NO_DEVICE, onEvent, onLog, onFinished, complete=complete)
 
     # -- review ----------------------------------------------------------------------
     def reviewCandidate(self, index: int, verdict: str | None) -> int | None:

@@ -46,9 +46,10 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         self._guiTag = None
         self._describedPlan = None      # (volume, model, speed) that detectPlanLabel describes
         self.buttons = {"export": self.ui.exportButton, "train": self.ui.trainButton, "detect": self.ui.detectButton,
-                        "batch": self.ui.batchDetectButton}
+                        "batch": self.ui.batchDetectButton, "calibrate": self.ui.calibrateBatchButton}
         self.bars = {"export": self.ui.exportProgressBar, "train": self.ui.trainProgressBar,
-                     "detect": self.ui.detectProgressBar, "batch": self.ui.batchProgressBar}
+                     "detect": self.ui.detectProgressBar, "batch": self.ui.batchProgressBar,
+                     "calibrate": self.ui.calibrateProgressBar}
         self.paths = {"datasetFolder": self.ui.datasetFolderPathLineEdit, "modelPath": self.ui.modelPathLineEdit,
                       "batchInput": self.ui.batchInputPathLineEdit, "batchOutput": self.ui.batchOutputPathLineEdit}
         # Review keys: active while the panel (e.g. the candidates table) has the focus.
@@ -88,6 +89,7 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         ui.addReviewedCaseButton.connect("clicked(bool)", self.onAddReviewedCase)
         ui.batchDetectButton.connect("clicked(bool)", self.onBatchDetect)
         ui.batchTableView.connect("clicked(QModelIndex)", self.onBatchRowClicked)
+        ui.calibrateBatchButton.connect("clicked(bool)", self.onCalibrateBatch)
 
     # -- parameter node ----------------------------------------------------------------
     def initializeParameterNode(self) -> None:
@@ -191,6 +193,10 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         self._startOrCancel("batch", lambda: self.logic.batchDetect(
             p.batchInput, p.modelPath, p.batchOutput, device=p.device, onLog=self.log, onFinished=self._onJobEnded))
 
+    def onCalibrateBatch(self) -> None:
+        self._startOrCancel("calibrate", lambda: self.logic.calibrateOnBatch(
+            onLog=self.log, onFinished=self._onJobEnded))
+
     def onBatchRowClicked(self, index) -> None:
         p = self._parameterNode
         if p is not None and p.batchTable is not None and index.row() >= 0:
@@ -254,7 +260,8 @@ class BreastLesionCAMPanel(VTKObservationMixin):
         p = self._parameterNode
         ready = {"export": bool(p and p.datasetFolder), "train": bool(p and p.datasetFolder),
                  "detect": bool(p and p.inputVolume and p.modelPath),
-                 "batch": bool(p and p.batchInput and p.batchOutput and p.modelPath)}
+                 "batch": bool(p and p.batchInput and p.batchOutput and p.modelPath),
+                 "calibrate": bool(p and p.batchTable and p.modelPath and p.batchInput.lower().endswith(".csv"))}
         for kind, button in self.buttons.items():
             view = self.logic.jobs.view(kind)
             button.text = view.buttonText

@@ -10,6 +10,7 @@ so the three test files share one dataset and one trained run.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,22 @@ def trained_run(tmp_path_factory) -> Path:
         train_model(ds, out, tiny_config(), progress=False)
         _CACHE["run"] = out
     return _CACHE["run"]
+
+
+def cohort_subset(tmp_path, data, name: str, keep) -> tuple:
+    """The blob cohort's rows of the patients whose patches satisfy ``keep`` (manifest rows)."""
+    with (data / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+        patients = {r["patient"] for r in csv.DictReader(fh) if keep(r)}
+    cohort = json.loads((data / "dataset.json").read_text(encoding="utf-8"))["cohort"]
+    with open(cohort, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["patient"] in patients]
+    for r in rows:
+        for col in ("volume", "annotation"):
+            if r[col]:
+                r[col] = str((Path(cohort).parent / r[col]).resolve())
+    out = tmp_path / name
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out, sorted(patients)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from _cam_fixtures import write_detect_folder
 from _training_fixtures import (
     blob_dataset,
+    cohort_subset,
     one_thread,  # noqa: F401 (autouse: the shared run is trained as every other module trains it)
     trained_run,
 )
@@ -121,25 +121,6 @@ def test_calibrate_cli_recovers_the_map_of_a_detection_folder(tmp_path, tmp_path
     assert (det / "calibration_calibration.png").stat().st_size > 5_000
 
 
-def _cohort_of(tmp_path, data, name: str, keep) -> tuple:
-    """The blob cohort's rows of the patients whose patches satisfy ``keep`` (manifest rows)."""
-    with (data / "manifest.csv").open(newline="", encoding="utf-8") as fh:
-        patients = {r["patient"] for r in csv.DictReader(fh) if keep(r)}
-    cohort = json.loads((data / "dataset.json").read_text(encoding="utf-8"))["cohort"]
-    with open(cohort, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["patient"] in patients]
-    for r in rows:
-        for col in ("volume", "annotation"):
-            if r[col]:
-                r[col] = str((Path(cohort).parent / r[col]).resolve())
-    out = tmp_path / name
-    with out.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out, sorted(patients)
-
-
 def _candidates(det) -> dict:
     return {p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted(det.glob("*_candidates.json"))}
 
@@ -149,9 +130,9 @@ def test_detect_applies_the_fitted_maps_and_training_patients_are_refused(tmp_pa
     and without the maps; only the numbers change. Its own training fold is refused by name."""
     run = trained_run(tmp_path_factory)
     data = blob_dataset(tmp_path_factory)
-    val, _ = _cohort_of(tmp_path, data, "val.csv", lambda r: r["split"] == "train" and r["fold"] == "0")
-    test, _ = _cohort_of(tmp_path, data, "test.csv", lambda r: r["split"] == "test")
-    train, trained = _cohort_of(tmp_path, data, "train.csv", lambda r: r["split"] == "train" and r["fold"] == "1")
+    val, _ = cohort_subset(tmp_path, data, "val.csv", lambda r: r["split"] == "train" and r["fold"] == "0")
+    test, _ = cohort_subset(tmp_path, data, "test.csv", lambda r: r["split"] == "test")
+    train, trained = cohort_subset(tmp_path, data, "train.csv", lambda r: r["split"] == "train" and r["fold"] == "1")
     for det, cohort in (("val", val), ("test", test), ("train", train)):
         assert main(["detect", str(run), str(cohort), "--out", str(tmp_path / det), "--overlays", "0"]) == 0
     out = tmp_path / "calibrated.safetensors"
@@ -215,7 +196,7 @@ def test_train_calibrate_fits_on_the_validation_fold_only(tmp_path, tmp_path_fac
     run = tmp_path / "run"
     assert main(["train", str(data), "--out", str(run), "--fold", "0", "--calibrate", *TINY_FLAGS]) == 0
     record = read_metadata(run / "model.safetensors")["calibration"]
-    _, fold0 = _cohort_of(tmp_path, data, "fold0.csv", lambda r: r["split"] == "train" and r["fold"] == "0")
+    _, fold0 = cohort_subset(tmp_path, data, "fold0.csv", lambda r: r["split"] == "train" and r["fold"] == "0")
     with (run / "calibration" / "cohort.csv").open(newline="", encoding="utf-8") as fh:
         assert sorted({r["patient"] for r in csv.DictReader(fh)}) == fold0
     assert record["cohort"] == str((run / "calibration" / "cohort.csv").resolve()) and record["hits"] >= 1

@@ -3,12 +3,20 @@ folder of volumes → one table, most suspicious first → a row opens its volum
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
 from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
+from _training_fixtures import (
+    blob_dataset,
+    cohort_subset,
+    one_thread,  # noqa: F401 (autouse: the shared run is trained as every other module trains it)
+    trained_run,
+)
 from blcam.detect import DetectSettings, detect
 from blcam.errors import BlcamError
 from blcam.io.volume import Geometry, write_volume
@@ -87,3 +95,42 @@ def test_batch_detect_through_the_logic_then_open_review_and_add_the_case(headle
     assert record.label == "lesion" and record.centres >= 1
     rows = list(csv.DictReader((tmp_path / "dataset" / "cohort.csv").open(encoding="utf-8")))
     assert [r["patient"] for r in rows] == ["B1"]
+
+
+def test_calibrate_on_a_batch_of_an_annotated_cohort_makes_a_calibrated_copy_the_current_model(
+        headless, tmp_path, tmp_path_factory):
+    """A model from elsewhere, made to mean probabilities on this site's patients: Detect all on
+    an annotated cohort CSV of patients it never trained on, then "Calibrate the model on this
+    batch". The fit is ``blcam calibrate``'s, on a copy that becomes the current model; the
+    model file is untouched, and the light job runs beside a CPU Detect."""
+    from blcam.evaluation.recalibration import calibrate_model
+    from blcam.model import read_metadata
+    from BreastLesionCAMLib.Jobs import JobState
+    from BreastLesionCAMLib.Logic import BreastLesionCAMLogic
+    model = trained_run(tmp_path_factory) / "model.safetensors"
+    val, _ = cohort_subset(tmp_path, blob_dataset(tmp_path_factory), "val.csv",
+                           lambda r: r["split"] == "train" and r["fold"] == "0")
+    logic = BreastLesionCAMLogic()
+    p = logic.getParameterNode()
+    p.modelPath, p.batchInput, p.batchOutput = str(model), str(val), str(tmp_path / "out")
+    with pytest.raises(BlcamError, match="run Detect all on the cohort first"):
+        logic.calibrateOnBatch()
+    batch = logic.batchDetect(val, model, tmp_path / "out", device="cpu")
+    assert batch.wait(300) is JobState.SUCCEEDED, batch.message
+    with pytest.raises(BlcamError, match="calibration needs a cohort CSV"):
+        logic.calibrateOnBatch(cohortCsv=tmp_path / "out")
+    volume = slicer.util.addVolumeFromArray(blob_volume(SHAPE, [(16, 36, 36)], seed=6), name="busy")
+    busy = logic.detect(volume, model, device="cpu", extraArgs=("--refine", "0"))
+    job = logic.calibrateOnBatch()                            # not refused: a fit, no device
+    assert job.wait(300) is JobState.SUCCEEDED, job.message
+    assert busy.wait(300) is JobState.SUCCEEDED, busy.message
+    out = tmp_path / "out" / "model-calibrated.safetensors"
+    assert job.result.model == out and p.modelPath == str(out)
+    assert "calibration" not in read_metadata(model)                    # the model file is not rewritten
+    direct = calibrate_model(model, tmp_path / "out", val, tmp_path / "direct.safetensors",
+                             report=tmp_path / "direct.json")
+    assert read_metadata(out)["calibration"]["candidate"] == direct["calibration"]["candidate"]
+    assert read_metadata(out)["calibration"]["volume"] == direct["calibration"]["volume"]
+    summary = job.result.calibration
+    assert summary["volumes"] == direct["calibration"]["volumes"] and Path(summary["plot"]).is_file()
+    assert job.message.startswith("Calibration finished") and "is calibrated on" in job.message

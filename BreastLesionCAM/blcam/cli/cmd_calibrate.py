@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..evaluation.recalibration import calibrate_model
+from ..evaluation.recalibration import calibrate_model, fit_summary
 from . import add_hit_options
+from .progress import ProgressEmitter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,11 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", default=None, metavar="calibration.json",
                    help="fit report to write; .md and _calibration.png go beside it "
                    "(default: DETECTIONS/calibration.json)")
+    p.add_argument("--progress-json", action="store_true",
+                   help="print the result as a JSON 'done' record on stdout instead of text (blcam.cli.progress; for "
+                   "the Slicer module; default: off)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     fit = calibrate_model(args.model, args.detections, args.cohort, args.out, args.masks, args.hit_mm, args.report)
+    if args.progress_json:
+        ProgressEmitter(True).done(model=fit["model"], calibration=fit_summary(fit))
+        return 0
     rec, rel = fit["calibration"], fit["reliability"]
     print(f"calibrated {fit['model']} on {rec['volumes']} volumes ({rec['candidates']} candidates, "
           f"{rec['hits']} hits)")

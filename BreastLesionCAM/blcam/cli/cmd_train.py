@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import fields
-from pathlib import Path
 
 from ..device import device_name
 from ..errors import BlcamError
@@ -208,7 +207,7 @@ def _calibrate(args, config: TrainConfig, emitter: ProgressEmitter) -> dict:
     record says about it (a GUI shows it), and follows Detect on those volumes as the
     ``calibrate`` stage of the progress records."""
     from ..device import resolve_device
-    from ..evaluation.recalibration import calibrate_on_fold
+    from ..evaluation.recalibration import calibrate_on_fold, fit_summary
 
     def on_progress(record: dict) -> None:
         emitter.progress("calibrate", record["fraction"], step=record.get("stage"), volume=record.get("volume"),
@@ -220,10 +219,7 @@ def _calibrate(args, config: TrainConfig, emitter: ProgressEmitter) -> dict:
     except BlcamError as err:        # the training is done and kept: say so, then why the fit failed
         raise BlcamError(f"the model in {args.out} is trained, but its scores could not be calibrated on fold "
                          f"{args.fold}: {err}") from err
-    rec, rel = fit["calibration"], fit["reliability"]
-    summary = {"fold": args.fold, "volumes": rec["volumes"], "hits": rec["hits"],
-               "candidate_ece_raw": rel["raw"]["candidate"]["ece"], "candidate_ece": rel["ece"],
-               "report": str(Path(args.out) / "calibration" / "calibration.md")}
+    summary = {"fold": args.fold, **fit_summary(fit)}
     if not args.progress_json:
         print(f"calibrated on fold {args.fold}: candidate ECE {summary['candidate_ece_raw']:.3f} → "
               f"{summary['candidate_ece']:.3f} on its volumes")

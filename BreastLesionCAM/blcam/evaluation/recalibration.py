@@ -125,6 +125,8 @@ def calibrate_model(model: PathLike, det_dir: PathLike, cohort_csv: PathLike, ou
     target = replace_metadata(model_file, {**meta, "calibration": record}, out)
     fit = _fit_report(record, x, y, np.asarray(vol_logits), np.asarray(lesion, float), target)
     _write_report(report_path, fit)
+    fit["report"] = str(report_path.with_suffix(".md"))
+    fit["plot"] = str(_plot_path(report_path))
     if min(n_hits, n_lesion_volumes) < FEW_HITS:
         warnings.append(f"fitted on {n_hits} hits in {n_lesion_volumes} lesion volumes; with fewer than {FEW_HITS} "
                         "of either the maps are uncertain: calibrate on more volumes")
@@ -197,4 +199,19 @@ def _write_report(path: Path, fit: dict) -> None:
              "'blcam evaluate-detection' to see it on new patients):", "",
              md_table(calibration_table(rel)), ""]
     write_text_atomic(path.with_suffix(".md"), "\n".join(lines))
-    plot_calibration(path.with_name(f"{path.stem}_calibration.png"), rel)
+    plot_calibration(_plot_path(path), rel)
+
+
+def _plot_path(report: Path) -> Path:
+    return report.with_name(f"{report.stem}_calibration.png")
+
+
+def fit_summary(fit: dict) -> dict:
+    """What a GUI shows of a fit (the ``calibration`` of a command's ``done`` progress record):
+    where the model and report are, what it was fitted on, and the calibration errors on those
+    volumes before and after."""
+    rec, rel = fit["calibration"], fit["reliability"]
+    return {"model": fit["model"], "volumes": rec["volumes"], "lesion_volumes": rec["lesion_volumes"],
+            "hits": rec["hits"], "candidate_ece_raw": rel["raw"]["candidate"]["ece"], "candidate_ece": rel["ece"],
+            "volume_ece_raw": rel["raw"]["volume"]["ece"], "volume_ece": rel["volume"]["ece"],
+            "report": fit["report"], "plot": fit["plot"]}

@@ -2,9 +2,9 @@
 
 Also the worker the Slicer module launches: with ``--progress-json`` every epoch is one
 ``{"event": "progress", "stage": "epoch", "fraction": ..., <the epoch's history row>}``
-line, then ``{"event": "done", "model": PATH, "calibration": ...}`` (:mod:`blcam.cli.progress`).
-With ``--calibrate``, Detect on the validation fold's volumes follows as ``"stage": "calibrate"``
-records, and ``calibration`` in ``done`` says what the fit did (``null`` without it).
+line, then ``{"event": "done", "model": PATH}`` (:mod:`blcam.cli.progress`). With
+``--calibrate``, Detect on the validation fold's volumes follows as ``"stage": "calibrate"``
+records, and ``done`` also holds ``calibration``: what the fit did.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def run(args) -> int:
     if args.calibrate and os.environ.get("RANK", "0") == "0":
         calibration = _calibrate(args, config, emitter)
     if args.progress_json:
-        emitter.done(model=str(model), calibration=calibration)
+        emitter.done(model=str(model), **({"calibration": calibration} if calibration else {}))
     elif os.environ.get("RANK", "0") == "0":
         print(f"wrote {model}")
     return 0

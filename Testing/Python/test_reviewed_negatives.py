@@ -41,15 +41,24 @@ def _add_negatives(cohort: Path, points_by_patient: dict[str, list]) -> None:
         w.writerows(rows)
 
 
-def test_reviewed_negatives_become_label_0_patches_at_the_rejected_places(tmp_path, capsys):
+def test_reviewed_negatives_become_label_0_patches_at_the_rejected_places(tmp_path, capsys, monkeypatch):
+    import blcam.patches.export as export_module
+    reads: list[str] = []
+    real_read = export_module.read_volume
+    monkeypatch.setattr(export_module, "read_volume", lambda path: reads.append(Path(path).name) or real_read(path))
     cohort = write_blob_cohort(tmp_path / "cohort", patients=6)         # P00, P02, P04 lesion (20×80×80)
     lesion_centre = np.rint(read_geometry(tmp_path / "cohort" / "P00.nrrd").lps_to_index(
         read_cohort(cohort).rows[0].centres_lps)[0][::-1]).astype(int)
     # P01 (healthy): one point well inside, one at the volume's corner (moved inside);
     # P00 (lesion): one far from its lesions' patches... and one on a lesion (left out).
     _add_negatives(cohort, {"P01": [(10, 40, 40), (0, 0, 79)], "P00": [(10, 70, 76), tuple(lesion_centre)]})
-    export_dataset(cohort, tmp_path / "p", SETTINGS, progress=False)
+    progress: list[tuple[int, int]] = []
+    export_dataset(cohort, tmp_path / "p", SETTINGS, progress=False, on_progress=lambda *a: progress.append(a))
     assert "reviewed negative 2 of 'P00.nrrd' is left out" in capsys.readouterr().err
+    # Each volume is read once, its lesion (or random negative) and reviewed patches together,
+    # and the progress counts volumes.
+    assert sorted(reads) == sorted(f"P{n:02d}.nrrd" for n in range(6))
+    assert progress[-1] == (6, 6)
     ds = load_dataset(tmp_path / "p")
     reviewed = sorted((r for r in ds.records if r["kind"] == "reviewed"), key=lambda r: r["patch_id"])
     assert [r["patch_id"] for r in reviewed] == ["P00_P00_rev01", "P01_P01_rev01", "P01_P01_rev02"]

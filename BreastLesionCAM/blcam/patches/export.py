@@ -116,18 +116,29 @@ class PatchJob:
     ids: list[str]
     centres_kji: np.ndarray       # integer box centres
     points_lps: np.ndarray        # annotated point (positives) or box centre (negatives)
-    kind: str                     # 'lesion', 'negative' (random) or 'reviewed' (rejected by a reader)
+    # 'lesion', 'negative' (random), 'reviewed' (rejected by a reader) or 'hard_negative':
+    # one kind for every patch, or one per patch (a lesion volume with reviewed negatives)
+    kind: str | tuple[str, ...]
     split: str
     fold: int
     patient_class: str
     grid: Geometry                # where the indices live: the volume's grid at the export's spacing
 
+    def kind_of(self, n: int) -> str:
+        return self.kind if isinstance(self.kind, str) else self.kind[n]
+
+    def joined(self, other: PatchJob) -> PatchJob:
+        """One job for both jobs' patches of the same volume, so the volume is read once."""
+        kinds = tuple(job.kind_of(n) for job in (self, other) for n in range(len(job.ids)))
+        return replace(self, ids=self.ids + other.ids, kind=kinds,
+                       centres_kji=np.concatenate([self.centres_kji, other.centres_kji]),
+                       points_lps=np.concatenate([self.points_lps, other.points_lps]))
+
 
 def export_dataset(cohort_csv: PathLike, out: PathLike, settings: ExportSettings | None = None, jobs: int = 1,
                    progress: bool = True, on_progress: Callable[[int, int], None] | None = None) -> Path:
     """Export the patch dataset; returns the manifest path. ``on_progress(done, total)`` is
-    called after each volume (its patch jobs: a volume with lesions and reviewed negatives
-    counts twice).
+    called after each volume that gives patches (each is read once, whatever kinds it gives).
 
     Holds ``out``'s folder lock throughout: a second export, or a training reading ``out``,
     is refused while this one writes it (:mod:`blcam.io.locks`). ``settings``: the defaults
@@ -246,7 +257,11 @@ def _plan(cohort: Cohort, s: ExportSettings) -> list[PatchJob]:
             plans.append(PatchJob(r, [f"{stem}_neg{n:02d}" for n in range(len(centres))], centres,
                                   points, "negative", split, fold, classes[r.patient], grid))
         if len(r.negatives_lps):
-            plans += _reviewed_job(r, stem, grid, s.patch, split, fold, classes[r.patient])
+            for job in _reviewed_job(r, stem, grid, s.patch, split, fold, classes[r.patient]):
+                if plans and plans[-1].row is r:     # the volume's lesion or random-negative job
+                    plans[-1] = plans[-1].joined(job)
+                else:
+                    plans.append(job)
     return plans
 
 
@@ -328,7 +343,8 @@ def _record(job: PatchJob, n: int, rel: Path, start: np.ndarray, s: ExportSettin
     shape = job.grid.shape
     padded = padded_fraction(start, s.patch, shape)
     c, p = job.centres_kji[n], job.points_lps[n]
-    return {"patch_id": job.ids[n], "file": rel.as_posix(), "label": int(job.kind == "lesion"), "kind": job.kind,
+    kind = job.kind_of(n)
+    return {"patch_id": job.ids[n], "file": rel.as_posix(), "label": int(kind == "lesion"), "kind": kind,
             "patient": job.row.patient, "patient_class": job.patient_class, "volume": job.row.volume_rel,
             "row": job.row.row, "centre_k": int(c[0]), "centre_j": int(c[1]), "centre_i": int(c[2]),
             "start_k": int(start[0]), "start_j": int(start[1]), "start_i": int(start[2]),

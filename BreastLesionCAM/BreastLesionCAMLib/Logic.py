@@ -173,11 +173,12 @@ class BreastLesionCAMLogic:
     # -- detect ----------------------------------------------------------------------
     def detect(self, volumeNode, modelPath, outFolder=None, device: str = "auto", opacity: float | None = None,
                threshold: float | None = None, extraArgs=(), onEvent=None, onLog=None,
-               onFinished=None) -> Job:
+               onFinished=None, heatmapScale: str | None = None) -> Job:
         """Run ``blcam detect`` on ``volumeNode``; when it ends, the heatmap, candidates and
         table are in the scene (``job.result``: :class:`.DetectionResult`) and shown in the
         slice views. The input copy, and the outputs unless ``outFolder`` is given, live in a
-        temporary folder that is removed when the job ends."""
+        temporary folder that is removed when the job ends. ``heatmapScale`` (default: the
+        panel's) is ``blcam detect --heatmap``."""
         if volumeNode is None:
             raise BlcamError("choose the volume to run Detect on")
         if not modelPath or not Path(modelPath).is_file():
@@ -192,9 +193,10 @@ class BreastLesionCAMLogic:
         except Exception:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        args = blcamCommand("detect", modelPath, work / f"{safeName(name)}.nrrd", "--out", out,
-                            "--device", concrete, "--progress-json", *extraArgs)
         parameters = self.getParameterNode()
+        args = blcamCommand("detect", modelPath, work / f"{safeName(name)}.nrrd", "--out", out,
+                            "--device", concrete, "--heatmap", heatmapScale or parameters.heatmapScale,
+                            "--progress-json", *extraArgs)
         opacity = parameters.heatmapOpacity if opacity is None else opacity
         threshold = parameters.heatmapThreshold if threshold is None else threshold
 
@@ -212,7 +214,7 @@ class BreastLesionCAMLogic:
                            cleanup=lambda: shutil.rmtree(work, ignore_errors=True))
 
     def batchDetect(self, inputPath, modelPath, outFolder, device: str = "auto", extraArgs=(), onEvent=None,
-                    onLog=None, onFinished=None) -> Job:
+                    onLog=None, onFinished=None, heatmapScale: str | None = None) -> Job:
         """Run ``blcam detect`` on every volume of a folder or a cohort CSV (:mod:`.Batch`);
         when it ends, ``job.result`` is the table of volume scores, most suspicious first, and
         the parameter node's ``batchTable``. Outputs stay in ``outFolder`` (rows open from there)."""
@@ -224,8 +226,8 @@ class BreastLesionCAMLogic:
         concrete = self.concreteDevice(device)
         self.jobs.checkFree("batch", concrete)
         out = Path(outFolder)
-        args = blcamCommand("detect", modelPath, *inputs, "--out", out, "--device", concrete, "--progress-json",
-                            *extraArgs)
+        args = blcamCommand("detect", modelPath, *inputs, "--out", out, "--device", concrete, "--heatmap",
+                            heatmapScale or self.getParameterNode().heatmapScale, "--progress-json", *extraArgs)
 
         def complete(job):
             table = loadBatchTable(slicer.mrmlScene, out)

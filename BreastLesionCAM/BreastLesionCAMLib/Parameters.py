@@ -33,6 +33,7 @@ from blcam.errors import BlcamError
 
 ARCHS = ("resnet10", "resnet18")
 LABELS = ("healthy", "lesion")
+HEATMAP_SCALES = ("auto", "probability", "relative")   # blcam detect --heatmap
 LEARNING_RATE_RANGE = (1e-6, 1.0)
 
 try:  # Slicer: the real wrapper, GUI binding included
@@ -165,6 +166,9 @@ class BreastLesionCAMParameterNode:
     modelPath: str = ""
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.3
     heatmapThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.2
+    # What the heatmap's colours mean (blcam detect --heatmap): 'auto' scales a calibrated
+    # model's map by the volume's lesion probability, 'relative' is the paper's per-volume maximum
+    heatmapScale: Annotated[str, Choice(HEATMAP_SCALES)] = "auto"
     # Seconds per million voxel reads the last Detect achieved on this computer (0: not yet)
     detectSecondsPerMvox: Annotated[float, WithinRange(0.0, 1e6)] = 0.0
     heatmapVolume: slicer.vtkMRMLScalarVolumeNode

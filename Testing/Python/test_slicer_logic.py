@@ -73,9 +73,11 @@ def test_parameter_node_round_trips_through_scene_save_and_load(headless, tmp_pa
 
 def test_parameter_choices_match_the_core_package(headless):
     from blcam.cohort import LABELS
+    from blcam.detect.pipeline import HEATMAP_MODES
     from blcam.model import ARCHS
     assert Parameters.ARCHS == tuple(ARCHS)
     assert Parameters.LABELS == tuple(LABELS)
+    assert Parameters.HEATMAP_SCALES == tuple(HEATMAP_MODES)
     p = BreastLesionCAMLogic().getParameterNode()
     for device in ("cpu", "cuda", "cuda:1", "mps", "auto"):  # a GPU by its index, as the panel lists it
         p.device = device

@@ -319,3 +319,21 @@ def test_calibrate_scores_holds_out_a_fold_and_the_next_detect_reports_probabili
     doc = json.loads(findOutputs(pipeline.work / "detect-calibrated").json.read_text(encoding="utf-8"))
     expected = Platt(*record["volume"])(doc["volume_logit"])
     assert np.isclose(detect.result.volumeScore, expected, rtol=0, atol=1e-5)
+
+    # The panel's "Heatmap scale": 'auto' (the default) scaled the calibrated model's map by the
+    # volume's probability; 'relative' gives the same volume the paper's display, its own maximum at 1.
+    assert pipeline.logic.getParameterNode().heatmapScale == "auto"
+    assert doc["heatmap_scale"] == pytest.approx(detect.result.volumeScore, abs=1e-6)
+    scaled = slicer.util.arrayFromVolume(detect.result.heatmap).max()   # the volume's one heatmap node is reused
+    pipeline.logic.getParameterNode().heatmapScale = "relative"
+    try:
+        relative = _run(pipeline.logic.detect(pipeline.held.volume, str(job.result.model),
+                                              outFolder=pipeline.work / "detect-relative",
+                                              extraArgs=Scenario.DETECT_ARGS), "detect, relative heatmap")
+    finally:
+        pipeline.logic.getParameterNode().heatmapScale = "auto"
+    other = json.loads(findOutputs(pipeline.work / "detect-relative").json.read_text(encoding="utf-8"))
+    assert other["heatmap_scale"] == 1.0 and other["volume_logit"] == doc["volume_logit"]
+    full = slicer.util.arrayFromVolume(relative.result.heatmap).max()
+    assert full == pytest.approx(1.0, abs=1 / 255)
+    assert scaled == pytest.approx(doc["heatmap_scale"] * full, abs=2 / 255)  # stored in 256 levels

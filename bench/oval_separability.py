@@ -36,6 +36,18 @@ from blcam.phantom.volume import simulate_volume
 
 SHAPE, SPACING = (48, 96, 160), (0.5, 0.5, 0.5)      # the demo's and the validation cohorts' volumes
 CROP = (16, 32, 48)                                  # the demo's training crop
+FIELD_MM, CROP_MM = (24.0, 48.0, 80.0), (8.0, 16.0, 24.0)   # the same, in mm (k, j, i)
+
+
+def set_grid(spacing_kji) -> None:
+    """Simulate on another voxel grid (``--spacing``): the same field of view and crop in mm,
+    so only the resolution at which the phantom draws the objects changes."""
+    global SHAPE, SPACING, CROP
+    SPACING = tuple(float(v) for v in spacing_kji)
+    SHAPE = tuple(int(round(f / s)) for f, s in zip(FIELD_MM, SPACING, strict=True))
+    CROP = tuple(int(round(c / s)) for c, s in zip(CROP_MM, SPACING, strict=True))
+
+
 FEATURES = ("inside", "inside_std", "rim", "around", "contrast", "rim_contrast", "behind")
 
 
@@ -220,8 +232,12 @@ def main(argv=None) -> dict:
     p.add_argument("--curve", type=int, nargs="*", default=[],
                    help="oval-mass counts for a learning curve (oval vs gland), e.g. 25 100 400")
     p.add_argument("--no-pairs", action="store_true", help="skip the three pairwise CNN rows")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("SK", "SJ", "SI"), default=SPACING,
+                   help="voxel size (mm, k j i) the volumes are drawn at; field of view and crop stay the same "
+                   "in mm (default: the demo's 0.5 0.5 0.5)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    set_grid(args.spacing)
     torch.set_num_threads(args.jobs)
     t0 = time.perf_counter()
     with Pool(args.jobs) as pool:
@@ -230,11 +246,13 @@ def main(argv=None) -> dict:
     kinds = np.array([r[0] for r in rows])
     crops = np.stack([r[2] for r in rows])
     counts = {k: int((kinds == k).sum()) for k in ("oval", "fat_lobule", "gland")}
-    print(f"{args.volumes} volumes in {t_sim:.0f} s: {counts}")
+    print(f"{args.volumes} volumes of {' x '.join(map(str, SHAPE))} voxels at {' x '.join(f'{v:g}' for v in SPACING)} "
+          f"mm in {t_sim:.0f} s: {counts}")
     obj = kinds != "gland"
     feats = np.array([[r[1][f] for f in FEATURES] for r in rows if r[0] != "gland"])
     y_obj = (kinds[obj] == "oval").astype(int)
-    result: dict = {"counts": counts, "feature_auc": {}, "volumes": args.volumes, "seed": args.seed}
+    result: dict = {"counts": counts, "feature_auc": {}, "volumes": args.volumes, "seed": args.seed,
+                    "spacing_kji": list(SPACING)}
     print("\n| oracle feature (true ellipsoid) | mean oval | mean fat lobule | AUC oval vs fat lobule |")
     print("| --- | --- | --- | --- |")
     for n, f in enumerate(FEATURES):

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from _cam_fixtures import blob_volume, write_detect_folder
 from blcam.io.points import write_markups
@@ -68,14 +69,21 @@ def test_each_miss_is_blamed_on_what_took_its_place(tmp_path, capsys):
     assert "| cyst | 1 | 1 | 0 |" in printed and "outranked by look-alike (fat_lobule) at 0.7" in printed
 
 
-def test_separability_probe_reads_an_objects_inside_rim_and_shadow_from_its_true_ellipsoid():
+@pytest.mark.parametrize("spacing", [(0.5, 0.5, 0.5), (0.5, 0.25, 0.25)])
+def test_separability_probe_reads_an_objects_inside_rim_and_shadow_from_its_true_ellipsoid(spacing, monkeypatch):
     """``bench/oval_separability.py``'s oracle features on a drawn ellipsoid: a dark inside
-    (40) with a bright rim (200) in tissue of 120, and a brighter band (150) behind it."""
+    (40) with a bright rim (200) in tissue of 120, and a brighter band (150) behind it; the
+    same in mm on the demo's grid and on a finer one (``--spacing``)."""
     import oval_separability as probe
 
     from blcam.phantom.shapes import Ellipsoid
 
-    ell = Ellipsoid((24.0, 40.0, 40.0), (4.0, 2.5, 6.0), 0.4)
+    for name in ("SHAPE", "SPACING", "CROP"):          # set_grid changes them; restored after the test
+        monkeypatch.setattr(probe, name, getattr(probe, name))
+    probe.set_grid(spacing)
+    assert probe.SHAPE == tuple(round(f / v) for f, v in zip((24, 48, 80), spacing, strict=True))
+    assert probe.CROP == tuple(round(c / v) for c, v in zip((8, 16, 24), spacing, strict=True))
+    ell = Ellipsoid(tuple(c / v for c, v in zip((12.0, 20.0, 20.0), spacing, strict=True)), (4.0, 2.5, 6.0), 0.4)
     image = np.full(probe.SHAPE, 120.0, np.float32)
     sl, u, v, dj = probe.rotated_offsets(ell.center_kji, ell.theta, image.shape, (20.0, 20.0, 20.0))
     r = np.sqrt((u / 6.0) ** 2 + (v / 4.0) ** 2 + (dj / 2.5) ** 2)
@@ -90,4 +98,4 @@ def test_separability_probe_reads_an_objects_inside_rim_and_shadow_from_its_true
     assert f["contrast"] == f["inside"] - f["around"] and f["rim"] > 150.0 and f["rim_contrast"] > 60.0
     assert f["behind"] == 30.0
     crop = probe.crop_at(image, ell.center_kji)
-    assert crop.shape == probe.CROP and crop[8, 16, 24] == 40.0
+    assert crop.shape == probe.CROP and crop[tuple(n // 2 for n in probe.CROP)] == 40.0

@@ -194,9 +194,11 @@ class BreastLesionCAMLogic:
             shutil.rmtree(work, ignore_errors=True)
             raise
         parameters = self.getParameterNode()
+        # PNGs into a folder that is removed would cost time (half of a small volume's) for nothing
+        pictures = () if outFolder else ("--no-pictures",)
         args = blcamCommand("detect", modelPath, work / f"{safeName(name)}.nrrd", "--out", out,
                             "--device", concrete, "--heatmap", heatmapScale or parameters.heatmapScale,
-                            "--progress-json", *extraArgs)
+                            *pictures, "--progress-json", *extraArgs)
         opacity = parameters.heatmapOpacity if opacity is None else opacity
         threshold = parameters.heatmapThreshold if threshold is None else threshold
 

@@ -101,6 +101,15 @@ def test_detect_outputs_overlay_the_input_exactly(tmp_path, direction):
     det = list(csv.DictReader(summary.open()))
     assert det[0]["name"] == "case" and float(det[0]["volume_score"]) == pytest.approx(float(rows[0]["score"]))
 
+    # --no-pictures (the Slicer panel's Detect): the same heatmap and candidates, no PNG at all.
+    assert main(["detect", str(model), str(tmp_path / "case.nrrd"), "--out", str(tmp_path / "bare"), "--refine", "0",
+                 "--overlays", "1", "--no-pictures", "--device", "cpu"]) == 0
+    assert not list((tmp_path / "bare").glob("*.png"))
+    bare = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "bare" / "case_heatmap.nrrd")))
+    np.testing.assert_array_equal(bare, arr)
+    assert (tmp_path / "bare" / "case_candidates.csv").read_text() == \
+        (tmp_path / "out" / "case_candidates.csv").read_text()
+
 
 def test_detect_cli_progress_json_sliding_and_errors(tmp_path, capsys):
     shape = (16, 48, 48)

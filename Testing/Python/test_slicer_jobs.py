@@ -247,8 +247,9 @@ def random_model_file(tmp_path):
 def test_detect_outputs_go_to_a_temporary_folder_that_is_removed(headless, tmp_path, random_model_file):
     logic = BreastLesionCAMLogic()
     case = addPhantomCase(headless.scene, "left", 7, lesions=1)
-    job = logic.detect(case.volume, random_model_file, device="auto", extraArgs=("--overlays", "0"))
+    job = logic.detect(case.volume, random_model_file, device="auto")
     assert job.args[job.args.index("--device") + 1] == job.device == "cpu"  # 'auto' resolved, as the board sees it
+    assert "--no-pictures" in job.args      # no PNGs into a folder that is removed
     work = Path(_detect_input(job.args)).parent
     assert work.is_dir() and Path(job.args[job.args.index("--out") + 1]).parent == work
     assert job.wait(300) is JobState.SUCCEEDED, job.message + "\n".join(list(job.log)[-10:])

@@ -49,6 +49,10 @@ def register(sub) -> None:
                    f"(default: {d.max_memory_gb})")
     p.add_argument("--overlays", type=int, default=d.overlays,
                    help=f"candidates per volume that get an overlay PNG (default: {d.overlays})")
+    p.add_argument("--no-pictures", dest="pictures", action="store_false",
+                   help="write no overlay PNGs and no contact sheet, only the heatmap and candidates (the Slicer "
+                   "panel's Detect, which shows the volume itself: the pictures take half of a demo-size "
+                   "volume's time) (default: write them)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help=f"windows per Grad-CAM batch for --method sliding (default: {d.batch_size})")
     p.add_argument("--refine", type=int, default=d.refine, metavar="N",
@@ -76,8 +80,8 @@ def register(sub) -> None:
 def run(args) -> int:
     settings = DetectSettings(method=args.method, context=args.context, slab_step=args.slab_step, top_k=args.top_k,
                               min_score=args.min_score, nms_mm=args.nms_mm, max_memory_gb=args.max_memory_gb,
-                              overlays=args.overlays, batch_size=args.batch_size, refine=args.refine,
-                              refine_mode=args.refine_mode, heatmap=args.heatmap)
+                              overlays=args.overlays, pictures=args.pictures, batch_size=args.batch_size,
+                              refine=args.refine, refine_mode=args.refine_mode, heatmap=args.heatmap)
     emitter = ProgressEmitter(args.progress_json)
     on_progress = (lambda r: emitter.progress(**r)) if args.progress_json else None
     summary = detect(args.model, args.inputs, args.out, settings, str(resolve_device(args.device)),

@@ -63,6 +63,7 @@ class DetectSettings:
     nms_mm: float = 10.0
     max_memory_gb: float = 8.0
     overlays: int = 3           # candidates that get their own overlay PNG
+    pictures: bool = True       # overlay PNGs and contact sheet (off: a viewer that shows the volume itself)
     batch_size: int = 1         # sliding method: windows per Grad-CAM batch
     refine: int = 3             # best candidates moved to where the network answers best (refine.py); 0: off
     refine_mode: str | None = None  # 'local' / 'crop' (None: local for point-supervised models, else crop)
@@ -206,7 +207,8 @@ class Detector:
                 "volume_logit": volume_logit, "heatmap_scale": round(heat_scale, 6),
                 "calibration": self.calibration.record}
         report("pictures", 0.0)
-        self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
+        if s.pictures:
+            self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
         for cand in candidates if geometry != native else []:   # files index the input's own voxels
             cand.index_kji = float3(native.lps_to_index(cand.lps)[::-1])
         paths = write_candidates(out_dir, job.name, candidates, info)

@@ -34,19 +34,21 @@ from blcam.intensity import network_input, normalise_volume
 from blcam.patches.extract import extract_box
 from blcam.phantom.volume import simulate_volume
 
-SHAPE, SPACING = (48, 96, 160), (0.5, 0.5, 0.5)      # the demo's and the validation cohorts' volumes
-CROP = (16, 32, 48)                                  # the demo's training crop
-FIELD_MM, CROP_MM = (24.0, 48.0, 80.0), (8.0, 16.0, 24.0)   # the same, in mm (k, j, i)
+# The demo's and the validation cohorts' volumes and the demo's training crop, in mm (k, j, i)
+FIELD_MM, CROP_MM, DEMO_SPACING = (24.0, 48.0, 80.0), (8.0, 16.0, 24.0), (0.5, 0.5, 0.5)
 
 
 def set_grid(spacing_kji) -> None:
-    """Simulate on another voxel grid (``--spacing``): the same field of view and crop in mm,
-    so only the resolution at which the phantom draws the objects changes."""
+    """Simulate on this voxel grid (``--spacing``): the same field of view and crop in mm,
+    so only the resolution at which the phantom draws the objects changes. Sets ``SPACING``,
+    ``SHAPE`` (48×96×160 at the demo's 0.5 mm) and ``CROP`` (16×32×48 there)."""
     global SHAPE, SPACING, CROP
     SPACING = tuple(float(v) for v in spacing_kji)
     SHAPE = tuple(int(round(f / s)) for f, s in zip(FIELD_MM, SPACING, strict=True))
     CROP = tuple(int(round(c / s)) for c, s in zip(CROP_MM, SPACING, strict=True))
 
+
+set_grid(DEMO_SPACING)
 
 FEATURES = ("inside", "inside_std", "rim", "around", "contrast", "rim_contrast", "behind")
 
@@ -232,7 +234,7 @@ def main(argv=None) -> dict:
     p.add_argument("--curve", type=int, nargs="*", default=[],
                    help="oval-mass counts for a learning curve (oval vs gland), e.g. 25 100 400")
     p.add_argument("--no-pairs", action="store_true", help="skip the three pairwise CNN rows")
-    p.add_argument("--spacing", type=float, nargs=3, metavar=("SK", "SJ", "SI"), default=SPACING,
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("SK", "SJ", "SI"), default=DEMO_SPACING,
                    help="voxel size (mm, k j i) the volumes are drawn at; field of view and crop stay the same "
                    "in mm (default: the demo's 0.5 0.5 0.5)")
     p.add_argument("--json", default=None)

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import BlcamError
 
-COMMANDS = ["phantom", "export", "train", "evaluate", "cv", "ensemble", "detect", "evaluate-detection", "calibrate",
-            "demo"]
+COMMANDS = ["phantom", "export", "train", "evaluate", "cv", "ensemble", "detect", "pictures", "evaluate-detection",
+            "calibrate", "demo"]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -36,7 +36,7 @@ from ..model import load_model, model_spacing, model_stride, resolve_model_path
 from ..score_calibration import ScoreCalibration
 from .candidates import Candidate, half_max_extent, ranked_candidates, select_candidates
 from .outputs import VolumeOutputs, write_candidates, write_heatmap, write_summary
-from .overlays import candidate_figure, contact_sheet
+from .overlays import volume_pictures
 from .refine import MODES as REFINE_MODES
 from .refine import CandidateRefiner, default_mode, trained_inside
 from .resume import FinishedVolumes
@@ -242,14 +242,11 @@ class Detector:
 
     def _pictures(self, job: VolumeJob, out_dir: Path, stored: np.ndarray, heat: np.ndarray, geometry: Geometry,
                   candidates: list[Candidate], volume_score: float) -> None:
-        spacing_kji = tuple(reversed(geometry.spacing))
         truth = [] if job.truth_lps is None else list(geometry.lps_to_index(job.truth_lps)[:, ::-1])
         files = VolumeOutputs(out_dir, job.name)
-        for n, cand in enumerate(candidates[: self.settings.overlays], 1):
-            candidate_figure(files.overlay(n), stored, heat, spacing_kji, cand,
-                             f"{job.name} lesion-{n}", truth)
-        contact_sheet(files.contact, stored, heat, spacing_kji, candidates,
-                      f"{job.name}: volume score {volume_score:.3f}", truth)
+        overlays = [files.overlay(n) for n in range(1, min(self.settings.overlays, len(candidates)) + 1)]
+        volume_pictures(overlays, files.contact, job.name, stored, heat, tuple(reversed(geometry.spacing)),
+                        candidates, volume_score, truth)
 
 
 def detect(model_path: PathLike, inputs: Iterable[PathLike], out_dir: PathLike, settings: DetectSettings | None = None,

@@ -9,6 +9,7 @@ import pytest
 
 import blcam.demo.pipeline as demo_pipeline
 from blcam.demo import DemoConfig, run_demo
+from blcam.demo.report import shown_volumes
 from blcam.model import read_metadata
 
 TINY = DemoConfig(patients=8, seed=3, shape=(24, 64, 64), spacing=(1.0, 0.6, 0.6), lesion_fraction=0.5,
@@ -20,7 +21,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
     index = run_demo(out, TINY, progress=False)
     printed = capsys.readouterr().out
-    assert [int(n) for n in re.findall(r"^\[(\d)/8\]", printed, re.M)] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [int(n) for n in re.findall(r"^\[(\d)/9\]", printed, re.M)] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
 
     page = index.read_text(encoding="utf-8")
     for piece in ("Table 2", "pointing game", "FROC", "curves.png", "table2_roc.png", "localisation_froc.png",
@@ -50,15 +51,28 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         assert meta["calibration"] == fit["calibration"] and "raw" in loc["calibration"]
         assert "calibrated ('blcam calibrate')" in md
     timings = json.loads((out / "timings.json").read_text(encoding="utf-8"))
-    assert set(timings) == {"phantom", "export", "train", "evaluate", "calibrate", "detect", "metrics", "report"}
+    assert set(timings) == {"phantom", "export", "train", "evaluate", "calibrate", "detect", "metrics", "pictures",
+                            "report"}
+    # Pictures only of the volumes the report shows (drawn after Detect), none of calibration's.
+    shown = shown_volumes(out / "detections", out / "detections" / "localisation.json")
+    assert 1 <= len(shown) <= 9
+    drawn = [p.name for p in (out / "detections").glob("*.png") if "_contact" in p.name or "_overlay_" in p.name]
+    assert sorted(drawn) == \
+        sorted([f"{n}_contact.png" for n in shown] + [f"{n}_overlay_lesion-1.png" for n in shown
+                                                      if json.loads((out / "detections" / f"{n}_candidates.json")
+                                                                    .read_text(encoding="utf-8"))["candidates"]])
+    assert not list((out / "calibration").rglob("*.png"))
+    # Held-out AUC on the curves every val_every epochs: the last epoch is always scored.
+    history = [json.loads(line) for line in (out / "run" / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["val_auc"] is not None
 
     # A rerun keeps every finished step; a changed setting redoes its step and all later ones.
     run_demo(out, TINY, progress=False)
-    assert capsys.readouterr().out.count("done earlier, kept") == 8
+    assert capsys.readouterr().out.count("done earlier, kept") == 9
     changed = DemoConfig(**{**TINY.__dict__, "top_k": 3})
     run_demo(out, changed, progress=False)
     kept = capsys.readouterr().out
-    assert kept.count("done earlier, kept") == 4 and "[6/8] Detect" in kept
+    assert kept.count("done earlier, kept") == 4 and "[6/9] Detect" in kept
     assert max(len(json.loads(p.read_text(encoding="utf-8"))["candidates"])
                for p in (out / "detections").glob("*_candidates.json")) <= 3
 

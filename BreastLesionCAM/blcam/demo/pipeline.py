@@ -4,7 +4,9 @@ phantom cohort → patch export → training (the default recipe, scaled down) �
 held-out patches → score calibration (Detect on phantom patients set aside for it, never
 trained or tested on, then ``blcam calibrate``) → Detect on the held-out *volumes* →
 localisation metrics (with the phantom's ``lesions.csv``: per lesion kind and size;
-calibration of the scores) → report (``index.html`` and ``report.md``). The default
+calibration of the scores) → pictures of the volumes the report shows (Detect runs without
+pictures, which were half of its time, and draws only these afterwards,
+:mod:`blcam.detect.redraw`) → report (``index.html`` and ``report.md``). The default
 configuration is sized to finish in under 15 minutes on a 2-core CPU: volumes at 0.5 mm
 isotropic spacing (the phantom's default is ABUS-like 1.0 × 0.15 × 0.2 mm), a half-width
 ResNet-10 with the paper's stem (finest map) and 16×32×48 crops in 28×64×96 patches. The
@@ -16,7 +18,9 @@ each patch (:func:`blcam.training.data.crop_ranges`), so padding beside border l
 cannot teach "padding means lesion". 80 epochs: on the validation cohort (seed 11) 40 epochs
 never hit an oval mass and 80 did; training in channels_last_3d on the CPU
 (:func:`blcam.training.data.prefers_channels_last`) made them affordable. ``recipe="paper"``
-trains the paper's method exactly instead.
+trains the paper's method exactly instead. The held-out patches (the test split, which never
+picks the model's epoch) are scored every ``val_every`` epochs, for the training curves only:
+each scoring cost about a tenth of an epoch.
 
 Each step records its completion in ``demo_state.json`` with the configuration it ran with,
 so an interrupted demo resumes where it stopped and a changed configuration redoes only the
@@ -36,6 +40,7 @@ from pathlib import Path
 from ..axes import PathLike
 from ..cohort import write_cohort_subset
 from ..detect.pipeline import DetectSettings, detect
+from ..detect.redraw import redraw_pictures
 from ..device import resolve_device
 from ..errors import BlcamError
 from ..evaluation import evaluate_model
@@ -48,7 +53,7 @@ from ..phantom import make_cohort
 from ..recipes import recipe_config
 from ..training import train_model
 from ..training.resume_guard import resume_problem
-from .report import write_report
+from .report import shown_volumes, write_report
 
 
 @dataclass
@@ -72,6 +77,7 @@ class DemoConfig:
     hard_negatives: int = 0       # mining rounds (an option: it did not win on the validation cohort)
     batch_size: int = 14
     lr: float = 1e-3
+    val_every: int = 4            # held-out AUC on the curves every 4 epochs (it picks nothing)
     device: str = "auto"
     jobs: int = 2
     top_k: int = 10
@@ -86,11 +92,12 @@ class DemoConfig:
         keys = {"phantom": ["patients", "seed", "shape", "spacing", "lesion_fraction"],
                 "export": ["patch", "negatives_per_volume", "test_fraction", "seed"],
                 "train": ["arch", "stem", "widen", "crop", "epochs", "batch_size", "lr", "seed", "recipe",
-                          "hard_negatives"],
+                          "hard_negatives", "val_every"],
                 "evaluate": [],
                 "calibrate": ["calibration_patients", "seed", "shape", "spacing", "lesion_fraction", "top_k", "nms_mm",
                               "refine"],
-                "detect": ["top_k", "nms_mm", "overlays", "refine"], "metrics": [], "report": []}[step]
+                "detect": ["top_k", "nms_mm", "refine"], "metrics": [], "pictures": ["overlays"],
+                "report": []}[step]
         part = {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keys}
         if step in STEP_VERSIONS:
             part["version"] = STEP_VERSIONS[step]
@@ -100,7 +107,7 @@ class DemoConfig:
 # A step whose output changed (metrics 2: breakdown per kind and size, calibration) reruns
 # in an existing demo folder, and so does every step after it.
 STEP_VERSIONS = {"metrics": 2}
-STEPS = ("phantom", "export", "train", "evaluate", "calibrate", "detect", "metrics", "report")
+STEPS = ("phantom", "export", "train", "evaluate", "calibrate", "detect", "metrics", "pictures", "report")
 CALIBRATION_SEED = 1000          # the calibration patients' phantom seed: the demo's seed + this
 
 
@@ -181,7 +188,7 @@ def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = T
         extra = {"hard_negatives": c.hard_negatives} if c.recipe == "default" else {}
         cfg = recipe_config(c.recipe, arch=c.arch, stem=c.stem, widen=c.widen, epochs=c.epochs,
                             batch_size=c.batch_size, lr=c.lr, crop=tuple(c.crop), device=device, seed=c.seed,
-                            workers=0, **extra)
+                            workers=0, val_every=c.val_every, **extra)
         # An interrupted training continues from its last epoch (same recipe and export);
         # anything else starts afresh.
         problem = resume_problem(paths["run"] / "last.pt", paths["patches"], cfg) if paths["run"].exists() else ""
@@ -206,9 +213,9 @@ def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = T
     def run_detect():
         held_out_cohort(paths["cohort"], paths["patches"] / "manifest.csv", paths["test_cohort"])
         detect(paths["run"], [paths["test_cohort"]], paths["detections"],
-               DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, overlays=c.overlays, refine=c.refine), device,
+               DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, refine=c.refine, pictures=False), device,
                progress=progress)
-    step(6, "detect", "Detect on the held-out volumes (heatmaps, candidates, overlays)", run_detect)
+    step(6, "detect", "Detect on the held-out volumes (heatmaps and candidates)", run_detect)
 
     def metrics():
         # The phantom's lesions.csv gives each lesion's kind and diameter: metrics per kind and size.
@@ -219,8 +226,13 @@ def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = T
     step(7, "metrics", "localisation metrics (pointing game, distance, FROC, volume AUC, per kind and size, "
          "calibration)", metrics)
 
+    def pictures():
+        names = shown_volumes(paths["detections"], paths["localisation"])
+        redraw_pictures(paths["detections"], [paths["test_cohort"]], names, c.overlays, progress=progress)
+    step(8, "pictures", "overlays and contact sheets of the volumes the report shows", pictures)
+
     index = out / "index.html"
-    step(8, "report", "report", lambda: write_report(out, paths, config, timings))
+    step(9, "report", "report", lambda: write_report(out, paths, config, timings))
     print(f"report: {index}  (and {out / 'report.md'})", flush=True)
     return index
 
@@ -243,7 +255,8 @@ def calibrate_scores(run: Path, folder: Path, c: DemoConfig, device: str, progre
     cohort = make_cohort(folder / "phantom", c.calibration_patients, c.seed + CALIBRATION_SEED, c.jobs, c.shape,
                          c.spacing, c.lesion_fraction, progress=progress)
     detect(run, [cohort], folder / "detections",
-           DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, overlays=0, refine=c.refine), device, progress=progress)
+           DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, refine=c.refine, pictures=False), device,
+           progress=progress)
     try:
         fit = calibrate_model(run, folder / "detections", cohort, masks_dir=folder / "phantom" / "masks",
                               report=report)

@@ -40,15 +40,21 @@ def _detections(det_dir: Path) -> list[dict]:
 
 
 def _pick_overlays(det_dir: Path) -> list[tuple[str, str]]:
-    """``(caption, png)`` contact sheets: best and worst lesion volumes, most suspicious healthy ones."""
+    """``(caption, name)`` of the volumes whose contact sheets the report shows: best and worst
+    lesion volumes, most suspicious healthy ones."""
     rows = _detections(det_dir)
     lesion = sorted((r for r in rows if r["label"] == "lesion"), key=lambda r: -float(r["volume_score"]))
     healthy = sorted((r for r in rows if r["label"] == "healthy"), key=lambda r: -float(r["volume_score"]))
     chosen = [("lesion volume, highest score", r) for r in lesion[:2]]
     chosen += [("lesion volume, lowest score", r) for r in lesion[2:][-1:]]
     chosen += [("healthy volume, highest score (hardest negative)", r) for r in healthy[:2]]
-    return [(f"{cap}: {r['name']} (volume score {float(r['volume_score']):.3f})",
-             _relative(det_dir, r["name"])) for cap, r in chosen]
+    return [(f"{cap}: {r['name']} (volume score {float(r['volume_score']):.3f})", r["name"]) for cap, r in chosen]
+
+
+def shown_volumes(det_dir: Path, localisation: Path) -> list[str]:
+    """The names of the volumes whose contact sheets the report shows (the demo draws only these)."""
+    loc = json.loads(localisation.read_text(encoding="utf-8"))
+    return list(dict.fromkeys(name for _, name in _pick_overlays(det_dir) + _hits_and_misses(det_dir, loc)))
 
 
 def _relative(det_dir: Path, name: str) -> str:
@@ -67,8 +73,8 @@ def _lesion_caption(row: dict) -> str:
 
 
 def _hits_and_misses(det_dir: Path, loc: dict, n: int = 2) -> list[tuple[str, str]]:
-    """``(caption, png)`` contact sheets of up to ``n`` lesion volumes whose lesions were all hit
-    and ``n`` with a missed lesion, from the localisation result's per-lesion rows."""
+    """``(caption, name)`` of up to ``n`` lesion volumes whose lesions were all hit and ``n`` with a
+    missed lesion, from the localisation result's per-lesion rows."""
     names = {Path(r["volume"]).name: r["name"] for r in _detections(det_dir)}
     volumes: dict[str, list[dict]] = {}
     for row in loc.get("per_lesion", []):
@@ -77,10 +83,9 @@ def _hits_and_misses(det_dir: Path, loc: dict, n: int = 2) -> list[tuple[str, st
     for volume, rows in volumes.items():
         name = names.get(volume)
         group = picked[all(r["hit"] for r in rows)]
-        if name and len(group) < n and VolumeOutputs(det_dir, name).contact.is_file():
+        if name and len(group) < n:
             title = "all lesions hit" if all(r["hit"] for r in rows) else "a lesion missed"
-            group.append((f"{name}, {title}: " + "; ".join(_lesion_caption(r) for r in rows),
-                          _relative(det_dir, name)))
+            group.append((f"{name}, {title}: " + "; ".join(_lesion_caption(r) for r in rows), name))
     return picked[True] + picked[False]
 
 
@@ -144,8 +149,9 @@ def write_report(out: Path, paths: dict, config: DemoConfig, timings: dict) -> P
         ("froc_by_kind", "FROC per lesion kind (false positives shared)"),
         ("calibration", "Calibration: candidate scores vs hitting a lesion, volume scores vs lesion volume "
                         "(10 score bins, counts over the points)")) if loc_figures[key].is_file()]
-    overlays = _pick_overlays(paths["detections"])
-    hits_misses = _hits_and_misses(paths["detections"], loc)
+    det = paths["detections"]
+    overlays = [(caption, _relative(det, name)) for caption, name in _pick_overlays(det)]
+    hits_misses = [(caption, _relative(det, name)) for caption, name in _hits_and_misses(det, loc)]
     c = config
     setup = (f"{c.patients} phantom patients ({'×'.join(map(str, c.shape))} voxels, "
              f"{'×'.join(map(str, c.spacing))} mm), {'×'.join(map(str, c.patch))} patches, "

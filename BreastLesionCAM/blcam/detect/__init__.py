@@ -3,8 +3,9 @@
 ``pipeline`` (``detect``: volumes or cohorts in, outputs per volume plus ``detections.csv``),
 ``candidates`` (peaks, NMS in mm, calibrated scores, half-maximum sizes), ``refine``,
 ``outputs`` (NRRD, ``.mrk.json``, CSV/JSON), ``overlays`` (the paper's blend, contact
-sheets), ``redraw`` (those pictures drawn afterwards from the files, ``blcam pictures``), ``plan`` (the expected time). Scoring detections against annotations is
-evaluation's: :mod:`blcam.evaluation.detection`.
+sheets), ``redraw`` (those pictures drawn afterwards from the files, ``blcam pictures``),
+``plan`` (the expected time). Scoring detections against annotations is evaluation's:
+:mod:`blcam.evaluation.detection`.
 """
 
 from __future__ import annotations

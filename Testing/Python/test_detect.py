@@ -109,6 +109,9 @@ def test_detect_outputs_overlay_the_input_exactly(tmp_path, direction):
     np.testing.assert_array_equal(bare, arr)
     assert (tmp_path / "bare" / "case_candidates.csv").read_text() == \
         (tmp_path / "out" / "case_candidates.csv").read_text()
+    # detections.csv times the pictures apart: what --no-pictures saves.
+    bare_row = next(csv.DictReader((tmp_path / "bare" / "detections.csv").open()))
+    assert float(det[0]["pictures_seconds"]) > 0.05 and float(bare_row["pictures_seconds"]) < 0.01
 
 
 def test_detect_cli_progress_json_sliding_and_errors(tmp_path, capsys):

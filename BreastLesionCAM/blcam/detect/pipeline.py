@@ -207,8 +207,10 @@ class Detector:
                 "volume_logit": volume_logit, "heatmap_scale": round(heat_scale, 6),
                 "calibration": self.calibration.record}
         report("pictures", 0.0)
+        t = time.perf_counter()
         if s.pictures:
             self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
+        pictures_s = time.perf_counter() - t
         for cand in candidates if geometry != native else []:   # files index the input's own voxels
             cand.index_kji = float3(native.lps_to_index(cand.lps)[::-1])
         paths = write_candidates(out_dir, job.name, candidates, info)
@@ -216,7 +218,8 @@ class Detector:
                 "volume_score": round(volume_score, 6), "candidates": len(candidates), "method": s.method,
                 "seconds": round(time.perf_counter() - start, 2), "resample_seconds": round(resample_s, 2),
                 "map_seconds": round(map_s, 2),
-                "refine_seconds": round(refine_s, 2), "heatmap": heat_path.name,
+                "refine_seconds": round(refine_s, 2), "pictures_seconds": round(pictures_s, 2),
+                "heatmap": heat_path.name,
                 "candidates_json": paths["json"].name, "non_finite_voxels": bad}
 
     def _refine(self, stored: np.ndarray, lmap: LesionMap, geometry: Geometry, candidates: list[Candidate],

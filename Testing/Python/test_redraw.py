@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 from PIL import Image
@@ -77,3 +78,25 @@ def test_pictures_only_and_errors_name_the_culprit(tmp_path, capsys):
     assert "P1_case_candidates.json" in capsys.readouterr().err
     assert main(["pictures", str(tmp_path / "nowhere"), str(cohort)]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_evaluate_detection_draws_and_links_the_volumes_worth_a_look(tmp_path, capsys):
+    cohort = _cohort(tmp_path)
+    write_volume(tmp_path / "calm.nrrd", blob_volume((32, 64, 80), [], radius_vox=9, seed=4), GEOMETRY)
+    with cohort.open("a", encoding="utf-8") as fh:
+        fh.write("P2,calm.nrrd,healthy,\n")
+    model = save_test_model(tmp_path / "model.safetensors", dark_blob_model(), crop=(16, 48, 48))
+    det = tmp_path / "det"
+    assert main(["detect", str(model), str(cohort), "--out", str(det), "--no-pictures", "--refine", "0",
+                 "--device", "cpu"]) == 0
+    assert main(["evaluate-detection", str(det), str(cohort), "--pictures", "1"]) == 0
+    assert "2 volume(s) worth a look" in capsys.readouterr().out
+    # The lesion volume (hit: the hand-built detector finds its blob) and the healthy one, each drawn once.
+    assert sorted(p.name for p in det.glob("*_contact.png")) == ["P1_case_contact.png", "P2_calm_contact.png"]
+    md = (det / "localisation.md").read_text(encoding="utf-8")
+    assert "## Volumes worth a look" in md and "| pointing game |" in md     # appended, the metrics kept
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(links) == 3 and all((det / link).is_file() for link in links)   # highest; hardest negative; all hit
+    assert "P1_case, all lesions hit: lesion 1" in md and "healthy volume, highest score" in md
+    assert main(["evaluate-detection", str(det), str(cohort), "--pictures", "-1"]) == 2
+    assert "--pictures" in capsys.readouterr().err

@@ -8,20 +8,20 @@ most convincing false alarms): the cases worth looking at. Where the localisatio
 has them, the per-kind and per-size tables, the calibration of the scores (reliability
 diagram) and contact sheets of lesion volumes whose lesions were all hit and of volumes
 with a missed lesion (captioned with each lesion's kind, size and distance) follow: the
-misses say which lesions the detector cannot yet find.
+misses say which lesions the detector cannot yet find. Which volumes those are is
+:mod:`blcam.evaluation.showcase`'s choice, shared with ``blcam evaluate-detection --pictures``.
 """
 
 from __future__ import annotations
 
-import csv
 import html
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..detect.outputs import SUMMARY_FILE, VolumeOutputs
+from ..detect.outputs import VolumeOutputs
 from ..evaluation.detection import figure_paths
+from ..evaluation.showcase import by_score, hits_and_misses, names_of
 from ..io.atomic import write_text_atomic
 from ..metrics.breakdown import breakdown_tables, fmt, md_table
 from ..metrics.calibration import calibration_table
@@ -34,59 +34,15 @@ MODES = (("patch", "full patch"), ("centre", "centred crop"), ("random", "random
 METRICS = (("auc", "AUC"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"), ("specificity", "specificity"))
 
 
-def _detections(det_dir: Path) -> list[dict]:
-    with (det_dir / SUMMARY_FILE).open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _pick_overlays(det_dir: Path) -> list[tuple[str, str]]:
-    """``(caption, name)`` of the volumes whose contact sheets the report shows: best and worst
-    lesion volumes, most suspicious healthy ones."""
-    rows = _detections(det_dir)
-    lesion = sorted((r for r in rows if r["label"] == "lesion"), key=lambda r: -float(r["volume_score"]))
-    healthy = sorted((r for r in rows if r["label"] == "healthy"), key=lambda r: -float(r["volume_score"]))
-    chosen = [("lesion volume, highest score", r) for r in lesion[:2]]
-    chosen += [("lesion volume, lowest score", r) for r in lesion[2:][-1:]]
-    chosen += [("healthy volume, highest score (hardest negative)", r) for r in healthy[:2]]
-    return [(f"{cap}: {r['name']} (volume score {float(r['volume_score']):.3f})", r["name"]) for cap, r in chosen]
-
-
 def shown_volumes(det_dir: Path, localisation: Path) -> list[str]:
     """The names of the volumes whose contact sheets the report shows (the demo draws only these)."""
     loc = json.loads(localisation.read_text(encoding="utf-8"))
-    return list(dict.fromkeys(name for _, name in _pick_overlays(det_dir) + _hits_and_misses(det_dir, loc)))
+    return names_of(by_score(det_dir), hits_and_misses(det_dir, loc))
 
 
 def _relative(det_dir: Path, name: str) -> str:
     """The contact sheet of volume ``name``, relative to the report (beside ``det_dir``)."""
     return f"{det_dir.name}/{VolumeOutputs(det_dir, name).contact.name}"
-
-
-def _lesion_caption(row: dict) -> str:
-    """``lesion 2 (cyst, 7.5 mm) missed, nearest peak 23.0 mm away``: what one per-lesion row says."""
-    what = ", ".join(x for x in (row.get("kind") if row.get("kind") != "unknown" else None,
-                                 f"{row['diameter_mm']:.1f} mm" if row.get("diameter_mm") else None) if x)
-    dist = row.get("distance_mm")
-    where = "no candidate" if dist is None or not math.isfinite(dist) else \
-        f"peak {dist:.1f} mm from the centre" if row["hit"] else f"nearest peak {dist:.1f} mm away"
-    return f"lesion {row['lesion']}{f' ({what})' if what else ''} {'hit' if row['hit'] else 'missed'}, {where}"
-
-
-def _hits_and_misses(det_dir: Path, loc: dict, n: int = 2) -> list[tuple[str, str]]:
-    """``(caption, name)`` of up to ``n`` lesion volumes whose lesions were all hit and ``n`` with a
-    missed lesion, from the localisation result's per-lesion rows."""
-    names = {Path(r["volume"]).name: r["name"] for r in _detections(det_dir)}
-    volumes: dict[str, list[dict]] = {}
-    for row in loc.get("per_lesion", []):
-        volumes.setdefault(row["volume"], []).append(row)
-    picked: dict[bool, list[tuple[str, str]]] = {True: [], False: []}
-    for volume, rows in volumes.items():
-        name = names.get(volume)
-        group = picked[all(r["hit"] for r in rows)]
-        if name and len(group) < n:
-            title = "all lesions hit" if all(r["hit"] for r in rows) else "a lesion missed"
-            group.append((f"{name}, {title}: " + "; ".join(_lesion_caption(r) for r in rows), name))
-    return picked[True] + picked[False]
 
 
 def _tables(evaluation: dict, loc: dict) -> dict[str, list[list[str]]]:
@@ -150,8 +106,8 @@ def write_report(out: Path, paths: dict, config: DemoConfig, timings: dict) -> P
         ("calibration", "Calibration: candidate scores vs hitting a lesion, volume scores vs lesion volume "
                         "(10 score bins, counts over the points)")) if loc_figures[key].is_file()]
     det = paths["detections"]
-    overlays = [(caption, _relative(det, name)) for caption, name in _pick_overlays(det)]
-    hits_misses = [(caption, _relative(det, name)) for caption, name in _hits_and_misses(det, loc)]
+    overlays = [(caption, _relative(det, name)) for caption, name in by_score(det)]
+    hits_misses = [(caption, _relative(det, name)) for caption, name in hits_and_misses(det, loc)]
     c = config
     setup = (f"{c.patients} phantom patients ({'×'.join(map(str, c.shape))} voxels, "
              f"{'×'.join(map(str, c.spacing))} mm), {'×'.join(map(str, c.patch))} patches, "

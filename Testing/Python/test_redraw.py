@@ -52,9 +52,17 @@ def test_pictures_after_no_pictures_match_detects_own(tmp_path, capsys):
         # back from LPS written to 1e-4 mm. Nothing else may differ: same slices, candidates, dots.
         diff = np.abs(want - got)
         assert diff.max() <= 3 and (diff > 0).mean() < 0.01, name
+    # Detect run again on a volume removes the pictures of its earlier run (they no longer
+    # match its heatmap), whether it draws new ones or not.
+    assert main(["detect", str(model), str(cohort), "--out", str(tmp_path / "drawn"), "--no-pictures", "--force",
+                 *common]) == 0
+    assert not list((tmp_path / "drawn").glob("*.png"))
     # The candidate's slice and the red dot of the annotated centre are in the picture.
     sheet = _pixels(tmp_path / "bare" / names[0])
     assert ((sheet[..., 0] > 200) & (sheet[..., 1] < 60) & (sheet[..., 2] < 60)).sum() > 5
+    # Drawn again with fewer overlays: the earlier ones go, not left beside the new sheet.
+    assert main(["pictures", str(tmp_path / "bare"), str(cohort), "--overlays", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "bare").glob("*.png")) == names[:2]
 
 
 def test_pictures_only_and_errors_name_the_culprit(tmp_path, capsys):

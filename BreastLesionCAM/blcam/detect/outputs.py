@@ -13,6 +13,7 @@ Slicer module, evaluation, the demo report) take both from here. It imports with
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,13 @@ class VolumeOutputs:
 
     def overlay(self, n: int) -> Path:
         return self._file(f"_overlay_lesion-{n}.png")
+
+    def pictures(self) -> list[Path]:
+        """The volume's overlay PNGs and contact sheet that exist now (never another volume's)."""
+        prefix = f"{self.name}_overlay_lesion-"
+        overlays = [p for p in Path(self.folder).glob(f"{glob.escape(prefix)}*.png")
+                    if p.name[len(prefix):-len(".png")].isdigit()]
+        return sorted(p for p in [*overlays, self.contact] if p.is_file())
 
     @classmethod
     def names_in(cls, folder: PathLike) -> list[str]:

@@ -208,6 +208,8 @@ class Detector:
                 "calibration": self.calibration.record}
         report("pictures", 0.0)
         t = time.perf_counter()
+        for stale in VolumeOutputs(out_dir, job.name).pictures():   # an earlier run's: not of this heatmap
+            stale.unlink()
         if s.pictures:
             self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
         pictures_s = time.perf_counter() - t

@@ -60,6 +60,8 @@ def draw_saved(det_dir: PathLike, job: VolumeJob, overlays: int) -> None:
     del raw
     truth = [] if job.truth_lps is None else list(geometry.lps_to_index(job.truth_lps)[:, ::-1])
     paths = [files.overlay(n) for n in range(1, min(overlays, len(candidates)) + 1)]
+    for stale in files.pictures():          # e.g. a third overlay of an earlier --overlays 3
+        stale.unlink()
     volume_pictures(paths, files.contact, job.name, stored, np.clip(heat, 0.0, 1.0).astype(np.float32),
                     tuple(reversed(heat_geometry.spacing)), candidates, volume_score, truth)
 

@@ -161,7 +161,8 @@ def main(argv=None) -> int:
           f"export {seconds['export']:.0f} s", flush=True)
 
     base = {"arch": c.arch, "stem": c.stem, "widen": c.widen, "crop": tuple(c.crop), "epochs": c.epochs,
-            "batch_size": c.batch_size, "lr": c.lr, "device": device, "seed": c.seed, "workers": 0}
+            "batch_size": c.batch_size, "lr": c.lr, "device": device, "seed": c.seed, "workers": 0,
+            "val_every": c.val_every}     # as the demo: the curves' held-out AUC picks nothing here
     # The paper's row is the paper's method end to end: its layer4 CAM map, unrefined.
     plan = [(name, recipe_config(name, **base), {"refine": 0} if name == "paper" else {}) for name in args.recipes]
     for text in args.variant:

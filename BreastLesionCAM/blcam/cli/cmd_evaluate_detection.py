@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     if args.pictures:
         picked = by_score(args.detections, args.pictures, args.pictures, args.pictures)
         picked += hits_and_misses(args.detections, r, args.pictures)
-        redraw_pictures(args.detections, [args.cohort], names_of(picked), overlays=0)
+        drawn = redraw_pictures(args.detections, [args.cohort], names_of(picked), overlays=0)
         link_pictures(out.with_suffix(".md"), args.detections, picked)
-        print(f"drew the contact sheets of {len(names_of(picked))} volume(s) worth a look in {args.detections}")
+        print(f"drew the contact sheets of {len(drawn)} volume(s) worth a look in {args.detections}")
     print(f"wrote {out} and {out.with_suffix('.md').name}")
     for path in figure_paths(out).values():
         if path.is_file():

@@ -77,6 +77,11 @@ class VolumeOutputs:
                     if p.name[len(prefix):-len(".png")].isdigit()]
         return sorted(p for p in [*overlays, self.contact] if p.is_file())
 
+    def remove_pictures(self) -> None:
+        """Remove the volume's pictures: an earlier run's no longer show the heatmap beside them."""
+        for path in self.pictures():
+            path.unlink()
+
     @classmethod
     def names_in(cls, folder: PathLike) -> list[str]:
         """The names of the volumes whose heatmap is in ``folder``."""

@@ -23,7 +23,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..io.atomic import atomic_path  # noqa: E402
+from ..io.volume import Geometry  # noqa: E402
 from .candidates import Candidate  # noqa: E402
+from .outputs import VolumeOutputs  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -114,13 +116,17 @@ def contact_sheet(path: PathLike, volume_u8: np.ndarray, heat: np.ndarray, spaci
     _save(fig, path)
 
 
-def volume_pictures(overlay_paths: Sequence[PathLike], contact_path: PathLike, name: str, volume_u8: np.ndarray,
-                    heat: np.ndarray, spacing_kji: Floats, candidates: list[Candidate], volume_score: float,
-                    truth_kji: Sequence[Floats] = ()) -> None:
-    """A volume's pictures: one overlay PNG per path in ``overlay_paths`` (the best candidates in
-    order) and its contact sheet. Detect draws them as it goes, ``blcam pictures`` afterwards
-    (:mod:`.redraw`); both call this, so the two give the same pictures."""
-    for n, (path, cand) in enumerate(zip(overlay_paths, candidates), 1):
-        candidate_figure(path, volume_u8, heat, spacing_kji, cand, f"{name} lesion-{n}", truth_kji)
-    contact_sheet(contact_path, volume_u8, heat, spacing_kji, candidates, f"{name}: volume score {volume_score:.3f}",
-                  truth_kji)
+def volume_pictures(files: VolumeOutputs, overlays: int, volume_u8: np.ndarray, heat: np.ndarray, geometry: Geometry,
+                    candidates: list[Candidate], volume_score: float, truth_lps: np.ndarray | None = None) -> None:
+    """A volume's pictures, in place of any earlier ones: an overlay PNG for each of its best
+    ``overlays`` candidates and its contact sheet, drawn on ``geometry`` (the grid of
+    ``volume_u8`` and ``heat``), annotated centres ``truth_lps`` as red dots. Detect draws them
+    as it goes, ``blcam pictures`` afterwards (:mod:`.redraw`); both call this, so the two give
+    the same pictures."""
+    files.remove_pictures()                 # e.g. a third overlay of an earlier --overlays 3
+    spacing_kji = tuple(reversed(geometry.spacing))
+    truth = [] if truth_lps is None else list(geometry.lps_to_index(truth_lps)[:, ::-1])
+    for n, cand in enumerate(candidates[:overlays], 1):
+        candidate_figure(files.overlay(n), volume_u8, heat, spacing_kji, cand, f"{files.name} lesion-{n}", truth)
+    contact_sheet(files.contact, volume_u8, heat, spacing_kji, candidates,
+                  f"{files.name}: volume score {volume_score:.3f}", truth)

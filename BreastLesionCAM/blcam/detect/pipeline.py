@@ -208,10 +208,12 @@ class Detector:
                 "calibration": self.calibration.record}
         report("pictures", 0.0)
         t = time.perf_counter()
-        for stale in VolumeOutputs(out_dir, job.name).pictures():   # an earlier run's: not of this heatmap
-            stale.unlink()
+        files = VolumeOutputs(out_dir, job.name)
         if s.pictures:
-            self._pictures(job, out_dir, stored, lmap.heatmap, geometry, candidates, volume_score)
+            volume_pictures(files, s.overlays, stored, lmap.heatmap, geometry, candidates, volume_score,
+                            job.truth_lps)
+        else:
+            files.remove_pictures()
         pictures_s = time.perf_counter() - t
         for cand in candidates if geometry != native else []:   # files index the input's own voxels
             cand.index_kji = float3(native.lps_to_index(cand.lps)[::-1])
@@ -244,14 +246,6 @@ class Detector:
             cand.lps = float3(geometry.index_to_lps(pos[::-1]))
             cand.size_mm_ijk = half_max_extent(lmap.heatmap, cand.index_kji, lmap.crop, spacing_kji)
         return time.perf_counter() - start
-
-    def _pictures(self, job: VolumeJob, out_dir: Path, stored: np.ndarray, heat: np.ndarray, geometry: Geometry,
-                  candidates: list[Candidate], volume_score: float) -> None:
-        truth = [] if job.truth_lps is None else list(geometry.lps_to_index(job.truth_lps)[:, ::-1])
-        files = VolumeOutputs(out_dir, job.name)
-        overlays = [files.overlay(n) for n in range(1, min(self.settings.overlays, len(candidates)) + 1)]
-        volume_pictures(overlays, files.contact, job.name, stored, heat, tuple(reversed(geometry.spacing)),
-                        candidates, volume_score, truth)
 
 
 def detect(model_path: PathLike, inputs: Iterable[PathLike], out_dir: PathLike, settings: DetectSettings | None = None,

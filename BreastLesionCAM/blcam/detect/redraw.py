@@ -51,19 +51,15 @@ def draw_saved(det_dir: PathLike, job: VolumeJob, overlays: int) -> None:
         if not path.is_file():
             raise BlcamError(f"{path}: missing; run 'blcam detect' on {job.path} into {det_dir} first")
     raw, geometry = read_volume(job.path)
-    heat, heat_geometry = read_volume(files.heatmap)
+    heat, _ = read_volume(files.heatmap)          # written on the volume's own grid
     if heat.shape != raw.shape:
         raise BlcamError(f"{files.heatmap}: {heat.shape[::-1]} voxels, but {job.path} has {raw.shape[::-1]}: "
                          "this heatmap was made from another volume")
     candidates, volume_score = _saved_candidates(files, geometry.lps_to_index)
     stored = normalise_volume(raw, job.path)
     del raw
-    truth = [] if job.truth_lps is None else list(geometry.lps_to_index(job.truth_lps)[:, ::-1])
-    paths = [files.overlay(n) for n in range(1, min(overlays, len(candidates)) + 1)]
-    for stale in files.pictures():          # e.g. a third overlay of an earlier --overlays 3
-        stale.unlink()
-    volume_pictures(paths, files.contact, job.name, stored, np.clip(heat, 0.0, 1.0).astype(np.float32),
-                    tuple(reversed(heat_geometry.spacing)), candidates, volume_score, truth)
+    volume_pictures(files, overlays, stored, np.clip(heat, 0.0, 1.0).astype(np.float32), geometry, candidates,
+                    volume_score, job.truth_lps)
 
 
 def redraw_pictures(det_dir: PathLike, inputs: Iterable[PathLike], names: Sequence[str] = (), overlays: int = 3,
@@ -80,7 +76,7 @@ def redraw_pictures(det_dir: PathLike, inputs: Iterable[PathLike], names: Sequen
         if unknown:
             raise BlcamError(f"--only {', '.join(unknown)}: no such volume among the inputs (their names: "
                              f"{', '.join(sorted(known)[:8])}{' …' if len(known) > 8 else ''})")
-        jobs = [job for job in jobs if job.name in set(names)]
+        jobs = [job for job in jobs if job.name in names]
     if not Path(det_dir).is_dir():
         raise BlcamError(f"{det_dir}: no such folder of detections")
     with folder_lock(det_dir, purpose="drawing pictures there"):

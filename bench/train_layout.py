@@ -4,7 +4,9 @@
     python bench/train_layout.py --arch resnet18 --widen 1 --crop 16 64 64
 
 What ``blcam train`` does on the CPU is the first row: float32 in channels_last_3d
-(:func:`blcam.training.data.prefers_channels_last`). The others are what it would cost in the
+(:func:`blcam.training.data.prefers_channels_last`), deterministic algorithms on, without
+torch's filling of fresh memory (``blcam.training.loop._deterministic``). The others are what
+it would cost with that filling (torch's default under deterministic algorithms), in the
 default NCDHW layout, and with bf16 autocast (``--precision bf16``), which runs on oneDNN's
 native bf16 kernels only on CPUs that have them (AVX-512-BF16 / AMX) and is emulated, slowly,
 elsewhere. Each row is a full step of the point-supervised network (forward, the local-logit
@@ -28,14 +30,15 @@ sys.path.insert(0, str(ROOT / "BreastLesionCAM"))
 from blcam.cam.local_logits import LocalLogitNet  # noqa: E402
 from blcam.model import build_model  # noqa: E402
 
-SETTINGS = {  # name: (channels_last, bf16)
-    "fp32, channels_last_3d (blcam)": (True, False),
-    "fp32, contiguous NCDHW": (False, False),
-    "bf16 autocast, channels_last_3d": (True, True),
+SETTINGS = {  # name: (channels_last, bf16, fill fresh memory)
+    "fp32, channels_last_3d (blcam)": (True, False, False),
+    "fp32, channels_last_3d, memory filled": (True, False, True),
+    "fp32, contiguous NCDHW": (False, False, False),
+    "bf16 autocast, channels_last_3d": (True, True, False),
 }
 
 
-def make_step(args: argparse.Namespace, channels_last: bool, bf16: bool):
+def make_step(args: argparse.Namespace, channels_last: bool, bf16: bool, fill: bool):
     """A closure running one training step of a fresh network; returns its seconds."""
     torch.manual_seed(0)
     net = build_model(args.arch, "paper", args.widen, 16)
@@ -46,6 +49,7 @@ def make_step(args: argparse.Namespace, channels_last: bool, bf16: bool):
     x = torch.randn(args.batch_size, 1, *args.crop).contiguous(memory_format=layout)
 
     def step() -> float:
+        torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
         t = time.perf_counter()
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             local = model(x)
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)          # as blcam train on the CPU
     steps = {name: make_step(args, *flags) for name, flags in SETTINGS.items()}
     for step in steps.values():       # warm-up: oneDNN picks and caches its kernels
         step(), step()
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} threads; median of {args.steps} steps")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:>34}: {median:6.3f} s/step   {base / median:5.2f}× blcam's speed")
+        print(f"{name:>38}: {median:6.3f} s/step   {base / median:5.2f}× blcam's speed")
     return 0
 
 

@@ -135,11 +135,11 @@ def test_torchrun_two_processes_gloo(tmp_path_factory, tmp_path):
 def test_training_fills_no_fresh_memory_and_gets_the_same_weights_as_with_filling(tmp_path_factory, tmp_path,
                                                                                  monkeypatch):
     """Training switches off torch's filling of uninitialised memory (a debugging aid that cost
-    ~8 % of a CPU step) and restores it; a run that keeps the filling on gets the very same
+    about a tenth of a CPU step) and restores it; a run that keeps the filling on gets the very same
     weights, so no training kernel reads memory it did not write."""
     import torch.utils.deterministic as det
 
-    from blcam.training import loop, train_model
+    from blcam.training import determinism, loop, train_model
     seen = []
     assert det.fill_uninitialized_memory and not torch.are_deterministic_algorithms_enabled()
     train_model(blob_dataset(tmp_path_factory), tmp_path / "off", tiny_config(epochs=2), progress=False,
@@ -147,15 +147,18 @@ def test_training_fills_no_fresh_memory_and_gets_the_same_weights_as_with_fillin
                                                   torch.are_deterministic_algorithms_enabled())))
     assert seen == [(False, True)] * 2
     assert det.fill_uninitialized_memory and not torch.are_deterministic_algorithms_enabled()
-    plain = loop._deterministic
+    plain = determinism.deterministic
 
     @contextlib.contextmanager
     def filling(enabled):
         with plain(enabled):
             det.fill_uninitialized_memory = True
             yield
-    monkeypatch.setattr(loop, "_deterministic", filling)
-    train_model(blob_dataset(tmp_path_factory), tmp_path / "on", tiny_config(epochs=2), progress=False)
+    monkeypatch.setattr(loop, "deterministic", filling)
+    filled = []
+    train_model(blob_dataset(tmp_path_factory), tmp_path / "on", tiny_config(epochs=2), progress=False,
+                on_epoch=lambda rec: filled.append(det.fill_uninitialized_memory))
+    assert filled == [True, True]
     off, on = load_checkpoint(tmp_path / "off" / LAST), load_checkpoint(tmp_path / "on" / LAST)
     for k, v in off["model"].items():
         assert torch.equal(v, on["model"][k]), k

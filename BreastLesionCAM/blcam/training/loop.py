@@ -12,7 +12,6 @@ algorithms, so a run and its resumption give bit-identical weights.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from .data import (
     random_params,
     to_network,
 )
+from .determinism import deterministic
 from .distributed import DistContext, launched_as_main, per_rank_batch, setup
 from .epoch_rules import better, check_finite
 from .hard_negatives import load_mined, mine, mined_manifest, mining_epochs
@@ -105,7 +105,7 @@ def _train_locked(dataset_root: PathLike, out_dir: PathLike, config: TrainConfig
     ctx, device = setup(config.device)
     try:
         _claim_run_folder(out_dir, resume, ctx)
-        with _deterministic(device.type == "cpu"):
+        with deterministic(device.type == "cpu"):
             return _Trainer(ds, out_dir, config, ctx, device, progress, on_epoch).run(resume)
     finally:
         ctx.close()
@@ -130,27 +130,6 @@ def _claim_run_folder(out_dir: Path, resume: bool, ctx: DistContext) -> None:
         make_folder(out_dir, "--out")
         remove_stale_temporaries(out_dir)
     ctx.barrier()
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool):
-    """Deterministic kernels for the duration of a CPU run (both settings restored afterwards).
-
-    Without filling uninitialised memory: with deterministic algorithms on, torch by default
-    writes a known value into every tensor ``torch.empty`` returns, a debugging aid against
-    kernels that read memory they never wrote. Every training tensor is written before it is
-    read, so the weights are the same without it (tested), and the fills took about 8 % of a
-    CPU training step (``bench/RESULTS.md``).
-    """
-    before = torch.are_deterministic_algorithms_enabled()
-    fill_before = torch.utils.deterministic.fill_uninitialized_memory  # type: ignore[attr-defined]
-    torch.use_deterministic_algorithms(enabled or before)
-    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
-        torch.utils.deterministic.fill_uninitialized_memory = fill_before  # type: ignore[attr-defined]
 
 
 class _Trainer:

@@ -126,6 +126,12 @@ def test_detect_cli_progress_json_sliding_and_errors(tmp_path, capsys):
     assert progress[-1]["fraction"] == 1.0 and {ln["stage"] for ln in progress} >= {"map", "done"}
     assert [ln["fraction"] for ln in progress] == sorted(ln["fraction"] for ln in progress)
     assert 0 < min(ln["fraction"] for ln in progress if ln["stage"] == "map") <= 0.85   # the map's share
+    assert "pictures" in {ln["stage"] for ln in progress}
+    # Without pictures no stage says it draws them.
+    assert main(["detect", str(model), str(tmp_path / "a.nrrd"), "--out", str(tmp_path / "bare"), "--method",
+                 "sliding", "--device", "cpu", "--no-pictures", "--progress-json"]) == 0
+    stages = [json.loads(ln)["stage"] for ln in capsys.readouterr().out.splitlines() if '"progress"' in ln]
+    assert "pictures" not in stages and stages[-1] == "done"
     assert main(["detect", str(tmp_path / "nope.safetensors"), str(tmp_path / "a.nrrd"), "--out", "x"]) == 2
     assert "model" in capsys.readouterr().err
     assert main(["detect", str(model), str(tmp_path / "missing.nrrd"), "--out", str(tmp_path / "o")]) == 2

@@ -206,10 +206,10 @@ class Detector:
                 "model_spacing": None if self.spacing is None else list(self.spacing), "coarser_than_model": coarse,
                 "volume_logit": volume_logit, "heatmap_scale": round(heat_scale, 6),
                 "calibration": self.calibration.record}
-        report("pictures", 0.0)
         t = time.perf_counter()
         files = VolumeOutputs(out_dir, job.name)
         if s.pictures:
+            report("pictures", 0.0)
             volume_pictures(files, s.overlays, stored, lmap.heatmap, geometry, candidates, volume_score,
                             job.truth_lps)
         else:

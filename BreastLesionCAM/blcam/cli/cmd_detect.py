@@ -57,7 +57,8 @@ def register(sub) -> None:
                    help=f"windows per Grad-CAM batch for --method sliding (default: {d.batch_size})")
     p.add_argument("--refine", type=int, default=d.refine, metavar="N",
                    help="move the N best candidates of each volume to where the network itself answers best, "
-                   "searched at a few voxels' spacing (0: off; timed separately in detections.csv) "
+                   "searched at a few voxels' spacing (0: off; timed separately in detections.csv; --method fast "
+                   "only: the sliding-window map stays the reference Grad-CAM as it finds its peaks) "
                    f"(default: {d.refine})")
     p.add_argument("--refine-mode", choices=REFINE_MODES, default=None,
                    help="what refinement maximises: 'local' = the point-supervised local logit, 'crop' = the "

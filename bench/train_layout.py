@@ -5,7 +5,7 @@
 
 What ``blcam train`` does on the CPU is the first row: float32 in channels_last_3d
 (:func:`blcam.training.data.prefers_channels_last`), deterministic algorithms on, without
-torch's filling of fresh memory (``blcam.training.loop._deterministic``). The others are what
+torch's filling of fresh memory (``blcam.training.determinism``). The others are what
 it would cost with that filling (torch's default under deterministic algorithms), in the
 default NCDHW layout, and with bf16 autocast (``--precision bf16``), which runs on oneDNN's
 native bf16 kernels only on CPUs that have them (AVX-512-BF16 / AMX) and is emulated, slowly,

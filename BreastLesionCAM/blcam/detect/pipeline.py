@@ -194,7 +194,8 @@ class Detector:
         heat_scale = volume_score if self.scaled_heatmap else 1.0     # sizes above used the relative map
         if heat_scale != 1.0:
             lmap.heatmap *= np.float32(heat_scale)
-        heat_path = VolumeOutputs(out_dir, job.name).heatmap
+        files = VolumeOutputs(out_dir, job.name)
+        heat_path = files.heatmap
         t = time.perf_counter()
         heat = resample(lmap.heatmap, geometry, native, fill=0.0)
         resample_s += time.perf_counter() - t
@@ -207,7 +208,6 @@ class Detector:
                 "volume_logit": volume_logit, "heatmap_scale": round(heat_scale, 6),
                 "calibration": self.calibration.record}
         t = time.perf_counter()
-        files = VolumeOutputs(out_dir, job.name)
         if s.pictures:
             report("pictures", 0.0)
             volume_pictures(files, s.overlays, stored, lmap.heatmap, geometry, candidates, volume_score,

@@ -163,8 +163,9 @@ def main(argv=None) -> int:
     base = {"arch": c.arch, "stem": c.stem, "widen": c.widen, "crop": tuple(c.crop), "epochs": c.epochs,
             "batch_size": c.batch_size, "lr": c.lr, "device": device, "seed": c.seed, "workers": 0,
             "val_every": c.val_every}     # as the demo: the curves' held-out AUC picks nothing here
-    # The paper's row is the paper's method end to end: its layer4 CAM map, unrefined.
-    plan = [(name, recipe_config(name, **base), {"refine": 0} if name == "paper" else {}) for name in args.recipes]
+    # The paper's row is the paper's method end to end: its layer4 CAM map, neither refined nor snapped.
+    paper_detect = {"refine": 0, "snap_mm": 0.0}
+    plan = [(name, recipe_config(name, **base), paper_detect if name == "paper" else {}) for name in args.recipes]
     for text in args.variant:
         name, train, det = parse_variant(text)
         plan.append((name, replace(recipe_config("default", **base), **train), det))

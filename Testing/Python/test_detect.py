@@ -69,9 +69,10 @@ def test_detect_outputs_overlay_the_input_exactly(tmp_path, direction):
     write_volume(tmp_path / "case.nrrd", blob_volume(shape, [lesion], radius_vox=9), geometry)
     model = save_test_model(tmp_path / "model.safetensors", dark_blob_model(), crop=(16, 48, 48))
     # Candidates at the map's peaks, as placed by the feature geometry under test: unrefined
-    # (refinement asks the network; the hand-built one reads padding as dark, see test_refine.py).
-    summary = detect(model, [tmp_path / "case.nrrd"], tmp_path / "out", DetectSettings(overlays=1, refine=0),
-                     progress=False)
+    # (refinement asks the network; the hand-built one reads padding as dark, see test_refine.py)
+    # and unsnapped (snapping reads the image, test_snap.py).
+    summary = detect(model, [tmp_path / "case.nrrd"], tmp_path / "out",
+                     DetectSettings(overlays=1, refine=0, snap_mm=0.0), progress=False)
 
     heat = sitk.ReadImage(str(tmp_path / "out" / "case_heatmap.nrrd"))
     assert heat.GetSize() == geometry.size and heat.GetPixelID() == sitk.sitkFloat32
@@ -103,7 +104,7 @@ def test_detect_outputs_overlay_the_input_exactly(tmp_path, direction):
 
     # --no-pictures (the Slicer panel's Detect): the same heatmap and candidates, no PNG at all.
     assert main(["detect", str(model), str(tmp_path / "case.nrrd"), "--out", str(tmp_path / "bare"), "--refine", "0",
-                 "--overlays", "1", "--no-pictures", "--device", "cpu"]) == 0
+                 "--snap-mm", "0", "--overlays", "1", "--no-pictures", "--device", "cpu"]) == 0
     assert not list((tmp_path / "bare").glob("*.png"))
     bare = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "bare" / "case_heatmap.nrrd")))
     np.testing.assert_array_equal(bare, arr)

@@ -63,6 +63,11 @@ def register(sub) -> None:
     p.add_argument("--refine-mode", choices=REFINE_MODES, default=None,
                    help="what refinement maximises: 'local' = the point-supervised local logit, 'crop' = the "
                    "classifier's crop logit (default: local for point-supervised models, else crop)")
+    p.add_argument("--snap-mm", type=float, default=d.snap_mm, metavar="MM",
+                   help="move every candidate onto the darkest blob of the image within MM millimetres (breast "
+                   "lesions are darker than the tissue around them; the map's grid leaves a candidate a few mm "
+                   "off a small lesion's centre); scores are unchanged; 0: off; either method "
+                   f"(default: {d.snap_mm:g})")
     p.add_argument("--heatmap", choices=HEATMAP_MODES, default=d.heatmap,
                    help="the heatmap's scale: 'relative' = divided by its own maximum, so every volume shows a hot "
                    "spot (the paper's display); 'probability' = that map times the volume's calibrated lesion "
@@ -82,7 +87,8 @@ def run(args) -> int:
     settings = DetectSettings(method=args.method, context=args.context, slab_step=args.slab_step, top_k=args.top_k,
                               min_score=args.min_score, nms_mm=args.nms_mm, max_memory_gb=args.max_memory_gb,
                               overlays=args.overlays, pictures=args.pictures, batch_size=args.batch_size,
-                              refine=args.refine, refine_mode=args.refine_mode, heatmap=args.heatmap)
+                              refine=args.refine, refine_mode=args.refine_mode, snap_mm=args.snap_mm,
+                              heatmap=args.heatmap)
     emitter = ProgressEmitter(args.progress_json)
     on_progress = (lambda r: emitter.progress(**r)) if args.progress_json else None
     summary = detect(args.model, args.inputs, args.out, settings, str(resolve_device(args.device)),

@@ -41,6 +41,7 @@ from ..axes import PathLike
 from ..cohort import write_cohort_subset
 from ..detect.pipeline import DetectSettings, detect
 from ..detect.redraw import redraw_pictures
+from ..detect.snap import DEFAULT_RADIUS_MM as SNAP_RADIUS_MM
 from ..device import resolve_device
 from ..errors import BlcamError
 from ..evaluation import evaluate_model
@@ -84,7 +85,13 @@ class DemoConfig:
     nms_mm: float = 10.0
     overlays: int = 1
     refine: int = 3
+    snap_mm: float = SNAP_RADIUS_MM
     calibration_patients: int = 16   # set aside for the score maps (another seed); 0: raw scores
+
+    def detect_settings(self) -> DetectSettings:
+        """What the demo's Detect runs with (held-out volumes and calibration patients alike)."""
+        return DetectSettings(top_k=self.top_k, nms_mm=self.nms_mm, refine=self.refine, snap_mm=self.snap_mm,
+                              pictures=False)
 
     def part(self, step: str) -> dict:
         """The settings a step depends on (a change redoes that step and the ones after it)."""
@@ -95,8 +102,8 @@ class DemoConfig:
                           "hard_negatives", "val_every"],
                 "evaluate": [],
                 "calibrate": ["calibration_patients", "seed", "shape", "spacing", "lesion_fraction", "top_k", "nms_mm",
-                              "refine"],
-                "detect": ["top_k", "nms_mm", "refine"], "metrics": [], "pictures": ["overlays"],
+                              "refine", "snap_mm"],
+                "detect": ["top_k", "nms_mm", "refine", "snap_mm"], "metrics": [], "pictures": ["overlays"],
                 "report": []}[step]
         part = {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keys}
         if step in STEP_VERSIONS:
@@ -212,8 +219,7 @@ def run_demo(out: PathLike, config: DemoConfig | None = None, progress: bool = T
 
     def run_detect():
         held_out_cohort(paths["cohort"], paths["patches"] / "manifest.csv", paths["test_cohort"])
-        detect(paths["run"], [paths["test_cohort"]], paths["detections"],
-               DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, refine=c.refine, pictures=False), device,
+        detect(paths["run"], [paths["test_cohort"]], paths["detections"], c.detect_settings(), device,
                progress=progress)
     step(6, "detect", "Detect on the held-out volumes (heatmaps and candidates)", run_detect)
 
@@ -254,9 +260,7 @@ def calibrate_scores(run: Path, folder: Path, c: DemoConfig, device: str, progre
         return
     cohort = make_cohort(folder / "phantom", c.calibration_patients, c.seed + CALIBRATION_SEED, c.jobs, c.shape,
                          c.spacing, c.lesion_fraction, progress=progress)
-    detect(run, [cohort], folder / "detections",
-           DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, refine=c.refine, pictures=False), device,
-           progress=progress)
+    detect(run, [cohort], folder / "detections", c.detect_settings(), device, progress=progress)
     try:
         fit = calibrate_model(run, folder / "detections", cohort, masks_dir=folder / "phantom" / "masks",
                               report=report)

@@ -105,7 +105,7 @@ def write_heatmap(path: PathLike, heat: np.ndarray, geometry: Geometry) -> None:
 CANDIDATE_COLUMNS = ["label", "score", "crop_logit", "local_logit", "x", "y", "z", "i", "j", "k",
                      "size_i_mm", "size_j_mm", "size_k_mm"]
 SUMMARY_COLUMNS = ["name", "volume", "patient", "label", "volume_score", "candidates", "method",
-                   "seconds", "map_seconds", "refine_seconds", "pictures_seconds",
+                   "seconds", "map_seconds", "refine_seconds", "snap_seconds", "pictures_seconds",
                    "resample_seconds", "heatmap", "candidates_json", "non_finite_voxels"]
 
 

@@ -40,6 +40,8 @@ from .overlays import volume_pictures
 from .refine import MODES as REFINE_MODES
 from .refine import CandidateRefiner, default_mode, trained_inside
 from .resume import FinishedVolumes
+from .snap import DEFAULT_RADIUS_MM as SNAP_RADIUS_MM
+from .snap import snap_to_dark_blob
 
 METHODS = MAPPERS   # the registry itself, so that every registered map is a valid --method
 # The heatmap's scale. 'relative': divided by its own maximum, so every volume, healthy or not,
@@ -67,6 +69,7 @@ class DetectSettings:
     batch_size: int = 1         # sliding method: windows per Grad-CAM batch
     refine: int = 3             # best candidates moved to where the network answers best (refine.py); 0: off
     refine_mode: str | None = None  # 'local' / 'crop' (None: local for point-supervised models, else crop)
+    snap_mm: float = SNAP_RADIUS_MM  # every candidate onto the darkest blob within this radius (snap.py); 0: off
     heatmap: str = "auto"       # HEATMAP_MODES: 'probability' peaks at the volume's probability; 'relative' at 1
 
     def validate(self) -> None:
@@ -86,6 +89,8 @@ class DetectSettings:
             raise BlcamError(f"--refine must be ≥ 0, got {self.refine}")
         if self.heatmap not in HEATMAP_MODES:
             raise BlcamError(f"--heatmap '{self.heatmap}': choose one of {', '.join(HEATMAP_MODES)}")
+        if not self.snap_mm >= 0:
+            raise BlcamError(f"--snap-mm must be ≥ 0, got {self.snap_mm}")
         if self.refine_mode not in (None, *REFINE_MODES):
             raise BlcamError(f"--refine-mode '{self.refine_mode}': choose one of {', '.join(REFINE_MODES)}")
 
@@ -191,6 +196,7 @@ class Detector:
         volume_logit = round(ranked[0].crop_logit, 6) if ranked else None     # what blcam calibrate fits
         map_s = time.perf_counter() - start        # read, resample and map, as before spacings
         refine_s = self._refine(stored, lmap, geometry, candidates, lambda f: report("refine", f))
+        snap_s = self._snap(stored, lmap, geometry, candidates)
         heat_scale = volume_score if self.scaled_heatmap else 1.0     # sizes above used the relative map
         if heat_scale != 1.0:
             lmap.heatmap *= np.float32(heat_scale)
@@ -222,7 +228,8 @@ class Detector:
                 "volume_score": round(volume_score, 6), "candidates": len(candidates), "method": s.method,
                 "seconds": round(time.perf_counter() - start, 2), "resample_seconds": round(resample_s, 2),
                 "map_seconds": round(map_s, 2),
-                "refine_seconds": round(refine_s, 2), "pictures_seconds": round(pictures_s, 2),
+                "refine_seconds": round(refine_s, 2), "snap_seconds": round(snap_s, 2),
+                "pictures_seconds": round(pictures_s, 2),
                 "heatmap": heat_path.name,
                 "candidates_json": paths["json"].name, "non_finite_voxels": bad}
 
@@ -245,6 +252,19 @@ class Detector:
             cand.index_kji = float3(pos)
             cand.lps = float3(geometry.index_to_lps(pos[::-1]))
             cand.size_mm_ijk = half_max_extent(lmap.heatmap, cand.index_kji, lmap.crop, spacing_kji)
+        return time.perf_counter() - start
+
+    def _snap(self, stored: np.ndarray, lmap: LesionMap, geometry: Geometry, candidates: list[Candidate]) -> float:
+        """Move every candidate onto the darkest blob within ``settings.snap_mm`` (:mod:`.snap`);
+        returns the seconds spent."""
+        start = time.perf_counter()
+        spacing_kji = tuple(reversed(geometry.spacing))
+        for cand in candidates if self.settings.snap_mm > 0 else []:
+            pos, moved = snap_to_dark_blob(stored, cand.index_kji, spacing_kji, self.settings.snap_mm)
+            if moved > 0:
+                cand.index_kji = float3(pos)
+                cand.lps = float3(geometry.index_to_lps(pos[::-1]))
+                cand.size_mm_ijk = half_max_extent(lmap.heatmap, cand.index_kji, lmap.crop, spacing_kji)
         return time.perf_counter() - start
 
 

@@ -141,7 +141,8 @@ def _resampled_child(method: str, shape, args, queue) -> None:
     result = {"method": method, "shape": list(shape), "voxels": int(np.prod(shape)), "device": args.device,
               "seconds": time.perf_counter() - start, "model_spacing": list(args.model_spacing),
               "model_shape": list(grid_at_spacing(read_geometry(files["volume"]), args.model_spacing).shape)}
-    result.update({k: row[k] for k in ("resample_seconds", "map_seconds", "refine_seconds", "pictures_seconds")})
+    result.update({k: row[k] for k in ("resample_seconds", "map_seconds", "refine_seconds", "snap_seconds",
+                                          "pictures_seconds")})
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     queue.put(result)
 
@@ -245,7 +246,8 @@ def main(argv=None) -> int:
                 mem += f", GPU {r['peak_gpu_gb']:.2f} GB"
             parts = "" if method != "resampled" else (
                 f" (resample {r['resample_seconds']:.1f} s, read+resample+map {r['map_seconds']:.1f} s, refine "
-                f"{r['refine_seconds']:.1f} s, contact sheet {r['pictures_seconds']:.1f} s; "
+                f"{r['refine_seconds']:.1f} s, snap {r['snap_seconds']:.1f} s, "
+                f"contact sheet {r['pictures_seconds']:.1f} s; "
                 f"model grid {'x'.join(map(str, r['model_shape']))})")
             print(f"{size:>14} {method:>9}: {r['seconds']:9.1f} s{est}{parts}; {mem}", flush=True)
         for fast in ("slab", "volume"):

@@ -31,6 +31,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         assert (out / src).is_file(), src                       # every picture the page shows exists
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "| pointing game |" in md and "![" in md
+    assert f"each snapped onto the darkest blob within {TINY.snap_mm:g} mm" in md    # how Detect placed them
     loc = json.loads((out / "detections" / "localisation.json").read_text(encoding="utf-8"))
     held_out = (out / "held_out_cohort.csv").read_text(encoding="utf-8").splitlines()
     assert loc["volumes"] == len(held_out) - 1 and loc["lesions"] >= 1

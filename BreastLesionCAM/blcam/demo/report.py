@@ -91,6 +91,16 @@ _BREAKDOWN_TEXT = ("Kind and diameter from the phantom's lesions.csv; FROC per g
                    "group's lesions (false positives are shared by all groups).")
 
 
+def _candidates_text(c) -> str:
+    """How the demo's Detect placed its candidates (README, Detect), in one sentence."""
+    parts = [f"Candidates: the map's peaks (non-maximum suppression at {c.nms_mm:g} mm)"]
+    if c.refine:
+        parts.append(f"the best {c.refine} refined by the network")
+    if c.snap_mm:
+        parts.append(f"each snapped onto the darkest blob within {c.snap_mm:g} mm")
+    return ", ".join(parts) + "."
+
+
 def write_report(out: Path, paths: dict, config: DemoConfig, timings: dict) -> Path:
     """Write ``index.html`` and ``report.md`` under ``out``; returns the HTML path."""
     evaluation = json.loads(paths["evaluation"].read_text(encoding="utf-8"))
@@ -118,7 +128,8 @@ def write_report(out: Path, paths: dict, config: DemoConfig, timings: dict) -> P
     sections = [("Table 2: patch classification on the held-out split", "table2",
                  "AUC and accuracy at threshold 0.5 (the paper's Table 2), with sensitivity and specificity."),
                 ("Detect: localisation on the held-out volumes", "localisation",
-                 "A candidate hits a lesion when it lies inside the lesion's mask. Pointing game: the "
+                 f"{_candidates_text(c)} A candidate hits a lesion when it lies inside the lesion's mask. "
+                 "Pointing game: the "
                  "volume's best candidate(s) inside the lesion; FROC: sensitivity at the ABUS challenge's "
                  "false-positive rates."),
                 ("FROC points", "froc", ""),

@@ -245,13 +245,10 @@ class Detector:
             self.refiner = CandidateRefiner(self.model, self.crop, self.stride, self.device, mode,
                                             inside=trained_inside(self.meta))
         refiner = self.refiner
-        spacing_kji = tuple(reversed(geometry.spacing))
         for n, cand in enumerate(todo):
             on_fraction(n / len(todo))
             pos, _ = refiner(stored, cand.index_kji)
-            cand.index_kji = float3(pos)
-            cand.lps = float3(geometry.index_to_lps(pos[::-1]))
-            cand.size_mm_ijk = half_max_extent(lmap.heatmap, cand.index_kji, lmap.crop, spacing_kji)
+            _move(cand, pos, lmap, geometry)
         return time.perf_counter() - start
 
     def _snap(self, stored: np.ndarray, lmap: LesionMap, geometry: Geometry, candidates: list[Candidate]) -> float:
@@ -262,10 +259,16 @@ class Detector:
         for cand in candidates if self.settings.snap_mm > 0 else []:
             pos, moved = snap_to_dark_blob(stored, cand.index_kji, spacing_kji, self.settings.snap_mm)
             if moved > 0:
-                cand.index_kji = float3(pos)
-                cand.lps = float3(geometry.index_to_lps(pos[::-1]))
-                cand.size_mm_ijk = half_max_extent(lmap.heatmap, cand.index_kji, lmap.crop, spacing_kji)
+                _move(cand, pos, lmap, geometry)
         return time.perf_counter() - start
+
+
+def _move(cand: Candidate, pos: np.ndarray, lmap: LesionMap, geometry: Geometry) -> None:
+    """Put ``cand`` at voxel ``pos`` ``(k, j, i)``: its LPS position, and its size read from the
+    heatmap there (refinement and snapping both move candidates)."""
+    cand.index_kji = float3(pos)
+    cand.lps = float3(geometry.index_to_lps(pos[::-1]))
+    cand.size_mm_ijk = half_max_extent(lmap.heatmap, cand.index_kji, lmap.crop, tuple(reversed(geometry.spacing)))
 
 
 def detect(model_path: PathLike, inputs: Iterable[PathLike], out_dir: PathLike, settings: DetectSettings | None = None,

@@ -30,6 +30,9 @@ PAD_VALUE = 0          # outside-the-volume voxels in a patch, in normalised uni
 SUBSAMPLE_VOXELS = 1_000_000
 NETWORK_MEAN = 0.5     # network input = (stored / 255 - MEAN) / STD
 NETWORK_STD = 0.25
+# The stored value nearest the network's zero input: what its convolutions pad a volume's faces
+# with, and what Detect shows where a volume holds no image (NaN voxels; io/padding.py).
+NEUTRAL_STORED = int(round(NETWORK_MEAN * 255))
 
 NORMALISATION = {
     "method": "volume_percentile_uint8",
@@ -89,10 +92,12 @@ def count_non_finite(volume: np.ndarray) -> int:
     return int(sum(np.count_nonzero(~np.isfinite(plane)) for plane in volume))
 
 
-def non_finite_warning(source: PathLike, count: int, total: int) -> str:
-    """The one-line warning export and detect print for a volume with non-finite voxels."""
+def non_finite_warning(source: PathLike, count: int, total: int,
+                       fate: str = "the others are set to the low end (0)") -> str:
+    """The one-line warning export and detect print for a volume with non-finite voxels;
+    ``fate`` says what becomes of them (Detect treats them as nothing imaged)."""
     return (f"warning: {source}: {count} of {total} voxels are NaN or infinite; the grey range uses the "
-            "finite voxels and the others are set to the low end (0)")
+            f"finite voxels and {fate}")
 
 
 def to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:

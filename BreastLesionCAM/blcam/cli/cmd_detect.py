@@ -74,6 +74,12 @@ def register(sub) -> None:
                    "probability, so colours compare across volumes and a healthy breast stays dark (needs a model "
                    "calibrated by 'blcam calibrate'); 'auto' = probability when the model is calibrated "
                    f"(default: {d.heatmap})")
+    p.add_argument("--no-data-value", type=float, default=None, metavar="V",
+                   help="grey value that your export writes where nothing was imaged (e.g. 0 outside a curved "
+                   "field of view): its voxels that reach a face of the volume are left out like NaN voxels, "
+                   "mid-grey to the network and without heat or candidates, while a region of V inside the "
+                   "tissue (an anechoic cyst) stays image. NaN voxels and constant planes padded onto the faces "
+                   "are always left out (default: none)")
     p.add_argument("--force", action="store_true",
                    help="recompute every volume, even those an earlier run into --out finished from the same "
                    "model, volume and settings (default: skip them)")
@@ -88,7 +94,7 @@ def run(args) -> int:
                               min_score=args.min_score, nms_mm=args.nms_mm, max_memory_gb=args.max_memory_gb,
                               overlays=args.overlays, pictures=args.pictures, batch_size=args.batch_size,
                               refine=args.refine, refine_mode=args.refine_mode, snap_mm=args.snap_mm,
-                              heatmap=args.heatmap)
+                              heatmap=args.heatmap, no_data_value=args.no_data_value)
     emitter = ProgressEmitter(args.progress_json)
     on_progress = (lambda r: emitter.progress(**r)) if args.progress_json else None
     summary = detect(args.model, args.inputs, args.out, settings, str(resolve_device(args.device)),

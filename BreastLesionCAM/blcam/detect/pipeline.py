@@ -27,9 +27,10 @@ from ..cam.maps import LesionMap
 from ..cam.registry import MAPPERS, make_mapper
 from ..cohort import read_cohort
 from ..errors import BlcamError
-from ..intensity import count_non_finite, non_finite_warning, normalise_volume
+from ..intensity import NEUTRAL_STORED, count_non_finite, non_finite_warning, normalise_volume
 from ..io.atomic import check_output_folder, make_folder, safe_name
 from ..io.locks import folder_lock
+from ..io.padding import data_box, is_whole, mark_no_data, missing_voxels
 from ..io.resample import coarser_axes, grid_at_spacing, resample
 from ..io.volume import Geometry, read_volume
 from ..model import load_model, model_spacing, model_stride, resolve_model_path
@@ -51,6 +52,7 @@ METHODS = MAPPERS   # the registry itself, so that every registered map is a val
 HEATMAP_MODES = ("auto", "probability", "relative")
 # Each stage's (start, share) of one volume's work; the map's own steps are the map's business.
 VOLUME_STAGES = {"map": (0.0, 0.85), "refine": (0.85, 0.05), "pictures": (0.9, 0.1)}
+NOT_IMAGED = "the others count as not imaged: mid-grey to the network, no heat and no candidate there (io/padding.py)"
 StageCallback = Callable[[str, float], None]       # (stage, fraction of this volume done)
 ProgressCallback = Callable[[dict], None]          # {"stage", "fraction", "volume", "volumes", "name"}
 
@@ -71,6 +73,7 @@ class DetectSettings:
     refine_mode: str | None = None  # 'local' / 'crop' (None: local for point-supervised models, else crop)
     snap_mm: float = SNAP_RADIUS_MM  # every candidate onto the darkest blob within this radius (snap.py); 0: off
     heatmap: str = "auto"       # HEATMAP_MODES: 'probability' peaks at the volume's probability; 'relative' at 1
+    no_data_value: float | None = None  # voxels of this value that reach a face are not imaged (io/padding.py)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -91,6 +94,9 @@ class DetectSettings:
             raise BlcamError(f"--heatmap '{self.heatmap}': choose one of {', '.join(HEATMAP_MODES)}")
         if not self.snap_mm >= 0:
             raise BlcamError(f"--snap-mm must be ≥ 0, got {self.snap_mm}")
+        if self.no_data_value is not None and not np.isfinite(self.no_data_value):
+            raise BlcamError(f"--no-data-value must be a finite number (NaN voxels are always left out), "
+                             f"got {self.no_data_value}")
         if self.refine_mode not in (None, *REFINE_MODES):
             raise BlcamError(f"--refine-mode '{self.refine_mode}': choose one of {', '.join(REFINE_MODES)}")
 
@@ -172,13 +178,10 @@ class Detector:
                 start, share = VOLUME_STAGES[stage]
                 on_stage(stage, start + share * within)
         start = time.perf_counter()
-        raw, native = read_volume(job.path)
-        bad = count_non_finite(raw)
-        if bad:
-            print(f"blcam detect: {non_finite_warning(job.path, bad, raw.size)}", file=sys.stderr)
+        raw, native, scanned, scan = self._read_scanned(job.path)
         # The model's grid (io/resample.py): candidates are found there, in LPS mm, and only
         # the heatmap goes back onto the input's own grid.
-        geometry = native if self.spacing is None else grid_at_spacing(native, self.spacing)
+        geometry = scanned if self.spacing is None else grid_at_spacing(scanned, self.spacing)
         coarse = [] if self.spacing is None else coarser_axes(native.spacing, self.spacing)
         if coarse and tuple(coarse) not in self.warned:        # once per spacing, not per volume of a cohort
             self.warned.add(tuple(coarse))
@@ -186,12 +189,18 @@ class Detector:
                   "its candidates stay usable but its volume score is less reliable on such volumes "
                   "(README, Detect; each volume's candidates JSON records it)", file=sys.stderr)
         t = time.perf_counter()
-        raw = resample(raw, native, geometry)
+        raw = resample(raw, scanned, geometry)
         resample_s = time.perf_counter() - t
         stored = normalise_volume(raw, job.path)
+        missing = missing_voxels(raw)
         del raw
+        if missing is not None:
+            stored[missing] = NEUTRAL_STORED
         lmap = self.mapper.map_with_fraction(stored, progress, lambda f: report("map", f))
         ranked = ranked_candidates(lmap, geometry, s.nms_mm, self.calibration)
+        if missing is not None:           # nothing was imaged there: no candidate, no heat
+            ranked = [c for c in ranked if not missing[_nearest_voxel(c.index_kji, missing.shape)]]
+            lmap.heatmap[missing] = 0.0
         candidates, volume_score = select_candidates(ranked, lmap, geometry, s.top_k, s.min_score, self.calibration)
         volume_logit = round(ranked[0].crop_logit, 6) if ranked else None     # what blcam calibrate fits
         map_s = time.perf_counter() - start        # read, resample and map, as before spacings
@@ -209,9 +218,10 @@ class Detector:
         del heat
         info = {"volume": str(job.path), "name": job.name, "model": str(self.model_path), "method": s.method,
                 "volume_score": round(volume_score, 6), "cam_max": lmap.cam_max, "stride": list(lmap.stride),
-                "crop": list(lmap.crop), "settings": asdict(s), "coordinate_system": "LPS", "non_finite_voxels": bad,
+                "crop": list(lmap.crop), "settings": asdict(s), "coordinate_system": "LPS",
                 "model_spacing": None if self.spacing is None else list(self.spacing), "coarser_than_model": coarse,
                 "volume_logit": volume_logit, "heatmap_scale": round(heat_scale, 6),
+                **scan,
                 "calibration": self.calibration.record}
         t = time.perf_counter()
         if s.pictures:
@@ -231,7 +241,26 @@ class Detector:
                 "refine_seconds": round(refine_s, 2), "snap_seconds": round(snap_s, 2),
                 "pictures_seconds": round(pictures_s, 2),
                 "heatmap": heat_path.name,
-                "candidates_json": paths["json"].name, "non_finite_voxels": bad}
+                "candidates_json": paths["json"].name, "non_finite_voxels": scan["non_finite_voxels"]}
+
+    def _read_scanned(self, path: Path) -> tuple[np.ndarray, Geometry, Geometry, dict]:
+        """The volume at ``path`` cut to the box it was scanned in (:mod:`blcam.io.padding`):
+        that box's array (non-finite where nothing was imaged, ``--no-data-value`` voxels
+        included), the volume's own grid and the box's, and what was left out, for its JSON."""
+        raw, native = read_volume(path)
+        bad = count_non_finite(raw)
+        if bad:
+            print(f"blcam detect: {non_finite_warning(path, bad, raw.size, NOT_IMAGED)}", file=sys.stderr)
+        marked = 0
+        if self.settings.no_data_value is not None:
+            raw, marked = mark_no_data(raw, self.settings.no_data_value)
+        # Constant planes padded onto the faces are not tissue: only the box inside them is
+        # mapped, and the heatmap is 0 over the padding.
+        box = data_box(raw)
+        scanned = native if is_whole(box, raw.shape) else native.sub_box(box)
+        raw = raw if scanned is native else np.ascontiguousarray(raw[box])
+        return raw, native, scanned, {"non_finite_voxels": bad, "no_data_voxels": marked,
+                                      "scanned_box_kji": [[sl.start, sl.stop] for sl in box]}
 
     def _refine(self, stored: np.ndarray, lmap: LesionMap, geometry: Geometry, candidates: list[Candidate],
                 on_fraction: Callable[[float], None]) -> float:
@@ -261,6 +290,10 @@ class Detector:
             if moved > 0:
                 _move(cand, pos, lmap, geometry)
         return time.perf_counter() - start
+
+
+def _nearest_voxel(index_kji: tuple[float, float, float], shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.clip(np.floor(np.asarray(index_kji) + 0.5), 0, np.asarray(shape) - 1))
 
 
 def _move(cand: Candidate, pos: np.ndarray, lmap: LesionMap, geometry: Geometry) -> None:

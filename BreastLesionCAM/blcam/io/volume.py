@@ -56,6 +56,13 @@ class Geometry:
         pts = np.asarray(points_lps, float)
         return (pts - np.asarray(self.origin)) @ np.linalg.inv(self._matrix()).T
 
+    def sub_box(self, box: Sequence[slice]) -> Geometry:
+        """The grid of ``array[box]`` (slices ``(k, j, i)``): same spacing and direction, the
+        origin moved to the box's first voxel, so every voxel keeps its LPS position."""
+        start_ijk = [s.start for s in reversed(box)]
+        size = int3(s.stop - s.start for s in reversed(box))
+        return Geometry(size, self.spacing, float3(self.index_to_lps(start_ijk)), self.direction)
+
     def apply_to(self, image: sitk.Image) -> sitk.Image:
         image.SetSpacing(self.spacing)
         image.SetOrigin(self.origin)

@@ -44,6 +44,7 @@ from ..io.atomic import (
     write_text_atomic,
 )
 from ..io.locks import LOCK_NAME, folder_lock
+from ..io.padding import data_box
 from ..io.resample import check_spacing, grid_at_spacing, median_spacing, resample
 from ..io.volume import Geometry, read_volume
 from ..workers import process_pool
@@ -322,7 +323,8 @@ def cut_patches(job: PatchJob, out: Path, s: ExportSettings) -> list[dict]:
             volume = volume.astype(np.float32, copy=False)
         volume = resample(volume, native, job.grid)
         bad = count_non_finite(volume)
-        lo, hi = robust_range(volume, f"{job.row.volume} (cohort row {job.row.row})")
+        # The grey range of the scanned box, as Detect reads it: padding planes are not tissue.
+        lo, hi = robust_range(volume[data_box(volume)], f"{job.row.volume} (cohort row {job.row.row})")
         write_json_atomic(sidecar, {"grey_low": lo, "grey_high": hi, "non_finite": bad})
         for n in todo:
             # Padding with the grey value ``lo`` maps to 0 == PAD_VALUE after normalisation.

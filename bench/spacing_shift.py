@@ -46,12 +46,14 @@ def cohort_at(out: Path, spacing_kji: tuple, patients: int, seed: int, c: DemoCo
     return folder
 
 
-def score(model: Path, name: str, phantom: Path, out: Path, c: DemoConfig, device: str) -> dict:
-    """Detect with ``model`` on ``phantom``'s volumes, then the metrics against its masks."""
+def score(model: Path, name: str, phantom: Path, out: Path, c: DemoConfig, device: str,
+          settings: DetectSettings | None = None) -> dict:
+    """Detect with ``model`` on ``phantom``'s volumes (the demo's settings unless ``settings``),
+    then the metrics against its masks."""
     det = out / f"detections-{name}-{phantom.name}"
     start = time.perf_counter()
-    detect(model, [phantom / "cohort.csv"], det, DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, overlays=0),
-           device, progress=False)
+    settings = settings or DetectSettings(top_k=c.top_k, nms_mm=c.nms_mm, overlays=0)
+    detect(model, [phantom / "cohort.csv"], det, settings, device, progress=False)
     seconds = time.perf_counter() - start
     r = evaluate_detection(det, phantom / "cohort.csv", out / f"localisation-{name}-{phantom.name}.json",
                            phantom / "masks", lesions=phantom / "lesions.csv")

@@ -23,7 +23,6 @@ cut a lesion), so compare the curve rows with each other, the planes row with ``
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from contextlib import contextmanager, nullcontext
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "BreastLesionCAM"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from spacing_shift import cohort_at, score, table  # noqa: E402
+from spacing_shift import add_cohort_options, cohort_at, report, score  # noqa: E402
 
 import blcam.detect.pipeline as detect_pipeline  # noqa: E402
 from blcam.demo.pipeline import DemoConfig  # noqa: E402
@@ -102,13 +101,9 @@ def as_before():
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="model file or run folder")
-    p.add_argument("--seed", type=int, default=11, help="phantom seed (not one the model was trained on)")
-    p.add_argument("--patients", type=int, default=30)
     p.add_argument("--margin-mm", type=float, default=5.0, help="padding on each lateral face (default: 5)")
     p.add_argument("--as-before", action="store_true", help="also run each variant as Detect did before")
-    p.add_argument("--out", type=Path, required=True, help="work folder (phantoms are kept and reused)")
-    p.add_argument("--json", type=Path, help="write the rows here as JSON")
-    p.add_argument("--device", default="auto")
+    add_cohort_options(p, patients=30)
     args = p.parse_args(argv)
 
     c = DemoConfig()
@@ -136,10 +131,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{row['phantom']}: pointing {row['pointing']:.3f}, FROC {row['froc']:.3f}, "
                   f"volume AUC {row['volume_auc']:.3f}", flush=True)
-    print("\n" + table(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    return 0
+    return report(rows, args.json)
 
 
 if __name__ == "__main__":

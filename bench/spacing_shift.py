@@ -76,16 +76,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def add_cohort_options(p: argparse.ArgumentParser, patients: int) -> None:
+    """The options every phantom-cohort benchmark here shares: seed, size, folders, device."""
+    p.add_argument("--seed", type=int, default=11, help="phantom seed (not one the models were trained on)")
+    p.add_argument("--patients", type=int, default=patients)
+    p.add_argument("--out", type=Path, required=True, help="work folder (phantoms are kept and reused)")
+    p.add_argument("--json", type=Path, help="write the rows here as JSON")
+    p.add_argument("--device", default="auto")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", type=Path, nargs="+", help="model files or run folders")
     p.add_argument("--spacing", type=float, nargs=3, action="append", required=True, metavar=("SK", "SJ", "SI"),
                    help="another voxel size (mm, k j i); repeat for several")
-    p.add_argument("--seed", type=int, default=11, help="phantom seed (not one the models were trained on)")
-    p.add_argument("--patients", type=int, default=40)
-    p.add_argument("--out", type=Path, required=True, help="work folder (phantoms are kept and reused)")
-    p.add_argument("--json", type=Path, help="write the rows here as JSON")
-    p.add_argument("--device", default="auto")
+    add_cohort_options(p, patients=40)
     args = p.parse_args(argv)
 
     c = DemoConfig()
@@ -102,9 +107,14 @@ def main(argv=None) -> int:
             rows.append(score(model, name, phantom, args.out, c, device))
             print(f"{name} on {phantom.name}: pointing {rows[-1]['pointing']:.3f}, "
                   f"volume AUC {rows[-1]['volume_auc']:.3f}", flush=True)
+    return report(rows, args.json)
+
+
+def report(rows: list[dict], json_path: Path | None) -> int:
+    """Print the rows' table, write them as JSON when asked; the exit status."""
     print("\n" + table(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return 0
 
 

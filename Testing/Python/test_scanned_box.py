@@ -13,7 +13,7 @@ import SimpleITK as sitk
 import blcam.detect.pipeline as detect_pipeline
 from _cam_fixtures import blob_volume, dark_blob_model, save_test_model
 from blcam.cli import main
-from blcam.io.padding import data_box, is_whole, mark_no_data
+from blcam.io.padding import data_box, is_whole, mark_no_data, suspected_mask
 from blcam.io.volume import Geometry, write_volume
 
 # (front, back) padding planes per axis (k, j, i): uneven, and one face left unpadded
@@ -85,8 +85,10 @@ def test_detect_on_a_padded_volume_finds_what_it_finds_on_the_unpadded_one(tmp_p
     model = save_test_model(tmp_path / "model.safetensors", dark_blob_model(), crop=(16, 48, 48))
 
     plain, plain_heat = _detect(model, tmp_path / "plain.nrrd", "plain", tmp_path)
+    assert plain["suspected_mask"] is None
     doc, heat = _detect(model, tmp_path / "padded.nrrd", "padded", tmp_path)
     assert doc["scanned_box_kji"] == [[5, 37], [0, 64], [12, 92]]
+    assert doc["suspected_mask"] is None                             # the planes are gone before it looks
     assert plain["scanned_box_kji"] == [[0, 32], [0, 64], [0, 80]]
     assert len(doc["candidates"]) == len(plain["candidates"]) > 0
     np.testing.assert_allclose(_lps(doc), _lps(plain), atol=1e-4)
@@ -164,7 +166,8 @@ def test_detect_no_data_value_leaves_a_zero_mask_out_but_keeps_a_zero_cyst(tmp_p
     model = save_test_model(tmp_path / "model.safetensors", dark_blob_model(), crop=(16, 48, 48))
 
     doc, heat = _detect(model, tmp_path / "masked.nrrd", "masked", tmp_path, "--no-data-value", "0")
-    assert doc["settings"]["no_data_value"] == 0.0
+    assert "--no-data-value" not in capsys.readouterr().err        # named: nothing to suggest
+    assert doc["settings"]["no_data_value"] == 0.0 and doc["suspected_mask"] is None
     assert doc["no_data_voxels"] >= mask.sum()          # the mask (and the corner voxel blob_volume zeroes)
     assert not heat[mask].any()
     voxels = [tuple(int(v) for v in np.round(geometry.lps_to_index(p)[::-1])) for p in _lps(doc)]
@@ -173,6 +176,9 @@ def test_detect_no_data_value_leaves_a_zero_mask_out_but_keeps_a_zero_cyst(tmp_p
 
     naive, _ = _detect(model, tmp_path / "masked.nrrd", "naive", tmp_path)
     assert naive["no_data_voxels"] == 0
+    # Not named, the mask is at least suspected: a warning says which option would leave it out.
+    assert "rerun with --no-data-value 0 " in capsys.readouterr().err
+    assert naive["suspected_mask"]["value"] == 0.0 and naive["suspected_mask"]["fraction"] >= 0.01
     top = geometry.lps_to_index(_lps(naive)[0])[::-1]
     assert np.min(np.linalg.norm(np.argwhere(mask) - top, axis=1)) <= 4, top
 
@@ -203,3 +209,19 @@ def test_export_reads_the_grey_range_of_the_scanned_box(tmp_path):
     grey = {r["patient"]: (float(r["grey_low"]), float(r["grey_high"])) for r in load_dataset(tmp_path / "ds").records}
     assert grey["PAD"] == grey["TWIN"]
     assert grey["TWIN"][0] > 0                      # the tissue's own low end, not the padding's -1024
+
+
+def test_suspected_mask_tells_a_hard_edge_from_a_shadow_fading_out():
+    rng = np.random.default_rng(5)
+    tissue = rng.normal(120, 20, (16, 40, 40)).clip(1, 255).astype(np.uint8)
+    masked = tissue.copy()
+    masked[:, :12, :10] = 0                                  # 7.5 % cut away at a corner, a hard edge
+    assert suspected_mask(masked) == (0.0, pytest.approx(12 * 10 / 1600))
+    # A shadow: darker with depth from j = 20 and towards its axis (i = 20), black where it is
+    # deepest, down to the far face; all around its black core the tissue is already dark.
+    _, j, i = np.indices(tissue.shape)
+    shade = np.clip((j - 20) / 10, 0, 1) * np.clip((8 - np.abs(i - 20)) / 3, 0, 1)
+    shadow = tissue * (1 - shade)
+    shadow[shade >= 0.95] = 0
+    assert (shadow == 0).mean() >= 0.01 and suspected_mask(shadow) is None
+    assert suspected_mask(tissue) is None

@@ -30,7 +30,7 @@ from ..errors import BlcamError
 from ..intensity import NEUTRAL_STORED, count_non_finite, non_finite_warning, normalise_volume
 from ..io.atomic import check_output_folder, make_folder, safe_name
 from ..io.locks import folder_lock
-from ..io.padding import data_box, is_whole, mark_no_data, missing_voxels
+from ..io.padding import data_box, is_whole, mark_no_data, missing_voxels, suspected_mask
 from ..io.resample import coarser_axes, grid_at_spacing, resample
 from ..io.volume import Geometry, read_volume
 from ..model import load_model, model_spacing, model_stride, resolve_model_path
@@ -191,6 +191,7 @@ class Detector:
         t = time.perf_counter()
         raw = resample(raw, scanned, geometry)
         resample_s = time.perf_counter() - t
+        scan["suspected_mask"] = self._suspected_mask(raw, job.path)
         stored = normalise_volume(raw, job.path)
         missing = missing_voxels(raw)
         del raw
@@ -261,6 +262,19 @@ class Detector:
         raw = raw if scanned is native else np.ascontiguousarray(raw[box])
         return raw, native, scanned, {"non_finite_voxels": bad, "no_data_voxels": marked,
                                       "scanned_box_kji": [[sl.start, sl.stop] for sl in box]}
+
+    def _suspected_mask(self, raw: np.ndarray, path: Path) -> dict | None:
+        """Warn when ``raw`` looks masked with an ordinary grey value that ``--no-data-value``
+        does not name (:func:`suspected_mask`): Detect would read the mask's edge as lesions."""
+        found = None if self.settings.no_data_value is not None else suspected_mask(raw)
+        if found is None:
+            return None
+        value, fraction = found
+        print(f"blcam detect: warning: {path}: {100 * fraction:.0f} % of the volume holds its lowest value ({value:g}) "
+              "in regions that reach its faces with a hard edge, as a mask outside the field of view does; the "
+              "network reads such an edge as a lesion. If nothing was imaged there, rerun with --no-data-value "
+              f"{value:g} (README, Detect)", file=sys.stderr)
+        return {"value": value, "fraction": round(fraction, 4)}
 
     def _refine(self, stored: np.ndarray, lmap: LesionMap, geometry: Geometry, candidates: list[Candidate],
                 on_fraction: Callable[[float], None]) -> float:

@@ -95,13 +95,46 @@ def mark_no_data(volume: np.ndarray, value: float) -> tuple[np.ndarray, int]:
     hit = volume == value
     if not hit.any():
         return volume, 0
-    labels, _ = ndi.label(hit)
-    faces = np.unique(np.concatenate([np.unique(np.take(labels, end, axis=axis))
-                                      for axis in range(volume.ndim) for end in (0, -1)]))
-    outside = np.isin(labels, faces[faces > 0])
+    outside = _face_connected(hit)
     count = int(np.count_nonzero(outside))
     if not count:
         return volume, 0
     marked = volume.astype(np.float32, copy=True)
     marked[outside] = np.nan
     return marked, count
+
+
+def _face_connected(hit: np.ndarray) -> np.ndarray:
+    """The voxels of ``hit`` that connect (6-connected) to one of the array's faces."""
+    labels, _ = ndi.label(hit)
+    faces = np.unique(np.concatenate([np.unique(np.take(labels, end, axis=axis))
+                                      for axis in range(hit.ndim) for end in (0, -1)]))
+    return np.isin(labels, faces[faces > 0])
+
+
+def suspected_mask(volume: np.ndarray, min_fraction: float = 0.01,
+                   edge_ratio: float = 0.5) -> tuple[float, float] | None:
+    """``(value, fraction)`` when ``volume`` looks masked with an ordinary grey value: at least
+    ``min_fraction`` of it holds its lowest value in regions that reach a face, and the voxels
+    bordering those regions are, by their median, at least ``edge_ratio`` as bright as the
+    volume's median. A hard edge from tissue to that value is a mask; a shadow fades into it
+    (on the phantom's unmasked volumes that ratio stays below 0.3, ``bench/RESULTS.md``).
+    ``None`` otherwise. Only a hint for a warning: the image cannot prove it.
+    """
+    finite = volume[np.isfinite(volume)] if np.issubdtype(volume.dtype, np.floating) else volume
+    if finite.size == 0:
+        return None
+    low = finite.min()
+    hit = volume == low
+    if np.count_nonzero(hit) < min_fraction * volume.size:
+        return None
+    outside = _face_connected(hit)
+    fraction = float(np.count_nonzero(outside)) / volume.size
+    if fraction < min_fraction:
+        return None
+    edge = ndi.binary_dilation(outside) & ~hit & np.isfinite(volume)
+    tissue = np.median(volume[~hit & np.isfinite(volume)])
+    if not edge.any() or not tissue > low:
+        return None
+    ratio = (np.median(volume[edge]) - low) / (tissue - low)
+    return (float(low), fraction) if ratio >= edge_ratio else None

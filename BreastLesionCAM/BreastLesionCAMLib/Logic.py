@@ -60,6 +60,21 @@ def temporaryFolder(key: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{key}-"))
 
 
+def noDataArgs(text: str) -> tuple[str, ...]:
+    """The panel's "No-data value" as ``blcam detect`` options: none when empty; a value that
+    is not a finite number is refused here, by name, before a process starts."""
+    text = (text or "").strip()
+    if not text:
+        return ()
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise BlcamError(f"No-data value '{text}' is not a finite number; leave it empty for none")
+    return ("--no-data-value", f"{value:g}")
+
+
 class BreastLesionCAMLogic:
     """Annotate → export → train → Detect, with the state in the scene's parameter node."""
 
@@ -198,7 +213,7 @@ class BreastLesionCAMLogic:
         pictures = () if outFolder else ("--no-pictures",)
         args = blcamCommand("detect", modelPath, work / f"{safeName(name)}.nrrd", "--out", out,
                             "--device", concrete, "--heatmap", heatmapScale or parameters.heatmapScale,
-                            *pictures, "--progress-json", *extraArgs)
+                            *noDataArgs(parameters.noDataValue), *pictures, "--progress-json", *extraArgs)
         opacity = parameters.heatmapOpacity if opacity is None else opacity
         threshold = parameters.heatmapThreshold if threshold is None else threshold
 
@@ -228,8 +243,10 @@ class BreastLesionCAMLogic:
         concrete = self.concreteDevice(device)
         self.jobs.checkFree("batch", concrete)
         out = Path(outFolder)
+        parameters = self.getParameterNode()
         args = blcamCommand("detect", modelPath, *inputs, "--out", out, "--device", concrete, "--heatmap",
-                            heatmapScale or self.getParameterNode().heatmapScale, "--progress-json", *extraArgs)
+                            heatmapScale or parameters.heatmapScale, *noDataArgs(parameters.noDataValue),
+                            "--progress-json", *extraArgs)
 
         def complete(job):
             table = loadBatchTable(slicer.mrmlScene, out)

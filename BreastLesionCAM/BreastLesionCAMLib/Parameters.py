@@ -169,6 +169,9 @@ class BreastLesionCAMParameterNode:
     # What the heatmap's colours mean (blcam detect --heatmap): 'auto' scales a calibrated
     # model's map by the volume's lesion probability, 'relative' is the paper's per-volume maximum
     heatmapScale: Annotated[str, Choice(HEATMAP_SCALES)] = "auto"
+    # Grey value the volume's export writes where nothing was imaged (blcam detect --no-data-value);
+    # empty: none (NaN voxels and constant padding planes are left out anyway)
+    noDataValue: str = ""
     # Seconds per million voxel reads the last Detect achieved on this computer (0: not yet)
     detectSecondsPerMvox: Annotated[float, WithinRange(0.0, 1e6)] = 0.0
     heatmapVolume: slicer.vtkMRMLScalarVolumeNode

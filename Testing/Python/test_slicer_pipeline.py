@@ -22,6 +22,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 from _headless import VIEW_COLORS, createScene, renderSliceView, renderSliceViews
 from _segment_fixtures import outer_layer
 from _slicer_fixtures import assert_cancel_kills_tree
+from blcam.errors import BlcamError
 from blcam.io.points import read_points
 from BreastLesionCAMLib import Scenario
 from BreastLesionCAMLib.ColorTable import COLOR_TABLE_ATTRIBUTE
@@ -337,3 +338,25 @@ def test_calibrate_scores_holds_out_a_fold_and_the_next_detect_reports_probabili
     full = slicer.util.arrayFromVolume(relative.result.heatmap).max()
     assert full == pytest.approx(1.0, abs=1 / 255)
     assert scaled == pytest.approx(doc["heatmap_scale"] * full, abs=2 / 255)  # stored in 256 levels
+
+
+def test_the_panels_no_data_value_reaches_detect_and_a_bad_one_is_refused_by_name(pipeline):
+    """The panel's "No-data value" (parameter ``noDataValue``) becomes ``--no-data-value``; text that
+    is not a finite number stops before a process starts, naming what was typed."""
+    import json
+    parameters = pipeline.logic.getParameterNode()
+    model = parameters.modelPath
+    try:
+        for bad in ("zero", "nan", "inf"):
+            parameters.noDataValue = bad
+            with pytest.raises(BlcamError, match=f"No-data value '{bad}' is not a finite number"):
+                pipeline.logic.detect(pipeline.held.volume, model, extraArgs=Scenario.DETECT_ARGS)
+        parameters.noDataValue = " 0 "
+        _run(pipeline.logic.detect(pipeline.held.volume, model, outFolder=pipeline.work / "detect-no-data",
+                                   extraArgs=Scenario.DETECT_ARGS), "detect with a no-data value")
+    finally:
+        parameters.noDataValue = ""
+    doc = json.loads(findOutputs(pipeline.work / "detect-no-data").json.read_text(encoding="utf-8"))
+    assert doc["settings"]["no_data_value"] == 0.0
+    plain = json.loads(findOutputs(pipeline.work / "detect").json.read_text(encoding="utf-8"))
+    assert plain["settings"]["no_data_value"] is None

@@ -1,4 +1,4 @@
-"""The box of a volume that holds image data: constant planes padded onto its faces are not scanned tissue.
+"""What of a volume was not imaged: padding planes at its faces, NaN voxels, a declared mask value.
 
 Why. Datasets are often padded to a common size, and exports pad or mask what lies outside
 the scanned field of view, with a constant (0, the scanner's minimum, -1024) or NaN. The
@@ -9,11 +9,17 @@ inside of a cyst behind its bright wall. Measured on 53 seed-11 phantom volumes 
 bundled model (``bench/RESULTS.md``), a 5 mm black margin on both lateral faces drew most
 top candidates into the margins: pointing game 0.577 → 0.231, volume AUC 0.905 → 0.639.
 
-Ultrasound has speckle everywhere it images, so a whole plane of one value (or of NaN) at a
-face is padding. Peeling those planes off, face by face, leaves the box that was scanned;
-Detect maps only that box, which *is* the unpadded volume, so it finds what it finds there.
-Padding of another shape (a curved field-of-view mask) is not a plane and stays; export
-masked voxels as NaN and pad the rest, or crop the volume, to keep it out.
+So Detect leaves out what was not imaged, in three ways:
+
+* :func:`data_box`: ultrasound has speckle everywhere it images, so a whole plane of one value
+  (or of NaN) at a face is padding. Peeling those planes off, face by face, leaves the box
+  that was scanned; Detect maps only that box, which *is* the unpadded volume, so it finds
+  there what it finds in the unpadded volume.
+* :func:`missing_voxels`: NaN and ±inf voxels anywhere mean "no data"; the network sees them
+  as mid-grey, and they get no heat and no candidate.
+* :func:`mark_no_data`: a mask of another shape written as an ordinary grey value (0 outside
+  a curved field of view) cannot be told from a shadow that dark by the image alone, so the
+  user names the value (``--no-data-value``); :func:`suspected_mask` only prompts them to.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ Example (Slicer's Python console or a plain script with slicer-core)::
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import tempfile
 import time
@@ -69,8 +70,8 @@ def noDataArgs(text: str) -> tuple[str, ...]:
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if value != value or value in (float("inf"), float("-inf")):
+        value = math.nan
+    if not math.isfinite(value):
         raise BlcamError(f"No-data value '{text}' is not a finite number; leave it empty for none")
     return ("--no-data-value", f"{value:g}")
 

@@ -191,16 +191,16 @@ class Detector:
         t = time.perf_counter()
         raw = resample(raw, scanned, geometry)
         resample_s = time.perf_counter() - t
-        scan["suspected_mask"] = self._suspected_mask(raw, job.path)
-        stored = normalise_volume(raw, job.path)
         missing = missing_voxels(raw)
+        scan["suspected_mask"] = self._suspected_mask(raw, missing, job.path)
+        stored = normalise_volume(raw, job.path)
         del raw
         if missing is not None:
             stored[missing] = NEUTRAL_STORED
         lmap = self.mapper.map_with_fraction(stored, progress, lambda f: report("map", f))
         ranked = ranked_candidates(lmap, geometry, s.nms_mm, self.calibration)
         if missing is not None:           # nothing was imaged there: no candidate, no heat
-            ranked = [c for c in ranked if not missing[_nearest_voxel(c.index_kji, missing.shape)]]
+            ranked = [c for c in ranked if not missing[_voxel_kji(c, missing.shape)]]
             lmap.heatmap[missing] = 0.0
         candidates, volume_score = select_candidates(ranked, lmap, geometry, s.top_k, s.min_score, self.calibration)
         volume_logit = round(ranked[0].crop_logit, 6) if ranked else None     # what blcam calibrate fits
@@ -263,10 +263,11 @@ class Detector:
         return raw, native, scanned, {"non_finite_voxels": bad, "no_data_voxels": marked,
                                       "scanned_box_kji": [[sl.start, sl.stop] for sl in box]}
 
-    def _suspected_mask(self, raw: np.ndarray, path: Path) -> dict | None:
+    def _suspected_mask(self, raw: np.ndarray, missing: np.ndarray | None, path: Path) -> dict | None:
         """Warn when ``raw`` looks masked with an ordinary grey value that ``--no-data-value``
-        does not name (:func:`suspected_mask`): Detect would read the mask's edge as lesions."""
-        found = None if self.settings.no_data_value is not None else suspected_mask(raw)
+        does not name (:func:`suspected_mask`; ``missing``: its non-finite voxels): Detect
+        would read the mask's edge as lesions."""
+        found = None if self.settings.no_data_value is not None else suspected_mask(raw, missing)
         if found is None:
             return None
         value, fraction = found
@@ -306,8 +307,10 @@ class Detector:
         return time.perf_counter() - start
 
 
-def _nearest_voxel(index_kji: tuple[float, float, float], shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(int(v) for v in np.clip(np.floor(np.asarray(index_kji) + 0.5), 0, np.asarray(shape) - 1))
+def _voxel_kji(cand: Candidate, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The candidate's nearest voxel (:attr:`Candidate.voxel_ijk`) as an index into an array of
+    ``shape`` (``k, j, i``), held inside it."""
+    return tuple(int(v) for v in np.clip(cand.voxel_ijk[::-1], 0, np.asarray(shape) - 1))
 
 
 def _move(cand: Candidate, pos: np.ndarray, lmap: LesionMap, geometry: Geometry) -> None:

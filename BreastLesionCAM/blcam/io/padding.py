@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-Box = tuple[slice, slice, slice]
+Box = tuple[slice, ...]
 
 
 def _constant(plane: np.ndarray) -> bool:
@@ -53,11 +53,11 @@ def data_box(volume: np.ndarray) -> Box:
         while lo < hi and _constant(_plane(volume, box, axis, lo)):
             lo += 1
         if lo == hi:                   # every plane along this axis is constant: keep the volume
-            return tuple(slice(0, m) for m in volume.shape)      # type: ignore[return-value]
+            return tuple(slice(0, m) for m in volume.shape)
         while _constant(_plane(volume, box, axis, hi - 1)):
             hi -= 1
         box[axis] = slice(lo, hi)
-    return tuple(box)                  # type: ignore[return-value]
+    return tuple(box)
 
 
 def _plane(volume: np.ndarray, box: list[slice], axis: int, index: int) -> np.ndarray:
@@ -118,7 +118,7 @@ def _face_connected(hit: np.ndarray) -> np.ndarray:
     return np.isin(labels, faces[faces > 0])
 
 
-def suspected_mask(volume: np.ndarray, min_fraction: float = 0.01,
+def suspected_mask(volume: np.ndarray, missing: np.ndarray | None = None, min_fraction: float = 0.01,
                    edge_ratio: float = 0.5) -> tuple[float, float] | None:
     """``(value, fraction)`` when ``volume`` looks masked with an ordinary grey value: at least
     ``min_fraction`` of it holds its lowest value in regions that reach a face, and the voxels
@@ -126,11 +126,14 @@ def suspected_mask(volume: np.ndarray, min_fraction: float = 0.01,
     volume's median. A hard edge from tissue to that value is a mask; a shadow fades into it
     (on the phantom's unmasked volumes that ratio stays below 0.3, ``bench/RESULTS.md``).
     ``None`` otherwise. Only a hint for a warning: the image cannot prove it.
+
+    ``missing``: :func:`missing_voxels` of ``volume`` (its non-finite voxels, which are neither
+    the mask's value nor tissue), so that a caller who has it does not find them again.
     """
-    finite = volume[np.isfinite(volume)] if np.issubdtype(volume.dtype, np.floating) else volume
-    if finite.size == 0:
+    imaged = volume if missing is None else volume[~missing]
+    if imaged.size == 0:
         return None
-    low = finite.min()
+    low = imaged.min()
     hit = volume == low
     if np.count_nonzero(hit) < min_fraction * volume.size:
         return None
@@ -138,9 +141,10 @@ def suspected_mask(volume: np.ndarray, min_fraction: float = 0.01,
     fraction = float(np.count_nonzero(outside)) / volume.size
     if fraction < min_fraction:
         return None
-    edge = ndi.binary_dilation(outside) & ~hit & np.isfinite(volume)
-    tissue = np.median(volume[~hit & np.isfinite(volume)])
-    if not edge.any() or not tissue > low:
+    tissue = ~hit if missing is None else ~hit & ~missing
+    edge = ndi.binary_dilation(outside) & tissue
+    median = np.median(volume[tissue]) if tissue.any() else low
+    if not edge.any() or not median > low:
         return None
-    ratio = (np.median(volume[edge]) - low) / (tissue - low)
+    ratio = (np.median(volume[edge]) - low) / (median - low)
     return (float(low), fraction) if ratio >= edge_ratio else None
